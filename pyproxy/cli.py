@@ -1,0 +1,102 @@
+"""The ``pyproxy`` command: OpenSER's command line, with the same letters and meanings."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+from .config.errors import ConfigErrors
+from .config.values import parse_host_port
+
+DEFAULT_CONFIG = "/etc/pyproxy/pyproxy.cfg"
+
+
+def _listen(text: str):
+    try:
+        return parse_host_port(text, allow_proto=True)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, found {text!r}")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pyproxy", add_help=False,
+        description="A scriptable SIP proxy, registrar and redirect server with TLS, "
+                    "configured with an OpenSER-style script.")
+    p.add_argument("-f", dest="config", metavar="FILE", default=DEFAULT_CONFIG,
+                   help=f"configuration file (default {DEFAULT_CONFIG})")
+    p.add_argument("-c", dest="check", action="store_true",
+                   help="check the configuration file and exit: one summary line, or every error as "
+                        "FILE:LINE:COL: message")
+    p.add_argument("-m", dest="shm_mb", metavar="MB", type=_positive, default=32,
+                   help="size of the shared memory segment in MB (default 32)")
+    p.add_argument("-D", dest="foreground", action="count", default=0,
+                   help="do not daemonize: stay in the foreground")
+    p.add_argument("-E", dest="log_stderr", action="store_true", help="log to standard error")
+    p.add_argument("-d", dest="verbose", action="count", default=0,
+                   help="more verbose: raises the debug level by one, may repeat (-ddd)")
+    p.add_argument("-n", dest="children", metavar="N", type=_positive,
+                   help="number of worker processes (overrides children=)")
+    p.add_argument("-l", dest="listen", metavar="ADDRESS", type=_listen, action="append", default=[],
+                   help="listen on [proto:]addr[:port] too, proto one of udp, tcp, tls; may repeat")
+    p.add_argument("-P", dest="pid_file", metavar="FILE", help="write the master's pid to FILE")
+    p.add_argument("-u", dest="user", metavar="USER", help="run as USER after binding the sockets")
+    p.add_argument("-g", dest="group", metavar="GROUP", help="run as GROUP after binding the sockets")
+    p.add_argument("-V", action="version", version=f"pyproxy {__version__}\n"
+                   f"Python {sys.version.split()[0]}; transports: udp tcp tls",
+                   help="print the version and exit")
+    p.add_argument("-h", action="help", help="print this help and exit")
+    return p
+
+
+def apply_overrides(settings, args) -> None:
+    """Command-line options win over the config file, as in OpenSER."""
+    if args.children:
+        settings.children = args.children
+    if args.listen:
+        settings.listen.extend(args.listen)
+    if args.log_stderr:
+        settings.log_stderror = True
+    if args.verbose:
+        settings.debug = min(settings.debug + args.verbose, 9)
+    if args.user:
+        settings.user = args.user
+    if args.group:
+        settings.group = args.group
+
+
+def _print_warnings(warnings) -> None:
+    for pos, text in warnings:
+        print(f"{pos}: warning: {text}" if pos else f"warning: {text}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .config.loader import load_config
+    try:
+        config = load_config(args.config)
+    except ConfigErrors as e:
+        for err in e.errors:
+            print(err, file=sys.stderr)
+        n = len(e.errors)
+        print(f"pyproxy: {args.config}: {n} error{'s' if n != 1 else ''}, not started", file=sys.stderr)
+        return 1
+    apply_overrides(config.settings, args)
+    _print_warnings(config.warnings)
+    if args.check:
+        print(config.summary())
+        return 0
+    print("pyproxy: serving SIP is not available in this build yet (the runtime is the next step); "
+          "use -c to check a config", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""sl: stateless replies (OpenSER's sl module).
+
+A stateless reply is made from the request alone (RFC 3261 8.2.6) and sent where RFC 3261
+18.2.2 says; the To tag is a hash of the request, so a retransmitted request gets the same reply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from ..forward import reply_destination_for_request, stamp_received
+from ..script.exports import FixupError, Function, ModuleExports, RouteType
+from ..script.fixups import status_code, text
+from ..sip import SIPError, make_response
+
+
+def stateless_to_tag(msg) -> str:
+    key = f"{msg.call_id}|{msg.from_.tag}|{msg.cseq[0]}|{msg.top_via.branch}"
+    return hashlib.blake2s(key.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+
+
+def send_reply(ctx, status: int, reason: str, extra_headers=()) -> int:
+    msg, runtime = ctx.msg, ctx.runtime
+    if msg.method == "ACK":
+        return -1           # an ACK is never answered
+    try:
+        stamp_received(msg, ctx.rcv)
+        to_tag = stateless_to_tag(msg) if status > 100 and msg.to.tag is None else None
+        data = make_response(msg, status, reason, to_tag=to_tag, headers=extra_headers)
+        dest = reply_destination_for_request(msg, ctx.rcv, runtime.reply_to_via)
+    except SIPError as e:
+        runtime.log(logging.ERROR, f"cannot reply {status} to {msg.method}: {e}")
+        return -1
+    return 1 if runtime.send(ctx, dest, data) else -1
+
+
+def sl_send_reply(ctx, status, reason, headers):
+    return send_reply(ctx, status, reason, headers)
+
+
+def sl_reply_error(ctx, headers):
+    status, reason = ctx.last_error or (500, "Server Internal Error")
+    return send_reply(ctx, status, reason, headers)
+
+
+def _server_headers(env) -> tuple:
+    s = env.settings
+    if not s.server_signature or not s.server_header:
+        return ()
+    name, sep, value = s.server_header.partition(":")
+    return ((name.strip(), value.strip()),) if sep else ()
+
+
+def _send_reply_fixup(args, env):
+    reason = text(args[1], 1)
+    if "\r" in reason or "\n" in reason:
+        raise FixupError("argument 2 (the reason phrase) must not contain a line break", 1)
+    return status_code(args[0], 0), reason, _server_headers(env)
+
+
+EXPORTS = ModuleExports(
+    name="sl",
+    doc="Stateless replies.",
+    functions=(
+        Function("sl_send_reply", sl_send_reply, (2,), "Reply statelessly: sl_send_reply(code, reason).",
+                 _send_reply_fixup, RouteType.REQUEST),
+        Function("sl_reply_error", sl_reply_error, (0,),
+                 "Reply statelessly with the status of the last error (500 when none).",
+                 lambda args, env: (_server_headers(env),), RouteType.REQUEST),
+    ),
+)

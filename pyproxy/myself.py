@@ -1,0 +1,53 @@
+"""Which hosts and ports are this proxy ("myself" in the script).
+
+Every listen address, every alias, and, for sockets bound to every address, the host's own
+names and addresses. A port of ``None`` means "any of our ports" (``src_ip==myself``).
+"""
+
+from __future__ import annotations
+
+import socket
+
+from .config.values import SocketSpec
+
+
+def _norm(host: str) -> str:
+    host = host.lower().rstrip(".")
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+class Myself:
+    def __init__(self, sockets: list[SocketSpec], aliases: list[SocketSpec] = (), default_port: int = 5060):
+        self.ports: dict[str, set[int]] = {}
+        wildcard_ports = set()
+        for s in sockets:
+            port = s.port or (s.proto.default_port if s.proto else default_port)
+            if s.host in ("*", "0.0.0.0", "[::]", "::"):
+                wildcard_ports.add(port)
+            else:
+                self.ports.setdefault(_norm(s.host), set()).add(port)
+        for host in _local_names() if wildcard_ports else ():
+            self.ports.setdefault(host, set()).update(wildcard_ports)
+        all_ports = {p for ports in self.ports.values() for p in ports}
+        for a in aliases:
+            # an alias without a port stands for the name on every port we listen on
+            self.ports.setdefault(_norm(a.host), set()).update({a.port} if a.port else all_ports)
+
+    def __call__(self, host: str, port: int | None = None, proto=None) -> bool:
+        ports = self.ports.get(_norm(host))
+        if ports is None:
+            return False
+        return port is None or port in ports
+
+
+def _local_names() -> set[str]:
+    names = {"localhost", "127.0.0.1", "::1"}
+    try:
+        hostname = socket.gethostname()
+        names.add(hostname.lower())
+        names.add(socket.getfqdn().lower())
+        for info in socket.getaddrinfo(hostname, None):
+            names.add(info[4][0].lower())
+    except OSError:
+        pass
+    return names

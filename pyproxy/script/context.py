@@ -1,0 +1,57 @@
+"""Per-message state the script reads and writes, and what it asks of the runtime.
+
+``ScriptContext`` is made for each message: the message, where it came from, the script flags and
+AVPs. ``Runtime`` is the interface the worker (or a test) provides: sending, logging, and the
+``myself`` test. The script engine never touches a socket.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..config.values import Proto
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveInfo:
+    src_ip: str
+    src_port: int
+    dst_ip: str
+    dst_port: int
+    proto: Proto
+    conn_id: int | None = None
+
+    @property
+    def af(self) -> int:
+        return socket.AF_INET6 if ":" in self.src_ip else socket.AF_INET
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    proto: Proto
+    host: str              # address or name still to resolve
+    port: int | None       # None: the transport's default or DNS SRV decides
+
+
+class Runtime(Protocol):
+    def is_myself(self, host: str, port: int | None, proto: Proto | None = None) -> bool: ...
+    def send(self, ctx: "ScriptContext", dest: Destination, data: bytes) -> bool: ...
+    def via_address(self, proto: Proto, dest: Destination) -> tuple[str, int]: ...
+    def log(self, level: int, text: str) -> None: ...
+    reply_to_via: bool
+
+
+class ScriptContext:
+    __slots__ = ("msg", "rcv", "runtime", "flags", "avps", "route_type", "dropped", "last_error")
+
+    def __init__(self, msg, rcv: ReceiveInfo, runtime: Runtime, route_type=None):
+        self.msg = msg
+        self.rcv = rcv
+        self.runtime = runtime
+        self.flags = 0
+        self.avps: dict = {}
+        self.route_type = route_type
+        self.dropped = False
+        self.last_error: tuple[int, str] | None = None   # what sl_reply_error() answers

@@ -1,0 +1,178 @@
+"""Core script functions (OpenSER's core actions): forwarding, flags, Request-URI rewriting,
+logging. Module functions live in ``pyproxy.modules``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..config.values import Proto, parse_host_port
+from ..forward import forward_request
+from ..sip import SIPError
+from .context import Destination
+from .exports import FixupError, Function, RouteType
+from .fixups import each, format_string, integer, sip_uri, text
+
+MAX_FLAG = 63
+
+
+# --- flags -----------------------------------------------------------------------------------
+def setflag(ctx, flag):
+    ctx.flags |= 1 << flag
+    return 1
+
+
+def resetflag(ctx, flag):
+    ctx.flags &= ~(1 << flag)
+    return 1
+
+
+def isflagset(ctx, flag):
+    return 1 if ctx.flags & (1 << flag) else -1
+
+
+def _flag(arg, i):
+    return integer(arg, i, 0, MAX_FLAG, "a flag number")
+
+
+# --- Request-URI rewriting -------------------------------------------------------------------
+def _rewrite(ctx, **parts) -> int:
+    msg = ctx.msg
+    try:
+        msg.set_ruri(str(msg.uri.replace(**parts)))
+    except SIPError as e:
+        ctx.runtime.log(logging.ERROR, f"cannot rewrite the Request-URI: {e}")
+        return -1
+    return 1
+
+
+def strip(ctx, n):
+    user = ctx.msg.uri.user or ""
+    return _rewrite(ctx, user=user[n:] or None)
+
+
+def strip_tail(ctx, n):
+    user = ctx.msg.uri.user or ""
+    return _rewrite(ctx, user=user[:-n] if n else user)
+
+
+def prefix(ctx, text):
+    return _rewrite(ctx, user=text + (ctx.msg.uri.user or ""))
+
+
+def sethost(ctx, host):
+    return _rewrite(ctx, host=host)
+
+
+def setuser(ctx, user):
+    return _rewrite(ctx, user=user or None)
+
+
+def sethostport(ctx, host, port):
+    return _rewrite(ctx, host=host, port=port)
+
+
+def seturi(ctx, uri):
+    ctx.msg.set_ruri(uri)
+    return 1
+
+
+def _hostport(arg, i):
+    try:
+        spec = parse_host_port(text(arg, i), allow_proto=False)
+    except ValueError as e:
+        raise FixupError(f"argument {i + 1}: {e}", i) from None
+    return spec.host, spec.port
+
+
+def _hostport_fixup(args, env):
+    return _hostport(args[0], 0)
+
+
+def _host(arg, i):
+    host, port = _hostport(arg, i)
+    if port is not None:
+        raise FixupError(f"argument {i + 1} must be a host without port (use rewritehostport)", i)
+    return host
+
+
+# --- forwarding ------------------------------------------------------------------------------
+def _forward_fixup(proto: Proto | None):
+    def fixup(args, env):
+        if not args:
+            return (None,)
+        host = text(args[0], 0)
+        port = integer(args[1], 1, 1, 65535, "a port") if len(args) > 1 else None
+        if port is None and ":" in host.strip("[]") and not host.startswith("["):
+            host, port = _hostport(args[0], 0)
+        return (Destination(proto or Proto.UDP, host, port),)
+    return fixup
+
+
+def forward(ctx, dest):
+    return forward_request(ctx, dest)
+
+
+def force_rport(ctx):
+    """RFC 3581: answer to the source port even if the client did not ask with ;rport."""
+    try:
+        ctx.msg.set_top_via_params(rport=ctx.rcv.src_port)
+    except SIPError:
+        return -1
+    return 1
+
+
+# --- logging ---------------------------------------------------------------------------------
+NOTICE = 25     # OpenSER's L_NOTICE sits between Python's INFO and WARNING
+_OPENSER_LEVELS = {-3: logging.CRITICAL, -2: logging.CRITICAL, -1: logging.ERROR, 0: logging.WARNING,
+                   1: logging.WARNING, 2: NOTICE, 3: logging.INFO, 4: logging.DEBUG}
+
+
+def log_level(openser_level: int) -> int:
+    return _OPENSER_LEVELS.get(openser_level, logging.DEBUG)
+
+
+def log(ctx, level, render):
+    ctx.runtime.log(level, render(ctx).rstrip("\n"))
+    return 1
+
+
+def _log_fixup(args, env):
+    if len(args) == 1:
+        return logging.DEBUG, format_string(args[0], 0)     # OpenSER's log(s) logs at L_DBG (4)
+    return log_level(integer(args[0], 0, -3, 9, "a log level")), format_string(args[1], 1)
+
+
+REQUEST_LIKE = RouteType.REQUEST | RouteType.FAILURE | RouteType.BRANCH
+
+FUNCTIONS = (
+    Function("forward", forward, (0, 1, 2), "Forward statelessly to the R-URI, or to host[, port].",
+             _forward_fixup(None), REQUEST_LIKE),
+    Function("forward_udp", forward, (1, 2), "Forward statelessly over UDP.", _forward_fixup(Proto.UDP),
+             REQUEST_LIKE),
+    Function("forward_tcp", forward, (1, 2), "Forward statelessly over TCP.", _forward_fixup(Proto.TCP),
+             REQUEST_LIKE),
+    Function("forward_tls", forward, (1, 2), "Forward statelessly over TLS.", _forward_fixup(Proto.TLS),
+             REQUEST_LIKE),
+    Function("setflag", setflag, (1,), "Set a flag of the message.", each(_flag)),
+    Function("resetflag", resetflag, (1,), "Reset a flag of the message.", each(_flag)),
+    Function("isflagset", isflagset, (1,), "True if the flag is set.", each(_flag)),
+    Function("strip", strip, (1,), "Remove N leading characters of the R-URI user.",
+             each(lambda a, i: integer(a, i, 0)), REQUEST_LIKE),
+    Function("strip_tail", strip_tail, (1,), "Remove N trailing characters of the R-URI user.",
+             each(lambda a, i: integer(a, i, 0)), REQUEST_LIKE),
+    Function("prefix", prefix, (1,), "Put a prefix before the R-URI user.", each(text), REQUEST_LIKE),
+    Function("sethost", sethost, (1,), "Replace the R-URI host.", each(_host), REQUEST_LIKE),
+    Function("rewritehost", sethost, (1,), "Same as sethost.", each(_host), REQUEST_LIKE),
+    Function("setuser", setuser, (1,), "Replace the R-URI user.", each(text), REQUEST_LIKE),
+    Function("rewriteuser", setuser, (1,), "Same as setuser.", each(text), REQUEST_LIKE),
+    Function("sethostport", sethostport, (1,), "Replace the R-URI host and port.", _hostport_fixup,
+             REQUEST_LIKE),
+    Function("rewritehostport", sethostport, (1,), "Same as sethostport.", _hostport_fixup, REQUEST_LIKE),
+    Function("seturi", seturi, (1,), "Replace the whole R-URI.", each(sip_uri), REQUEST_LIKE),
+    Function("rewriteuri", seturi, (1,), "Same as seturi.", each(sip_uri), REQUEST_LIKE),
+    Function("force_rport", force_rport, (0,), "Add rport to the top Via (RFC 3581).",
+             None, RouteType.REQUEST),
+    Function("log", log, (1, 2), "Log a message: log([level,] text); $variables are expanded.",
+             _log_fixup),
+)

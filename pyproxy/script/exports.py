@@ -1,0 +1,79 @@
+"""How the core and modules declare what a script may use: parameters, functions, init hooks.
+
+Exports are data. The script compiler checks every call against them when the config loads
+(name, number of arguments, argument types through the fix-up, the route types it may be called
+from), so a running worker never meets an unknown function or a malformed argument.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..config.ast import RouteKind
+
+
+class RouteType(enum.Flag):
+    REQUEST = enum.auto()
+    ONREPLY = enum.auto()
+    FAILURE = enum.auto()
+    BRANCH = enum.auto()
+    ANY = REQUEST | ONREPLY | FAILURE | BRANCH
+    REQUEST_LIKE = REQUEST | FAILURE | BRANCH
+
+
+ROUTE_TYPE_OF = {RouteKind.REQUEST: RouteType.REQUEST, RouteKind.ONREPLY: RouteType.ONREPLY,
+                 RouteKind.FAILURE: RouteType.FAILURE, RouteKind.BRANCH: RouteType.BRANCH}
+
+
+class FixupError(ValueError):
+    """An argument that cannot work; the text says what was expected. Optionally which argument."""
+
+    def __init__(self, message: str, arg_index: int | None = None):
+        super().__init__(message)
+        self.arg_index = arg_index
+
+
+@dataclass(frozen=True)
+class Function:
+    """A script function: ``impl(ctx, *fixed_args) -> int`` (OpenSER return rules).
+
+    ``arities`` lists the accepted argument counts. ``fixup`` turns the written arguments
+    (``Value``/``PVar`` nodes) into what ``impl`` takes, once at load time, raising FixupError;
+    without one, arguments are passed as their text.
+    """
+    name: str
+    impl: Callable[..., int]
+    arities: tuple[int, ...]
+    doc: str
+    fixup: Callable[[tuple, "LoadEnv"], tuple] | None = None
+    route_types: RouteType = RouteType.ANY
+
+
+@dataclass(frozen=True)
+class ModParam:
+    name: str
+    type: type            # int or str
+    default: Any
+    doc: str
+
+
+@dataclass(frozen=True)
+class ModuleExports:
+    name: str
+    doc: str
+    params: tuple[ModParam, ...] = ()
+    functions: tuple[Function, ...] = ()
+    depends: tuple[str, ...] = ()
+    # mod_init(module_config, load_env) runs in the master before fork; child_init(rank) in each worker.
+    mod_init: Callable | None = None
+    child_init: Callable | None = None
+
+
+@dataclass
+class LoadEnv:
+    """What a fix-up may consult while the script loads: settings and the modules' parameters."""
+    settings: Any
+    modparams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pvars: Any = None
