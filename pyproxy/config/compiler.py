@@ -162,6 +162,8 @@ class Compiler:
         entry = self.functions.get(c.name)
         if entry is None:
             hint = self.hint_for_unknown(c.name)
+            if hint is None:        # its module failed to load: that error already says why
+                return None
             if not hint:
                 close = difflib.get_close_matches(c.name, self.functions, n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""

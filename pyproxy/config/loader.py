@@ -75,7 +75,8 @@ def load_config_text(text: str, path: str = "<config>") -> LoadedConfig:
     items = tree.items
     settings = resolve([i for i in items if isinstance(i, Assign)], errors, warnings)
     modules = _load_modules([i for i in items if isinstance(i, LoadModule)], errors, warnings)
-    modparams = _modparams(modules, [i for i in items if isinstance(i, ModParam)], errors)
+    failed = {module_registry.module_name(i.path) for i in items if isinstance(i, LoadModule)} - set(modules)
+    modparams = _modparams(modules, failed, [i for i in items if isinstance(i, ModParam)], errors)
     domains = _tls_domains(settings, [i for i in items if isinstance(i, TLSDomain)], errors, warnings)
     _check_listen(settings, errors, warnings, path)
     env = LoadEnv(settings, modparams)
@@ -83,7 +84,7 @@ def load_config_text(text: str, path: str = "<config>") -> LoadedConfig:
     functions = _function_table(modules, errors)
     loaded = set(modules)
     compiler = Compiler(blocks, functions, env, errors,
-                        lambda name: module_registry.unknown_function_hint(name, loaded))
+                        lambda name: module_registry.unknown_function_hint(name, loaded, failed))
     script = compiler.compile()
     errors.raise_if_any()
     return LoadedConfig(path, settings, modules, modparams, domains, script, warnings)
@@ -109,11 +110,14 @@ def _load_modules(loads: list[LoadModule], errors: ErrorList, warnings: list) ->
     return modules
 
 
-def _modparams(modules: dict[str, ModuleExports], items: list[ModParam], errors: ErrorList) -> dict:
+def _modparams(modules: dict[str, ModuleExports], failed: set[str], items: list[ModParam],
+               errors: ErrorList) -> dict:
     values = {name: {p.name: p.default for p in m.params} for name, m in modules.items()}
     for item in items:
         name = item.module.text
         module = modules.get(name)
+        if name in failed:
+            continue                # its loadmodule error says it all
         if module is None:
             errors.add(item.module.pos, f"modparam: module '{name}' is not loaded (loadmodule it first)")
             continue

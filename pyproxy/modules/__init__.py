@@ -78,8 +78,11 @@ def load(path: str) -> ModuleExports:
     return importlib.import_module(f"{__name__}.{py_name}").EXPORTS
 
 
-def unknown_function_hint(name: str, loaded: set[str]) -> str:
+def unknown_function_hint(name: str, loaded: set[str], failed: set[str]) -> str | None:
+    """Why a function is unknown; None when its module's loadmodule already failed."""
     home = FUNCTION_HOMES.get(name)
+    if home in failed:
+        return None
     if home is None or home in loaded:
         return ""
     return f" (it is exported by module '{home}', which is not loaded)"

@@ -101,10 +101,9 @@ def _forward_fixup(proto: Proto | None):
     def fixup(args, env):
         if not args:
             return (None,)
-        host = text(args[0], 0)
-        port = integer(args[1], 1, 1, 65535, "a port") if len(args) > 1 else None
-        if port is None and ":" in host.strip("[]") and not host.startswith("["):
-            host, port = _hostport(args[0], 0)
+        host, port = _hostport(args[0], 0)
+        if len(args) > 1:
+            port = integer(args[1], 1, 1, 65535, "a port")
         return (Destination(proto or Proto.UDP, host, port),)
     return fixup
 

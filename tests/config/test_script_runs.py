@@ -1,0 +1,205 @@
+"""Compiled scripts run on real parsed messages: conditions, return rules, variables, functions."""
+
+import logging
+
+import pytest
+
+from pyproxy.config.values import Proto
+from pyproxy.sip import parse_message
+
+from conftest import INVITE
+
+
+def flags_of(run, cond, **kw):
+    """Run `if (cond) setflag(1); else setflag(2);` and say which branch ran."""
+    _, ctx, _ = run(f"route {{ if ({cond}) setflag(1); else setflag(2); }}", **kw)
+    return {2: True, 4: False}[ctx.flags]
+
+
+@pytest.mark.parametrize("cond,expected", [
+    ('method=="INVITE"', True),
+    ('method=="invite"', True),          # OpenSER compares methods case-insensitively
+    ('method=="REGISTER"', False),
+    ('method!="REGISTER"', True),
+    ('uri=~"^sip:bob@"', True),
+    ('uri=~"@atlanta"', False),
+    ('uri!~"@atlanta"', True),
+    ('uri=="sip:bob@biloxi.example.com"', True),
+    ("uri==myself", False),
+    ("uri!=myself", True),
+    ('from_uri=~"alice@atlanta"', True),
+    ("from_uri==myself", False),
+    ('to_uri=="sip:bob@biloxi.example.com"', True),
+    ("src_ip==10.0.0.1", True),
+    ("src_ip==10.0.0.0/8", True),
+    ("src_ip==192.168.0.0/16", False),
+    ("src_ip!=10.0.0.1", False),
+    ("src_ip==myself", False),
+    ("dst_ip==myself", True),
+    ("src_port==5062", True),
+    ("src_port>5000 && src_port<=5062", True),
+    ("dst_port!=5060", False),
+    ("proto==udp", True),
+    ("proto==tls", False),
+    ("af==inet", True),
+    ("af==inet6", False),
+    ('!(method=="INVITE")', False),
+    ('method=="INVITE" && uri=~"biloxi"', True),
+    ('method=="REGISTER" || uri=~"biloxi"', True),
+    ('(method=="REGISTER" || method=="INVITE") && !(src_ip==myself)', True),
+    ("isflagset(3)", False),
+    ('$rU=="bob"', True),
+    ('$rd=="biloxi.example.com"', True),
+    ("$rp==5060", True),
+    ('$fU=="alice"', True),
+    ('$fd=="atlanta.example.com"', True),
+    ('$tU=="bob"', True),
+    ('$si=="10.0.0.1"', True),
+    ("$sp==5062", True),
+    ('$rm=="INVITE"', True),
+    ('$ci=~"^a84b4c76"', True),
+    ('$proto=="udp"', True),
+    ("$avp(i:1)==$null", True),
+    ("$avp(s:who)", False),
+    ('$hdr(Call-ID)=~"pc33"', True),
+])
+def test_conditions(run, cond, expected):
+    assert flags_of(run, cond) is expected
+
+
+def test_uri_myself_and_alias(run):
+    for uri, mine in [("sip:127.0.0.1", True), ("sip:bob@127.0.0.1:5060", True), ("sip:127.0.0.1:5070", False),
+                      ("sip:bob@proxy.example.com", True), ("sip:bob@PROXY.example.com.", True)]:
+        msg = INVITE.replace("sip:bob@biloxi.example.com SIP/2.0", f"{uri} SIP/2.0")
+        assert flags_of(run, "uri==myself", msg=msg) is mine, uri
+
+
+def test_proto_tls(run):
+    assert flags_of(run, "proto==tls", proto=Proto.TLS) is True
+    assert flags_of(run, "af==inet6", src_ip="::1") is True
+
+
+def test_function_return_rules(run):
+    # a negative result is false, positive true, and 0 ends the whole script
+    script = ('route { if (route(1)) setflag(1); if (!route(2)) setflag(2); route(3); setflag(9); }\n'
+              "route[1] { return(1); }\nroute[2] { return(-1); }\nroute[3] { return(0); }\n")
+    result, ctx, _ = run(script)
+    assert ctx.flags == 0b110 and result == 0
+
+
+def test_break_leaves_only_the_current_block(run):
+    result, ctx, _ = run("route { route(1); setflag(2); }\nroute[1] { setflag(1); break; setflag(3); }")
+    assert ctx.flags == 0b110 and result == 1
+
+
+def test_exit_and_drop(run):
+    _, ctx, _ = run("route { setflag(1); route(1); setflag(2); }\nroute[1] { exit; }")
+    assert ctx.flags == 0b10 and not ctx.dropped
+    _, ctx, _ = run("route { drop; setflag(2); }")
+    assert ctx.flags == 0 and ctx.dropped
+
+
+def test_flags(run):
+    _, ctx, _ = run("route { setflag(1); setflag(5); resetflag(1); if (isflagset(5)) setflag(6); }")
+    assert ctx.flags == (1 << 5) | (1 << 6)
+
+
+def test_uri_rewriting(run):
+    msg = INVITE.replace("sip:bob@biloxi.example.com SIP/2.0", "sip:201555@biloxi.example.com SIP/2.0")
+    _, ctx, _ = run('route { strip(3); prefix("00"); sethost("domB.net"); }', msg=msg)
+    assert ctx.msg.ruri == "sip:00555@domB.net"
+    _, ctx, _ = run('route { rewritehostport("10.1.1.1:5070"); }')
+    assert ctx.msg.ruri == "sip:bob@10.1.1.1:5070"
+    _, ctx, _ = run('route { seturi("sip:carol@chicago.example.com;transport=tcp"); }')
+    assert str(ctx.msg.uri.params["transport"]) == "tcp"
+    _, ctx, _ = run('route { $rU = "dave"; $rp = 5080; }')
+    assert ctx.msg.ruri == "sip:dave@biloxi.example.com:5080"
+
+
+def test_avps_are_stacks(run):
+    _, ctx, _ = run('route { $avp(i:400) = $fd; $avp(i:400) = "second"; $avp(s:name) = 7; '
+                    'if ($avp(i:400)=="second" && $avp(s:name)==7) setflag(1); }')
+    assert ctx.avps[400] == ["atlanta.example.com", "second"] and ctx.flags == 2
+
+
+def test_log_expands_variables(run):
+    _, _, runtime = run('route { log(1, "got $rm from $si:$sp for $ru\\n"); log("quiet"); }')
+    assert runtime.logs == [(logging.WARNING, "got INVITE from 10.0.0.1:5062 for sip:bob@biloxi.example.com"),
+                            (logging.DEBUG, "quiet")]
+
+
+def test_forward_sends_with_our_via(run):
+    result, _, runtime = run("route { forward(); }")
+    assert result == 1
+    (dest, data), = runtime.sent
+    assert (dest.proto, dest.host, dest.port) == (Proto.UDP, "biloxi.example.com", None)
+    out = parse_message(data)
+    assert [v.host for v in out.vias] == ["127.0.0.1", "10.0.0.1"]
+    assert out.top_via.branch.startswith("z9hG4bK") and out.top_via.branch != "z9hG4bK776asdhds"
+    # the stateless branch is the same for a retransmission
+    _, _, again = run("route { forward(); }")
+    assert again.sent[0][1] == data
+
+
+def test_forward_to_host_and_transport(run):
+    _, _, runtime = run('route { forward_tcp("10.2.2.2", 5070); }')
+    dest, data = runtime.sent[0]
+    assert (dest.proto, dest.host, dest.port) == (Proto.TCP, "10.2.2.2", 5070)
+    assert parse_message(data).top_via.transport == "TCP"
+
+
+def test_forward_stamps_received_and_rport(run):
+    msg = INVITE.replace("10.0.0.1:5062;branch", "pc33.atlanta.example.com;rport;branch")
+    _, _, runtime = run("route { forward(); }", msg=msg, src_ip="192.0.2.4", src_port=40000)
+    via = parse_message(runtime.sent[0][1]).vias[1]
+    assert via.received == "192.0.2.4" and via.rport == 40000
+
+
+def test_sl_send_reply(run):
+    result, _, runtime = run('route { sl_send_reply("404", "Not Here"); }')
+    (dest, data), = runtime.sent
+    assert (dest.host, dest.port) == ("10.0.0.1", 5062)
+    reply = parse_message(data)
+    assert (reply.status, reply.reason) == (404, "Not Here")
+    assert reply.to.tag and reply.call_id == "a84b4c76e66710@pc33.atlanta.example.com"
+    assert reply.header("Server") == "pyproxy"
+
+
+def test_maxfwd(run):
+    script = 'route { if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); exit; } forward(); }'
+    _, _, runtime = run(script)
+    assert parse_message(runtime.sent[0][1]).max_forwards == 69
+    _, _, runtime = run(script, msg=INVITE.replace("Max-Forwards: 70\r\n", "Max-Forwards: 0\r\n"))
+    assert parse_message(runtime.sent[0][1]).status == 483
+    _, _, runtime = run(script, msg=INVITE.replace("Max-Forwards: 70\r\n", ""))
+    assert parse_message(runtime.sent[0][1]).max_forwards == 10
+
+
+def test_sl_reply_error_after_failed_forward(run, monkeypatch):
+    from conftest import RecordingRuntime
+    sends = []
+
+    def send(self, ctx, dest, data):
+        sends.append(data)
+        return len(sends) > 1      # the forward fails, the reply goes out
+    monkeypatch.setattr(RecordingRuntime, "send", send)
+    result, ctx, _ = run('route { if (!forward("10.9.9.9", 5060)) sl_reply_error(); }')
+    reply = parse_message(sends[1])
+    assert reply.status == 477 and ctx.last_error[0] == 477
+
+
+def test_script_is_compiled_once(run, monkeypatch):
+    from pyproxy.config import compiler, parser
+    from pyproxy.config.loader import load_config_text
+    config = load_config_text('loadmodule "sl"\nroute { if (method=="INVITE") setflag(1); }', "t.cfg")
+    assert "def request_0(ctx)" in config.script.source
+    # running does not go back to the parser or compiler
+    monkeypatch.setattr(parser, "parse", None)
+    monkeypatch.setattr(compiler, "Compiler", None)
+    from conftest import RecordingRuntime
+    from pyproxy.script.context import ReceiveInfo, ScriptContext
+    for _ in range(3):
+        ctx = ScriptContext(parse_message(INVITE.encode()), ReceiveInfo("10.0.0.1", 5062, "127.0.0.1", 5060, Proto.UDP),
+                            RecordingRuntime())
+        config.script.run_request(ctx)
+        assert ctx.flags == 2
