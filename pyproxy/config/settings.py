@@ -134,7 +134,7 @@ TLS = _params(
           scope=Scope.GLOBAL | Scope.CLIENT_DOMAIN),
     Param("tls_verify_depth", Int(0, 100), 9, "Longest certificate chain accepted.", scope=Scope.ANYWHERE),
     Param("tls_server_name", Str(), "",
-          "Server domain: the SNI name (or *.wildcard) that selects this domain's certificate; client "
+          "Server domain: the SNI name (or a ``*.example.com`` wildcard) that selects this domain's certificate; client "
           "domain: the SNI name sent.", scope=Scope.DOMAIN),
     Param("tls_match_domain_on_reuse", Bool(), False,
           "Client domain: reuse an existing connection only if it was opened with this domain.",
@@ -206,7 +206,7 @@ def reference_rst() -> str:
     """The parameter reference section of README.rst, generated from the registry."""
     out = []
     for section, title in (("core", "Core parameters"), ("tls", "TLS parameters")):
-        out += [title, "~" * len(title), ""]
+        out += [title, "-" * len(title), ""]
         for p in PARAMS.values():
             if p.section != section:
                 continue

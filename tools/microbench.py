@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Micro-benchmark of the per-message hot path, without sockets:
+
+    parse -> run the stateless script (maxfwd, force_rport, OPTIONS check, forward) -> serialize
+
+for a sipp-like INVITE, and parse -> forward by Via -> serialize for its 200 OK. Prints microseconds
+per message (best of several rounds). Usage: python tools/microbench.py [--rounds N] [--number N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from pyproxy.config.loader import load_config_text
+from pyproxy.config.values import Proto, SocketSpec
+from pyproxy.forward import forward_reply
+from pyproxy.myself import Myself
+from pyproxy.script.context import ReceiveInfo, ScriptContext
+from pyproxy.sip import parse_message
+
+# The same routing as Kamailio's reference stateless.cfg in shared/bench/kamailio/.
+STATELESS = """
+loadmodule "sl"
+loadmodule "maxfwd"
+route {
+    if (!mf_process_maxfwd_header("10")) {
+        sl_send_reply("483", "Too Many Hops");
+        exit;
+    }
+    force_rport();
+    if (method=="OPTIONS" && uri==myself && $rU==$null) {
+        sl_send_reply("200", "OK");
+        exit;
+    }
+    forward();
+    exit;
+}
+"""
+
+SDP = ("v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+       "m=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+INVITE = (
+    "INVITE sip:bench@127.0.0.1:5090;transport=udp SIP/2.0\r\n"
+    "Via: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bK-4242-1-0;rport\r\n"
+    "From: \"sipp\" <sip:sipp@127.0.0.1:6000>;tag=4242SIPpTag001\r\n"
+    "To: <sip:bench@127.0.0.1:5090>\r\n"
+    "Call-ID: 1-4242@127.0.0.1\r\n"
+    "CSeq: 1 INVITE\r\n"
+    "Contact: <sip:sipp@127.0.0.1:6000;transport=UDP>\r\n"
+    "Max-Forwards: 70\r\n"
+    "Subject: bench\r\n"
+    "Content-Type: application/sdp\r\n"
+    f"Content-Length: {len(SDP)}\r\n\r\n{SDP}").encode()
+OK = (
+    "SIP/2.0 200 OK\r\n"
+    "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK0123456789abcdef0123\r\n"
+    "Via: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bK-4242-1-0;rport=6000;received=127.0.0.1\r\n"
+    "From: \"sipp\" <sip:sipp@127.0.0.1:6000>;tag=4242SIPpTag001\r\n"
+    "To: <sip:bench@127.0.0.1:5090>;tag=5151SIPpTag011\r\n"
+    "Call-ID: 1-4242@127.0.0.1\r\n"
+    "CSeq: 1 INVITE\r\n"
+    "Contact: <sip:127.0.0.1:5090;transport=UDP>\r\n"
+    "Content-Type: application/sdp\r\n"
+    f"Content-Length: {len(SDP)}\r\n\r\n{SDP}").encode()
+
+
+class NullRuntime:
+    """Everything a worker's runtime does for the script, minus the socket write."""
+    reply_to_via = False
+
+    def __init__(self):
+        self.is_myself = Myself([SocketSpec(Proto.UDP, "127.0.0.1", 5070)])
+        self.last = b""
+
+    def send(self, ctx, dest, data):
+        self.last = data
+        return True
+
+    def via_address(self, proto, dest):
+        return "127.0.0.1", 5070
+
+    def log(self, level, text):
+        pass
+
+
+def measure(fn, number: int, rounds: int) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        best = min(best, (time.perf_counter() - start) / number)
+    return best * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--number", type=int, default=20000)
+    args = ap.parse_args()
+
+    script = load_config_text(STATELESS, "<bench>").script
+    runtime = NullRuntime()
+    rcv_invite = ReceiveInfo("127.0.0.1", 6000, "127.0.0.1", 5070, Proto.UDP)
+    rcv_ok = ReceiveInfo("127.0.0.1", 5090, "127.0.0.1", 5070, Proto.UDP)
+
+    def invite():
+        script.run_request(ScriptContext(parse_message(INVITE), rcv_invite, runtime))
+
+    def ok():
+        forward_reply(ScriptContext(parse_message(OK), rcv_ok, runtime))
+
+    invite()
+    assert b"Max-Forwards: 69" in runtime.last and runtime.last.count(b"Via:") == 2, runtime.last
+    ok()
+    assert runtime.last.count(b"Via:") == 1, runtime.last
+    t_invite = measure(invite, args.number, args.rounds)
+    t_ok = measure(ok, args.number, args.rounds)
+    print(f"INVITE parse+route+serialize: {t_invite:.1f} us/message")
+    print(f"200 OK parse+route+serialize: {t_ok:.1f} us/message")
+    print(f"mean of the two: {(t_invite + t_ok) / 2:.1f} us/message (budget 20)")
+
+
+if __name__ == "__main__":
+    main()
