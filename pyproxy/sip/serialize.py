@@ -1,0 +1,139 @@
+"""Recorded edits ("lumps") and the one-pass serializer that applies them.
+
+Rules:
+- untouched header lines are copied byte-for-byte; with no per-line edit the whole received
+  header block is copied as one slice;
+- added lines go above the first header (``top``, newest first) or below the last (``bottom``);
+- Via value edits (removing top values, received/rport) rewrite only the lines they touch;
+- Content-Length is rewritten only if the body changed, and added if it was missing (streams
+  need it); a message with no edit and a Content-Length serializes to ``raw`` itself.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import grammar
+from .errors import LocalSIPError, RemoteSIPError
+from .headers import canonical, split_list
+from .via import Via, parse_via
+
+if TYPE_CHECKING:
+    from .message import Message
+
+__all__ = ["Edits", "header_line", "serialize", "via_lines"]
+
+
+class Edits:
+    """The edits recorded on one message."""
+
+    __slots__ = ("top", "bottom", "drop", "subst", "via_pop", "via_params", "body_changed",
+                 "ruri_changed")
+
+    def __init__(self) -> None:
+        self.top: list[tuple[str, bytes]] = []     # (canonical name, line), top-most first
+        self.bottom: list[tuple[str, bytes]] = []  # (canonical name, line), in order
+        self.drop: set[int] = set()                # indices of received lines removed
+        self.subst: dict[int, bytes] = {}          # index of a received line -> its replacement
+        self.via_pop = 0                           # received Via values removed from the top
+        self.via_params: tuple[str | None, int | None] | None = None  # (received, rport)
+        self.body_changed = False
+        self.ruri_changed = False
+
+
+_NO_EDITS = Edits()
+
+
+def header_line(name: str, value: str) -> tuple[str, bytes]:
+    """(canonical name, b"Name: value") for a header our own code adds."""
+    if not grammar.TOKEN.fullmatch(name):
+        raise LocalSIPError(f"bad header name {name!r}")
+    if "\r" in value or "\n" in value:
+        raise LocalSIPError(f"header value with CR/LF for {name}: {value[:40]!r}")
+    key = canonical(name)
+    if key == "content-length":
+        raise LocalSIPError("Content-Length is managed by serialize(); use set_body()")
+    return key, f"{name}: {value}".encode("utf-8", "surrogateescape")
+
+
+def serialize(msg: Message) -> bytes:
+    edits = msg._edits
+    if edits is None:
+        if msg._cl is not None:
+            return msg.raw
+        edits = _NO_EDITS
+    parts = [msg._start_line()]
+    parts += [line for _, line in edits.top]
+    if msg._lines:
+        per_line = (edits.drop or edits.subst or edits.via_pop or edits.via_params
+                    or (edits.body_changed and msg._cl is not None))
+        if per_line:
+            parts += _edited_lines(msg, edits)
+        else:
+            parts.append(msg.raw[msg._hstart:msg._hend])
+    parts += [line for _, line in edits.bottom]
+    if edits.body_changed or msg._cl is None:
+        parts.append(b"Content-Length: %d" % len(msg.body))
+    return b"\r\n".join(parts) + b"\r\n\r\n" + msg.body
+
+
+def _edited_lines(msg: Message, edits: Edits):
+    # Precedence: a removed line stays removed; a replaced line beats a Via value rewrite.
+    out: list[bytes | None] = list(msg._lines)
+    for i, line in via_lines(msg, edits.via_pop, edits.via_params, edits.drop).items():
+        out[i] = line
+    for i, line in edits.subst.items():
+        out[i] = line
+    for i in edits.drop:
+        out[i] = None
+    if edits.body_changed and msg._cl is not None:
+        out[msg._names.index("content-length")] = None
+    return filter(None, out)
+
+
+def via_lines(msg: Message, pop: int, params: tuple | None, drop) -> dict[int, bytes | None]:
+    """Rewritten received Via lines: index -> new line, or None to drop the line.
+
+    Received Via values are numbered from the top across lines ("Via: a, b" holds two): values
+    numbered below ``pop`` are removed; value 0 gets ``params`` = (received, rport).
+    """
+    out: dict[int, bytes | None] = {}
+    if not pop and not params:
+        return out
+    position = 0
+    for i in msg._indices("via"):
+        if i in drop:
+            continue
+        value = msg._value(i)
+        if pop == 1 and not params and position == 0 and "," not in value:
+            out[i] = None  # the common case: the top Via line holds one value
+            break
+        values = split_list(value)
+        kept = []
+        for value in values:
+            if position == 0 and params:
+                value = _with_params(value, params)
+            if position >= pop:
+                kept.append(value)
+            position += 1
+        if kept != values:
+            line = msg._lines[i]
+            wire_name = line[:line.find(b":")].rstrip(b" \t")
+            out[i] = wire_name + b": " + ", ".join(kept).encode("utf-8", "surrogateescape") if kept else None
+        if position >= pop and position > 0:
+            break
+    return out
+
+
+def _with_params(value: str, params: tuple[str | None, int | None]) -> str:
+    try:
+        via = parse_via(value)
+    except RemoteSIPError as exc:
+        raise LocalSIPError(f"cannot set received/rport on a bad Via: {exc.reason}") from None
+    received, rport = params
+    new = dict(via.params)
+    if received is not None:
+        new["received"] = received
+    if rport is not None:
+        new["rport"] = str(rport)
+    return str(Via(via.protocol, via.transport, via.host, via.port, new))

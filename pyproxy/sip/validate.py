@@ -1,0 +1,84 @@
+"""Message.validate(): the checks a proxy makes before routing a message (RFC 3261 16.3).
+
+Each check raises RemoteSIPError with the status to answer: 505 for a SIP version other than
+SIP/2.0, 501 for an unknown method whose CSeq names another method (RFC 4475 mismatch02), 400
+otherwise. Where RFC 4475 lets an element be liberal (trws, lwsstart, escruri, baddate, quotbal,
+regbadct, badaspec...), we reject: simple and consistent.
+"""
+
+from __future__ import annotations
+
+from . import grammar
+from .address import STAR
+from .errors import RemoteSIPError
+from .message import Message, Request
+
+__all__ = ["validate", "KNOWN_METHODS"]
+
+KNOWN_METHODS = frozenset(
+    "INVITE ACK BYE CANCEL OPTIONS REGISTER PRACK SUBSCRIBE NOTIFY PUBLISH INFO REFER MESSAGE UPDATE"
+    .split())
+
+# RFC 3261 8.1.1: "A valid SIP request formulated by a UAC MUST, at a minimum, contain the
+# following header fields: To, From, CSeq, Call-ID, Max-Forwards, and Via". Max-Forwards is left
+# out: RFC 2543 requests (RFC 4475 inv2543) lack it and must still be accepted.
+_REQUIRED = {"via": "Via", "from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq"}
+
+# Headers whose grammar allows one value only (RFC 4475 3.3.8 multi01).
+_SINGLE = {"call-id": "Call-ID", "from": "From", "to": "To", "cseq": "CSeq",
+           "max-forwards": "Max-Forwards", "content-length": "Content-Length",
+           "content-type": "Content-Type", "date": "Date", "expires": "Expires"}
+
+
+def validate(msg: Message) -> None:
+    if msg.version != "SIP/2.0":
+        raise RemoteSIPError(f"unsupported SIP version {msg.version}", 505)
+    if isinstance(msg, Request):
+        _check_request_line(msg)
+    elif not 100 <= msg.status <= 699:
+        raise RemoteSIPError(f"bad status code {msg.status}")
+    names = msg._names
+    for key, what in _REQUIRED.items():
+        if key not in names:
+            raise RemoteSIPError(f"missing {what} header")
+    for key, what in _SINGLE.items():
+        if names.count(key) > 1:
+            raise RemoteSIPError(f"more than one {what} header")
+    msg.vias
+    msg.from_
+    msg.to
+    if not grammar.CALL_ID.fullmatch(msg.call_id):
+        raise RemoteSIPError(f"bad Call-ID header {msg.call_id[:60]!r}")
+    _check_cseq(msg)
+    msg.max_forwards
+    contacts = msg.contacts
+    if STAR in contacts and len(contacts) > 1:
+        raise RemoteSIPError("bad Contact header: '*' must be the only value")
+    msg.routes
+    msg.record_routes
+    date = msg.header("date")
+    # RFC 3261 20.17: "SIP only supports recent RFC 1123 formats for dates ... must be GMT"
+    if date is not None and not grammar.DATE.fullmatch(date):
+        raise RemoteSIPError(f"bad Date header {date[:40]!r}: not an RFC 1123 date in GMT")
+
+
+def _check_request_line(msg: Request) -> None:
+    if not grammar.METHOD.fullmatch(msg.method):
+        raise RemoteSIPError(f"bad method {msg.method[:40]!r}")
+    try:
+        uri = msg.uri
+    except RemoteSIPError as exc:
+        raise RemoteSIPError(f"bad Request-URI: {exc.reason}") from None
+    # RFC 3261 19.1.1, table 1: the headers component is not allowed in a Request-URI
+    # (RFC 4475 3.1.2.11 escruri).
+    if uri.scheme in ("sip", "sips") and uri.headers is not None:
+        raise RemoteSIPError("bad Request-URI: escaped headers are not allowed in it")
+
+
+def _check_cseq(msg: Message) -> None:
+    number, method = msg.cseq
+    if isinstance(msg, Request) and method != msg.method:
+        # RFC 4475 3.1.2.18: an unknown method with another CSeq method is best answered 501.
+        status = 400 if msg.method in KNOWN_METHODS else 501
+        raise RemoteSIPError(
+            f"bad CSeq header: method {method} does not match request method {msg.method}", status)
