@@ -17,6 +17,8 @@ class ScriptExit(Exception):
     """Raised to end the whole script: exit, drop, or a function that returned 0."""
 
 
+# One instance, raised again and again. Raising an instance that still holds a traceback would
+# chain the new frames onto the old ones (and keep every message alive), so it is raised bare.
 _EXIT = ScriptExit()
 
 
@@ -26,11 +28,11 @@ def truth(result: int) -> bool:
         return True
     if result < 0:
         return False
-    raise _EXIT
+    raise _EXIT.with_traceback(None)
 
 
 def end_script():
-    raise _EXIT
+    raise _EXIT.with_traceback(None)
 
 
 @dataclass
@@ -49,7 +51,8 @@ class Script:
             return 1
         try:
             return route(ctx)
-        except ScriptExit:
+        except ScriptExit as e:
+            e.__traceback__ = None      # let the message's frames go now
             return 0
 
     def run_request(self, ctx) -> int:

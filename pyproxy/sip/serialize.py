@@ -126,11 +126,23 @@ def via_lines(msg: Message, pop: int, params: tuple | None, drop) -> dict[int, b
 
 
 def _with_params(value: str, params: tuple[str | None, int | None]) -> str:
+    received, rport = params
+    if '"' not in value:
+        # The hot path (every forwarded request with rport): the value was parsed already when
+        # the edit was recorded, so a textual rewrite of its parameters is enough.
+        new = {"received": None if received is None else f"received={received}",
+               "rport": None if rport is None else f"rport={rport}"}
+        parts = value.split(";")
+        for i in range(1, len(parts)):
+            name = parts[i].partition("=")[0].strip().lower()
+            if new.get(name) is not None:
+                parts[i] = new.pop(name)        # replaced where it stands
+        parts += [p for p in new.values() if p is not None]
+        return ";".join(parts)
     try:
         via = parse_via(value)
     except RemoteSIPError as exc:
         raise LocalSIPError(f"cannot set received/rport on a bad Via: {exc.reason}") from None
-    received, rport = params
     new = dict(via.params)
     if received is not None:
         new["received"] = received

@@ -1,0 +1,53 @@
+"""Logging: OpenSER's ``debug`` levels on Python's logging, to stderr or syslog, and every line
+names the process that wrote it (``master``, ``worker 3``, ``tcp main``) and its pid.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import sys
+
+from ..script.core import NOTICE, log_level
+
+logging.addLevelName(NOTICE, "NOTICE")
+
+log = logging.getLogger("pyproxy")
+
+
+class _RoleFilter(logging.Filter):
+    role = "master"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.role = self.role
+        record.pid = os.getpid()
+        return True
+
+
+_role = _RoleFilter()
+
+
+def setup(debug: int, to_stderr: bool, facility: str = "LOG_DAEMON") -> None:
+    """Configure the 'pyproxy' logger once, in the master; children inherit it over fork."""
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+    if to_stderr:
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        fmt = "%(asctime)s %(role)s[%(pid)d] %(levelname)s: %(message)s"
+    else:
+        address = "/dev/log" if os.path.exists("/dev/log") else ("localhost", 514)
+        handler = logging.handlers.SysLogHandler(
+            address=address, facility=getattr(logging.handlers.SysLogHandler, facility, "daemon")
+            if not facility.startswith("LOG_") else
+            logging.handlers.SysLogHandler.facility_names.get(facility[4:].lower(), 3))
+        fmt = "pyproxy: %(role)s[%(pid)d] %(levelname)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt))
+    handler.addFilter(_role)
+    log.addHandler(handler)
+    log.setLevel(log_level(debug))
+    log.propagate = False
+
+
+def set_role(role: str) -> None:
+    _role.role = role
