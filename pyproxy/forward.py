@@ -95,9 +95,8 @@ def reply_destination_for_request(msg, rcv, to_via: bool = False) -> Destination
     return Destination(Proto.UDP, host, via.port or 5060)
 
 
-def reply_destination(msg) -> Destination | None:
+def reply_destination(vias) -> Destination | None:
     """Where a response goes after our Via is removed: the next Via's received/rport or sent-by."""
-    vias = msg.vias
     if len(vias) < 2:
         return None
     via = vias[1]
@@ -110,8 +109,9 @@ def forward_reply(ctx: ScriptContext) -> int:
     """Send a response on along its Vias, without ours. -1 when it is not ours to forward."""
     msg, runtime = ctx.msg, ctx.runtime
     try:
-        top = msg.top_via
-        dest = reply_destination(msg)
+        vias = msg.vias
+        top = vias[0]
+        dest = reply_destination(vias)
         if dest is None:
             return -1
         if not runtime.is_myself(top.host, top.port):

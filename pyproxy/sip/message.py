@@ -243,6 +243,12 @@ class Message:
         entry = header_line(name, value)
         key = entry[0]
         edits = self._ed()
+        names = self._names
+        if not edits.top and not edits.bottom and names.count(key) == 1:
+            i = names.index(key)        # the common case (Max-Forwards): one line, replaced in place
+            if i not in edits.drop:
+                edits.subst[i] = entry[1]
+                return
         alive = [i for i, n in enumerate(self._names) if n == key and i not in edits.drop]
         self.remove_header(name)
         if alive:
