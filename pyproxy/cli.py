@@ -93,9 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print(config.summary())
         return 0
-    print("pyproxy: serving SIP is not available in this build yet (the runtime is the next step); "
-          "use -c to check a config", file=sys.stderr)
-    return 2
+    from .runtime.arbiter import Arbiter
+    return Arbiter(config, args).run()
 
 
 if __name__ == "__main__":

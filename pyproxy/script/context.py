@@ -21,7 +21,8 @@ class ReceiveInfo:
     dst_ip: str
     dst_port: int
     proto: Proto
-    conn_id: int | None = None
+    conn_id: int | None = None       # the TCP/TLS connection it came on
+    conn_owner: int | None = None    # the worker that owns that connection
 
     @property
     def af(self) -> int:

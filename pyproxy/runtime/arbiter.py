@@ -1,0 +1,336 @@
+"""The master process ("pyproxy: master"), an Arbiter in gunicorn's sense.
+
+It builds everything before forking (settings, compiled script, module init, sockets, shared
+memory, IPC channels), forks the workers and the TCP supervisor, then only supervises: signals
+are queued by their handlers and dispatched by the loop (``handle_<name>``), dead children are
+reaped and respawned with back-off, and a worker that cannot boot stops the server with a clear
+message instead of being restarted forever.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import sys
+import time
+
+from ..myself import Myself
+from . import ipc
+from .listeners import BindError, bind_all
+from .logs import log, set_role, setup as setup_logging
+from .shm import OutOfSharedMemory, SharedMemory, Stat
+from .supervisor import LocalSupervisor, Supervisor
+from .worker import BOOT_FAILED, Worker
+
+STOP_TIMEOUT = 5.0          # seconds children get to exit on TERM before they are killed
+RESPAWN_LIMIT = 5           # quick deaths in a row before the master gives up
+
+
+class Halt(Exception):
+    """Stop the server with this exit status and reason."""
+
+    def __init__(self, reason: str, status: int = 1):
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class Arbiter:
+    SIGNALS = {signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGHUP: "hup",
+               signal.SIGUSR1: "usr1", signal.SIGCHLD: "chld"}
+
+    def __init__(self, config, args):
+        self.config = config
+        self.settings = config.settings
+        self.args = args
+        self.children: dict[int, tuple[str, int]] = {}      # pid -> (kind, index)
+        self.started: dict[tuple[str, int], float] = {}
+        self.quick_deaths: dict[tuple[str, int], int] = {}
+        self.signal_queue: list[int] = []
+        self.stopping = False
+
+    # -- building, before fork ------------------------------------------------------------------
+    def build(self) -> None:
+        s = self.settings
+        setup_logging(s.debug, s.log_stderror, s.log_facility)
+        self.workers = s.children if s.fork else 1
+        try:
+            self.listeners = bind_all(s)
+        except BindError as e:
+            raise Halt(str(e)) from None
+        if not self.listeners:
+            raise Halt("nothing to listen on: every listen= entry is disabled")
+        specs = [_spec(l) for l in self.listeners]
+        self.myself = Myself(specs, s.alias, s.port)
+        try:
+            self.shm = SharedMemory(self.args.shm_mb, self.workers + 2, s.tcp_max_connections)
+        except OutOfSharedMemory as e:
+            raise Halt(str(e)) from None
+        for module in self.config.modules.values():
+            if module.mod_init:
+                module.mod_init(self.config)
+        self.handoffs = [ipc.datagram_pair() for _ in range(self.workers)]
+        self.channels = [ipc.channel_pair() for _ in range(self.workers)]
+        self.master_channel, self.supervisor_master_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.master_channel.setblocking(False)
+        self.supervisor_master_end.setblocking(False)
+
+    def new_worker(self, index: int, local=None) -> Worker:
+        return Worker(index, self.workers, self.config, self.listeners, self.shm, self.myself,
+                      self.handoffs[index][0], [h[1] for h in self.handoffs],
+                      None if local else self.channels[index][1], local)
+
+    # -- running --------------------------------------------------------------------------------
+    def run(self) -> int:
+        try:
+            self.build()
+            if not self.settings.fork:
+                return self.run_single()
+            self.drop_privileges()
+            if not self.args.foreground:
+                daemonize()
+            self.write_pid_file()
+            self.install_signals()
+            from setproctitle import setproctitle
+            setproctitle("pyproxy: master")
+            set_role("master")
+            log.info(f"pyproxy started: {', '.join(map(str, self.listeners))}; {self.workers} workers")
+            self.spawn("supervisor", 0)
+            for index in range(self.workers):
+                self.spawn("worker", index)
+            self.loop()
+            return 0
+        except Halt as e:
+            log.critical(e.reason)
+            print(f"pyproxy: {e.reason}", file=sys.stderr)
+            self.stop()
+            return e.status
+        finally:
+            self.remove_pid_file()
+
+    def run_single(self) -> int:
+        """fork=no: one process, one loop, UDP and TCP (debugging)."""
+        from setproctitle import setproctitle
+        self.drop_privileges()
+        self.write_pid_file()
+        local = LocalSupervisor(self.shm, self.settings)
+        worker = self.new_worker(0, local)
+        local.worker = worker
+        log.info(f"pyproxy started in one process (fork=no): {', '.join(map(str, self.listeners))}")
+        worker.run()
+        setproctitle("pyproxy: master")
+        return 0
+
+    def spawn(self, kind: str, index: int) -> None:
+        pid = os.fork()
+        if pid:
+            self.children[pid] = (kind, index)
+            self.started[(kind, index)] = time.monotonic()
+            return
+        status = 0
+        try:
+            die_with_parent()
+            for sig in self.SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+            signal.set_wakeup_fd(-1)
+            if kind == "worker":
+                self.new_worker(index).run()
+            else:
+                Supervisor(self.listeners, [c[0] for c in self.channels], self.supervisor_master_end,
+                           self.shm, self.settings, self.workers).run()
+        except BootFailure as e:
+            log.critical(f"{kind} {index + 1} cannot start: {e}")
+            status = BOOT_FAILED
+        except BaseException:
+            log.exception(f"{kind} {index + 1} crashed")
+            status = 1
+        finally:
+            logging_flush()
+            os._exit(status)
+
+    def install_signals(self) -> None:
+        self.wakeup_r, self.wakeup_w = os.pipe()
+        os.set_blocking(self.wakeup_r, False)
+        os.set_blocking(self.wakeup_w, False)
+        signal.set_wakeup_fd(self.wakeup_w)
+        for sig in self.SIGNALS:
+            signal.signal(sig, lambda signum, frame: self.signal_queue.append(signum))
+
+    def loop(self) -> None:
+        while True:
+            try:
+                select.select([self.wakeup_r], [], [], 1.0)
+                os.read(self.wakeup_r, 512)
+            except (BlockingIOError, InterruptedError):
+                pass
+            while self.signal_queue:
+                getattr(self, "handle_" + self.SIGNALS[self.signal_queue.pop(0)])()
+            self.reap()
+            if self.stopping:
+                return
+
+    # -- signals --------------------------------------------------------------------------------
+    def handle_term(self) -> None:
+        log.info("stopping (SIGTERM)")
+        self.stop()
+
+    def handle_int(self) -> None:
+        log.info("stopping (SIGINT)")
+        self.stop()
+
+    def handle_hup(self) -> None:
+        log.warning("SIGHUP: configuration reload is not supported yet; restart pyproxy to apply changes")
+
+    def handle_usr1(self) -> None:
+        for slot in range(self.workers + 2):
+            role = f"worker {slot + 1}" if slot < self.workers else ("tcp main" if slot == self.workers else "master")
+            counters = self.shm.stats_of(slot).read()
+            log.warning(f"statistics of {role}: " + ", ".join(f"{k}={v}" for k, v in counters.items()))
+
+    def handle_chld(self) -> None:
+        pass        # reap() runs after every wake-up
+
+    # -- children -------------------------------------------------------------------------------
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            kind, index = self.children.pop(pid, (None, None))
+            if kind is None or self.stopping:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            name = f"worker {index + 1}" if kind == "worker" else "tcp main"
+            if code == BOOT_FAILED:
+                raise Halt(f"{name} could not start (see the log above); stopping")
+            self.note_death((kind, index), name)
+            how = f"signal {-code}" if code < 0 else f"status {code}"
+            log.error(f"{name} (pid {pid}) died with {how}; respawning it")
+            if kind == "worker":
+                self.tell_supervisor((ipc.WORKER_DIED, index))
+            self.spawn(kind, index)
+
+    def note_death(self, key, name: str) -> None:
+        if time.monotonic() - self.started.get(key, 0.0) < 1.0:
+            self.quick_deaths[key] = self.quick_deaths.get(key, 0) + 1
+            if self.quick_deaths[key] >= RESPAWN_LIMIT:
+                raise Halt(f"{name} died {RESPAWN_LIMIT} times within a second of starting; stopping")
+            time.sleep(0.1 * self.quick_deaths[key])     # back off
+        else:
+            self.quick_deaths[key] = 0
+
+    def tell_supervisor(self, item: tuple) -> None:
+        try:
+            self.master_channel.send(ipc.dumps(item))
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        """TERM every child, wait a bounded time, then KILL what is left."""
+        self.stopping = True
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                self.children.pop(pid, None)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while self.children and time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid:
+                self.children.pop(pid, None)
+            else:
+                time.sleep(0.02)
+        for pid in list(self.children):
+            log.warning(f"child {pid} did not stop in {STOP_TIMEOUT:.0f} s; killing it")
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        self.children.clear()
+
+    # -- process set-up -------------------------------------------------------------------------
+    def drop_privileges(self) -> None:
+        s = self.settings
+        if not (s.user or s.group):
+            return
+        import grp
+        import pwd
+        try:
+            if s.group:
+                os.setgid(grp.getgrnam(s.group).gr_gid)
+            if s.user:
+                user = pwd.getpwnam(s.user)
+                if not s.group:
+                    os.setgid(user.pw_gid)
+                os.initgroups(user.pw_name, os.getgid())
+                os.setuid(user.pw_uid)
+        except KeyError as e:
+            raise Halt(f"no such user or group: {e.args[0]}") from None
+        except PermissionError:
+            raise Halt(f"cannot switch to user {s.user or '-'} / group {s.group or '-'}: not root") from None
+
+    def write_pid_file(self) -> None:
+        if self.args.pid_file:
+            try:
+                with open(self.args.pid_file, "w") as f:
+                    f.write(f"{os.getpid()}\n")
+            except OSError as e:
+                raise Halt(f"cannot write the pid file {self.args.pid_file}: {e.strerror}") from None
+
+    def remove_pid_file(self) -> None:
+        if self.args.pid_file and getattr(self, "children", None) is not None:
+            try:
+                with open(self.args.pid_file) as f:
+                    if f.read().strip() == str(os.getpid()):
+                        os.unlink(self.args.pid_file)
+            except OSError:
+                pass
+
+
+class BootFailure(Exception):
+    pass
+
+
+def logging_flush() -> None:
+    for handler in log.handlers:
+        try:
+            handler.flush()
+        except Exception:
+            pass
+
+
+def die_with_parent() -> None:
+    """Ask Linux to TERM this child if the master disappears (kill -9 of the master)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)       # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def daemonize() -> None:
+    """Detach from the terminal (fork=yes without -D), as OpenSER did."""
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _spec(listener):
+    from ..config.values import SocketSpec
+    return SocketSpec(listener.proto, listener.host, listener.port)

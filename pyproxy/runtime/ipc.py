@@ -1,0 +1,67 @@
+"""Messages between pyproxy's processes, and the channels that carry them.
+
+- **hand-off** (worker -> worker, one Unix datagram socket per worker): a SIP message and where
+  it came from, for the worker that owns its Call-ID; or bytes to write on a TCP connection,
+  for the worker that owns that connection.
+- **supervisor channel** (one SOCK_SEQPACKET pair per worker): new connections (the fd rides along
+  with SCM_RIGHTS) from the supervisor; connection events (opened outbound, closed, alias) from
+  the worker.
+- **master -> supervisor**: a worker died, forget its connections.
+
+Payloads are ``marshal``-encoded tuples: fast, and only our own processes speak on these sockets.
+"""
+
+from __future__ import annotations
+
+import marshal
+import re
+import socket
+import zlib
+
+# hand-off kinds
+MESSAGE = 1         # (MESSAGE, proto, src_ip, src_port, dst_ip, dst_port, conn_id, conn_owner, data)
+SEND = 2            # (SEND, conn_id, data)
+
+# supervisor channel kinds
+NEW_CONN = 1        # supervisor -> worker: (NEW_CONN, conn_id, proto, peer_ip, peer_port, local_ip, local_port) + fd
+OUTBOUND = 2        # worker -> supervisor: (OUTBOUND, conn_id, owner, proto, peer_ip, peer_port)
+CLOSED = 3          # worker -> supervisor: (CLOSED, conn_id)
+ALIAS = 4           # worker -> supervisor: (ALIAS, conn_id, proto, ip, port)
+WORKER_DIED = 5     # master -> supervisor: (WORKER_DIED, index)
+
+MAX_DATAGRAM = 256 * 1024
+dumps, loads = marshal.dumps, marshal.loads
+
+
+def datagram_pair() -> tuple[socket.socket, socket.socket]:
+    """(receiving end, sending end) of a worker's hand-off socket; big buffers for bursts."""
+    recv_end, send_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    for s in (recv_end, send_end):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    recv_end.setblocking(False)
+    send_end.setblocking(False)
+    return recv_end, send_end
+
+
+def channel_pair() -> tuple[socket.socket, socket.socket]:
+    """(supervisor end, worker end) of a supervisor channel."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    a.setblocking(False)
+    b.setblocking(False)
+    return a, b
+
+
+# Call-ID: find it in the raw bytes without parsing the message (RFC 3261 20.8, compact form i).
+_CALL_ID = re.compile(rb"\n(?:[Cc][Aa][Ll][Ll]-[Ii][Dd]|[Ii])[ \t]*:[ \t]*([^\r\n]*)")
+
+
+def call_id_of(data: bytes) -> bytes | None:
+    end = data.find(b"\r\n\r\n")
+    m = _CALL_ID.search(data, 0, len(data) if end < 0 else end + 2)
+    return m.group(1).strip() if m else None
+
+
+def owner_of(call_id: bytes, workers: int) -> int:
+    """The worker (0-based) that processes every message of this call."""
+    return zlib.crc32(call_id) % workers

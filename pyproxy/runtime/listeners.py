@@ -1,0 +1,98 @@
+"""The sockets pyproxy listens on, bound by the master before it forks.
+
+``listen=`` entries (and ``-l``) name them; without any, pyproxy listens on every address with
+UDP and TCP on ``port``, as OpenSER did. TLS listeners are left to the TLS layer.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from ..config.values import Proto, SocketSpec
+
+WILDCARDS = ("*", "0.0.0.0", "[::]", "::")
+
+
+class BindError(Exception):
+    pass
+
+
+@dataclass
+class Listener:
+    proto: Proto
+    host: str            # as bound: an address, or 0.0.0.0 / :: for every address
+    port: int
+    sock: socket.socket
+
+    @property
+    def wildcard(self) -> bool:
+        return self.host in WILDCARDS
+
+    @property
+    def family(self) -> int:
+        return self.sock.family
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.proto.value}:{host}:{self.port}"
+
+
+def socket_specs(settings) -> list[SocketSpec]:
+    """Every socket to bind, with proto and port filled in; one entry without a proto means both
+    UDP and TCP (OpenSER)."""
+    specs = settings.listen or [SocketSpec(None, "0.0.0.0", None)]
+    out: list[SocketSpec] = []
+    for spec in specs:
+        protos = [spec.proto] if spec.proto else [Proto.UDP, Proto.TCP]
+        for proto in protos:
+            if proto is Proto.TLS and settings.disable_tls:
+                continue
+            if proto is Proto.TCP and settings.disable_tcp:
+                continue
+            default = settings.tls_port_no if proto is Proto.TLS else settings.port
+            host = "0.0.0.0" if spec.host == "*" else spec.host
+            key = SocketSpec(proto, host, spec.port or default)
+            if key not in out:
+                out.append(key)
+    return out
+
+
+def bind(spec: SocketSpec) -> Listener:
+    host = spec.host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, spec.port, 0,
+                                   socket.SOCK_DGRAM if spec.proto is Proto.UDP else socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise BindError(f"listen={spec}: cannot resolve '{host}': {e.strerror}") from None
+    family, kind, _, _, address = infos[0]
+    sock = socket.socket(family, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        if kind == socket.SOCK_STREAM:
+            sock.listen(1024)
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        sock.setblocking(False)
+    except OSError as e:
+        sock.close()
+        raise BindError(f"listen={spec}: cannot bind {address[0]}:{address[1]}: {e.strerror}") from None
+    return Listener(spec.proto, address[0], address[1], sock)
+
+
+def bind_all(settings) -> list[Listener]:
+    listeners: list[Listener] = []
+    try:
+        for spec in socket_specs(settings):
+            if spec.proto is Proto.TLS:
+                raise BindError(f"listen={spec}: serving TLS is not available in this build yet "
+                                f"(set disable_tls=yes or remove the listen=tls: entry)")
+            listeners.append(bind(spec))
+    except BindError:
+        for listener in listeners:
+            listener.sock.close()
+        raise
+    return listeners

@@ -1,0 +1,115 @@
+"""A small event loop over epoll: readers, writers and timers, nothing else.
+
+Each worker runs one. It is leaner than asyncio for what a SIP worker does (read a datagram,
+route it, write it) and lets UDP sockets shared by all workers be registered with
+EPOLLEXCLUSIVE, so one datagram wakes one worker.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import select
+import time
+from typing import Callable
+
+EXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
+
+
+class Timer:
+    __slots__ = ("when", "callback", "cancelled")
+
+    def __init__(self, when: float, callback: Callable[[], None]):
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class EventLoop:
+    def __init__(self) -> None:
+        self.epoll = select.epoll()
+        self.handlers: dict[int, list] = {}      # fd -> [read_cb, write_cb, exclusive]
+        self.timers: list = []
+        self._seq = itertools.count()
+        self.running = False
+
+    # -- file descriptors -----------------------------------------------------------------------
+    def add_reader(self, fd: int, callback: Callable[[], None], exclusive: bool = False) -> None:
+        entry = self.handlers.get(fd)
+        if entry is None:
+            self.handlers[fd] = [callback, None, exclusive]
+            self.epoll.register(fd, select.EPOLLIN | (EXCLUSIVE if exclusive else 0))
+        else:
+            entry[0] = callback
+            self._modify(fd, entry)
+
+    def set_writer(self, fd: int, callback: Callable[[], None] | None) -> None:
+        """Watch ``fd`` for writability (callback) or stop watching it (None)."""
+        entry = self.handlers.get(fd)
+        if entry is None:
+            if callback is None:
+                return
+            self.handlers[fd] = entry = [None, callback, False]
+            self.epoll.register(fd, select.EPOLLOUT)
+            return
+        if entry[1] is callback:
+            return
+        entry[1] = callback
+        self._modify(fd, entry)
+
+    def _modify(self, fd: int, entry: list) -> None:
+        mask = (select.EPOLLIN if entry[0] else 0) | (select.EPOLLOUT if entry[1] else 0)
+        self.epoll.modify(fd, mask)
+
+    def remove(self, fd: int) -> None:
+        if self.handlers.pop(fd, None) is not None:
+            try:
+                self.epoll.unregister(fd)
+            except (OSError, ValueError):
+                pass
+
+    # -- timers ---------------------------------------------------------------------------------
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        timer = Timer(time.monotonic() + delay, callback)
+        heapq.heappush(self.timers, (timer.when, next(self._seq), timer))
+        return timer
+
+    def _run_timers(self) -> float:
+        now = time.monotonic()
+        timers = self.timers
+        while timers and timers[0][0] <= now:
+            _, _, timer = heapq.heappop(timers)
+            if not timer.cancelled:
+                timer.callback()
+        return max(0.0, timers[0][0] - now) if timers else 1.0
+
+    # -- running --------------------------------------------------------------------------------
+    def run(self) -> None:
+        self.running = True
+        poll, handlers = self.epoll.poll, self.handlers
+        while self.running:
+            timeout = self._run_timers()
+            try:
+                events = poll(min(timeout, 1.0))
+            except InterruptedError:
+                continue
+            for fd, mask in events:
+                entry = handlers.get(fd)
+                if entry is None:
+                    continue
+                if mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR) and entry[0]:
+                    entry[0]()
+                    entry = handlers.get(fd)
+                    if entry is None:
+                        continue
+                if mask & (select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR) and entry[1]:
+                    entry[1]()
+
+    def stop(self) -> None:
+        self.running = False
+
+    def close(self) -> None:
+        self.epoll.close()

@@ -1,0 +1,178 @@
+"""The shared memory segment (``-m MB``): what pyproxy's processes share.
+
+One anonymous MAP_SHARED mapping made by the master before it forks, holding:
+
+- one statistics slot per process (each process writes only its own: no locks);
+- the TCP/TLS connection table: an open-addressing hash table keyed by (proto, address, port)
+  that the TCP supervisor alone writes and every worker reads, each slot guarded by a sequence
+  counter (a seqlock: odd while being written), so a reader never sees half an entry.
+
+When the table or the segment is full a new entry is refused and "out of shared memory" is
+logged, as OpenSER did: never unbounded growth.
+"""
+
+from __future__ import annotations
+
+import enum
+import mmap
+import socket
+import struct
+import zlib
+
+from ..config.values import Proto
+
+# --- statistics ---------------------------------------------------------------------------------
+
+
+class Stat(enum.IntEnum):
+    REQUESTS_IN = 0
+    REPLIES_IN = 1
+    REQUESTS_OUT = 2
+    REPLIES_OUT = 3
+    LOCAL_REPLIES = 4
+    BAD_MESSAGES = 5
+    DROPPED = 6
+    HANDOFFS_OUT = 7
+    HANDOFFS_IN = 8
+    TCP_ACCEPTED = 9
+    TCP_CLOSED = 10
+    SEND_ERRORS = 11
+
+
+STAT_SLOT = struct.Struct(f"<{len(Stat)}Q")
+
+# --- connection table ---------------------------------------------------------------------------
+# seq, used(1)/tombstone(2), proto, family, port, owner, conn_id, address (16 bytes)
+ENTRY = struct.Struct("<IBBBxHhxxq16s")
+EMPTY, USED, TOMBSTONE = 0, 1, 2
+_PROTO_CODE = {Proto.UDP: 0, Proto.TCP: 1, Proto.TLS: 2}
+HEADER = 64
+
+
+class OutOfSharedMemory(Exception):
+    pass
+
+
+def _pack_ip(ip: str) -> tuple[int, bytes]:
+    if ":" in ip:
+        return 6, socket.inet_pton(socket.AF_INET6, ip.strip("[]"))
+    return 4, socket.inet_pton(socket.AF_INET, ip).ljust(16, b"\0")
+
+
+class SharedMemory:
+    def __init__(self, size_mb: int, processes: int, max_connections: int):
+        size = size_mb * 1024 * 1024
+        self.stats_offset = HEADER
+        self.stats_size = STAT_SLOT.size * processes
+        self.processes = processes
+        # room for aliases: twice the connections, a power of two for cheap probing
+        want = 1 << max(4, (2 * max_connections - 1).bit_length())
+        self.table_offset = self.stats_offset + self.stats_size
+        room = (size - self.table_offset) // ENTRY.size
+        if room < 16:
+            raise OutOfSharedMemory(f"-m {size_mb}: the shared memory segment is too small "
+                                    f"for {processes} processes")
+        self.slots = min(want, 1 << (room.bit_length() - 1))
+        self.capacity = self.slots * 3 // 4      # refuse before probing gets long
+        self.map = mmap.mmap(-1, size, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+        self.used = 0                            # writer-side count (the supervisor's view)
+
+    # -- statistics -----------------------------------------------------------------------------
+    def stats_of(self, process: int) -> "StatSlot":
+        return StatSlot(self.map, self.stats_offset + process * STAT_SLOT.size)
+
+    # -- connection table: writer (the supervisor) ----------------------------------------------
+    def _slot_offset(self, index: int) -> int:
+        return self.table_offset + index * ENTRY.size
+
+    def _home(self, proto: Proto, family: int, addr: bytes, port: int) -> int:
+        # crc32, not hash(): every process must find the same slot
+        key = addr + bytes((_PROTO_CODE[proto], family, port >> 8, port & 255))
+        return zlib.crc32(key) & (self.slots - 1)
+
+    def insert(self, proto: Proto, ip: str, port: int, conn_id: int, owner: int) -> None:
+        """Add or replace the entry for (proto, ip, port); OutOfSharedMemory when full."""
+        family, addr = _pack_ip(ip)
+        free = None
+        for index in self._probe(proto, family, addr, port):
+            seq, state, p, f, prt, _, _, a = ENTRY.unpack_from(self.map, self._slot_offset(index))
+            if state == USED and (p, f, prt, a) == (_PROTO_CODE[proto], family, port, addr):
+                self._write(index, seq, USED, proto, family, port, owner, conn_id, addr)
+                return
+            if state != USED and free is None:
+                free = index
+            if state == EMPTY:
+                break
+        if free is None or self.used >= self.capacity:
+            raise OutOfSharedMemory(f"out of shared memory: connection table full "
+                                    f"({self.used} entries); raise -m or tcp_max_connections")
+        seq = ENTRY.unpack_from(self.map, self._slot_offset(free))[0]
+        self._write(free, seq, USED, proto, family, port, owner, conn_id, addr)
+        self.used += 1
+
+    def remove(self, proto: Proto, ip: str, port: int, conn_id: int) -> bool:
+        """Remove the entry for (proto, ip, port) if it still belongs to ``conn_id``."""
+        family, addr = _pack_ip(ip)
+        code = _PROTO_CODE[proto]
+        for index in self._probe(proto, family, addr, port):
+            off = self._slot_offset(index)
+            seq, state, p, f, prt, owner, cid, a = ENTRY.unpack_from(self.map, off)
+            if state == EMPTY:
+                return False
+            if state == USED and (p, f, prt, a) == (code, family, port, addr):
+                if cid != conn_id:
+                    return False
+                self._write(index, seq, TOMBSTONE, proto, family, port, owner, cid, addr)
+                self.used -= 1
+                return True
+        return False
+
+    def _write(self, index, seq, state, proto, family, port, owner, conn_id, addr) -> None:
+        off = self._slot_offset(index)
+        code = _PROTO_CODE[proto]
+        struct.pack_into("<I", self.map, off, (seq + 1) & 0xFFFFFFFF)          # odd: being written
+        ENTRY.pack_into(self.map, off, (seq + 1) & 0xFFFFFFFF, state, code, family, port, owner, conn_id, addr)
+        struct.pack_into("<I", self.map, off, (seq + 2) & 0xFFFFFFFF)          # even: stable
+
+    def _probe(self, proto: Proto, family: int, addr: bytes, port: int):
+        mask = self.slots - 1
+        index = self._home(proto, family, addr, port)
+        for _ in range(self.slots):
+            yield index
+            index = (index + 1) & mask
+
+    # -- connection table: readers (workers) ----------------------------------------------------
+    def lookup(self, proto: Proto, ip: str, port: int) -> tuple[int, int] | None:
+        """(conn_id, owner) of the connection that reaches (proto, ip, port), or None."""
+        try:
+            family, addr = _pack_ip(ip)
+        except OSError:
+            return None
+        code = _PROTO_CODE[proto]
+        for index in self._probe(proto, family, addr, port):
+            off = self._slot_offset(index)
+            while True:
+                entry = ENTRY.unpack_from(self.map, off)
+                if entry[0] & 1 == 0 and struct.unpack_from("<I", self.map, off)[0] == entry[0]:
+                    break                                  # a stable read
+            seq, state, p, f, prt, owner, conn_id, a = entry
+            if state == EMPTY:
+                return None
+            if state == USED and p == code and f == family and prt == port and a == addr:
+                return conn_id, owner
+        return None
+
+
+class StatSlot:
+    __slots__ = ("map", "offset")
+
+    def __init__(self, shared: mmap.mmap, offset: int):
+        self.map = shared
+        self.offset = offset
+
+    def add(self, stat: Stat, n: int = 1) -> None:
+        off = self.offset + stat * 8
+        struct.pack_into("<Q", self.map, off, struct.unpack_from("<Q", self.map, off)[0] + n)
+
+    def read(self) -> dict[str, int]:
+        return dict(zip((s.name.lower() for s in Stat), STAT_SLOT.unpack_from(self.map, self.offset)))

@@ -1,0 +1,200 @@
+"""The TCP supervisor ("tcp main"): accepts TCP connections and gives each to a worker.
+
+It applies ``tcp_max_connections``, picks the worker with the fewest connections, and passes the
+accepted socket with SCM_RIGHTS (the worker owns it from then on). It alone writes the connection
+table in shared memory, from what it accepts and what workers report (connections they opened,
+closed, aliases), so that any worker can find which connection reaches an address. When a worker
+dies the master tells it, and the dead worker's entries are dropped.
+
+``LocalSupervisor`` does the same inside the single process of ``fork=no``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+
+from ..config.values import Proto
+from . import ipc
+from .logs import log, set_role
+from .loop import EventLoop
+from .shm import OutOfSharedMemory, Stat
+
+ACCEPT_BURST = 64
+
+
+class ConnectionTable:
+    """The writer's side of the shared connection table, with each connection's keys."""
+
+    def __init__(self, shm, max_connections: int):
+        self.shm = shm
+        self.max_connections = max_connections
+        self.conns: dict[int, tuple[int, list]] = {}     # conn_id -> (owner, [(proto, ip, port)])
+        self.per_worker: dict[int, int] = {}
+
+    def full(self) -> bool:
+        return len(self.conns) >= self.max_connections
+
+    def add(self, conn_id: int, owner: int, proto: Proto, ip: str, port: int) -> bool:
+        try:
+            self.shm.insert(proto, ip, port, conn_id, owner)
+        except OutOfSharedMemory as e:
+            log.error(str(e))
+            return False
+        if conn_id not in self.conns:
+            self.conns[conn_id] = (owner, [])
+            self.per_worker[owner] = self.per_worker.get(owner, 0) + 1
+        self.conns[conn_id][1].append((proto, ip, port))
+        return True
+
+    def forget(self, conn_id: int) -> None:
+        entry = self.conns.pop(conn_id, None)
+        if entry is None:
+            return
+        owner, keys = entry
+        self.per_worker[owner] -= 1
+        for proto, ip, port in keys:
+            self.shm.remove(proto, ip, port, conn_id)
+
+    def forget_owner(self, owner: int) -> int:
+        gone = [conn_id for conn_id, (o, _) in self.conns.items() if o == owner]
+        for conn_id in gone:
+            self.forget(conn_id)
+        return len(gone)
+
+
+def _peer(addr) -> tuple[str, int]:
+    return addr[0], addr[1]
+
+
+class Supervisor:
+    def __init__(self, listeners, channels: list, master_channel, shm, settings, process_index: int):
+        self.listeners = [l for l in listeners if l.proto is not Proto.UDP]
+        self.channels = channels                  # supervisor ends, one per worker
+        self.master_channel = master_channel
+        self.table = ConnectionTable(shm, settings.tcp_max_connections)
+        self.stats = shm.stats_of(process_index)
+        self.loop = EventLoop()
+        self.next_id = 0
+        self.refused = 0
+
+    def run(self) -> None:
+        from setproctitle import setproctitle
+        set_role("tcp main")
+        setproctitle("pyproxy: tcp main")
+        signal.signal(signal.SIGTERM, lambda *_: self.loop.stop())
+        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_IGN)
+        for listener in self.listeners:
+            self.loop.add_reader(listener.sock.fileno(), lambda l=listener: self.accept(l))
+        for index, channel in enumerate(self.channels):
+            self.loop.add_reader(channel.fileno(), lambda i=index: self.on_worker(i))
+        self.loop.add_reader(self.master_channel.fileno(), self.on_master)
+        self.loop.run()
+
+    def accept(self, listener) -> None:
+        for _ in range(ACCEPT_BURST):
+            try:
+                sock, addr = listener.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warning(f"accept on {listener}: {e.strerror}")
+                return
+            self.hand_to_worker(sock, addr, listener)
+
+    def hand_to_worker(self, sock: socket.socket, addr, listener) -> None:
+        peer_ip, peer_port = _peer(addr)
+        if self.table.full():
+            self.refused += 1
+            if self.refused == 1 or self.refused % 100 == 0:
+                log.warning(f"tcp_max_connections ({self.table.max_connections}) reached: refused "
+                            f"{peer_ip}:{peer_port} ({self.refused} refused so far)")
+            sock.close()
+            return
+        worker = min(range(len(self.channels)), key=lambda i: self.table.per_worker.get(i, 0))
+        self.next_id += 1
+        conn_id = self.next_id
+        if not self.table.add(conn_id, worker, listener.proto, peer_ip, peer_port):
+            sock.close()
+            return
+        local = sock.getsockname()
+        item = (ipc.NEW_CONN, conn_id, listener.proto.value, peer_ip, peer_port, local[0], local[1])
+        try:
+            socket.send_fds(self.channels[worker], [ipc.dumps(item)], [sock.fileno()])
+            self.stats.add(Stat.TCP_ACCEPTED)
+        except OSError as e:
+            log.error(f"cannot pass the connection from {peer_ip}:{peer_port} to worker {worker + 1}: "
+                      f"{e.strerror}")
+            self.table.forget(conn_id)
+        finally:
+            sock.close()        # the worker has its own copy now
+
+    def on_worker(self, index: int) -> None:
+        channel = self.channels[index]
+        for _ in range(ACCEPT_BURST):
+            try:
+                payload = channel.recv(4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not payload:
+                return
+            item = ipc.loads(payload)
+            kind = item[0]
+            if kind == ipc.CLOSED:
+                self.table.forget(item[1])
+            elif kind == ipc.OUTBOUND:
+                _, conn_id, owner, proto, ip, port = item
+                self.table.add(conn_id, owner, Proto(proto), ip, port)
+            elif kind == ipc.ALIAS:
+                _, conn_id, proto, ip, port = item
+                owner = self.table.conns.get(conn_id, (None,))[0]
+                if owner is not None:
+                    self.table.add(conn_id, owner, Proto(proto), ip, port)
+
+    def on_master(self) -> None:
+        try:
+            payload = self.master_channel.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        if not payload:
+            self.loop.stop()
+            return
+        item = ipc.loads(payload)
+        if item[0] == ipc.WORKER_DIED:
+            dropped = self.table.forget_owner(item[1])
+            log.info(f"worker {item[1] + 1} died: forgot its {dropped} connection(s)")
+
+
+class LocalSupervisor:
+    """fork=no: the one process accepts, owns and tracks every connection itself."""
+
+    def __init__(self, shm, settings):
+        self.table = ConnectionTable(shm, settings.tcp_max_connections)
+        self.worker = None
+        self.next_id = 0
+
+    def accept(self, listener) -> None:
+        for _ in range(ACCEPT_BURST):
+            try:
+                sock, addr = listener.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warning(f"accept on {listener}: {e.strerror}")
+                return
+            peer_ip, peer_port = _peer(addr)
+            self.next_id += 1
+            if self.table.full() or not self.table.add(self.next_id, 0, listener.proto, peer_ip, peer_port):
+                log.warning(f"refused {peer_ip}:{peer_port}: tcp_max_connections reached")
+                sock.close()
+                continue
+            self.worker.stats.add(Stat.TCP_ACCEPTED)
+            self.worker.adopt(self.next_id, sock, listener.proto, (peer_ip, peer_port), sock.getsockname())
+
+    def learn(self, conn_id: int, owner: int, proto: Proto, ip: str, port: int) -> None:
+        self.table.add(conn_id, owner, proto, ip, port)
+
+    def forget(self, conn_id: int) -> None:
+        self.table.forget(conn_id)

@@ -1,0 +1,67 @@
+"""One TCP connection inside the worker that owns it: framing in, buffered writes out, idleness.
+
+The worker owns the socket for the connection's whole life; other workers reach it through the
+owner (hand-off). Reads go through the SIP stream parser; a framing error closes the connection
+(RFC 4475: a stream cannot be resynchronised).
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..config.values import Proto
+from ..sip import StreamParser
+
+
+class TCPConnection:
+    __slots__ = ("conn_id", "sock", "fd", "proto", "peer_ip", "peer_port", "local_ip", "local_port",
+                 "parser", "out", "last_active", "stalled_since", "connecting", "closed", "outbound")
+
+    def __init__(self, conn_id: int, sock, proto: Proto, peer: tuple, local: tuple, max_size: int,
+                 outbound: bool = False, connecting: bool = False):
+        self.conn_id = conn_id
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.proto = proto
+        self.peer_ip, self.peer_port = peer[0], peer[1]
+        self.local_ip, self.local_port = local[0], local[1]
+        self.parser = StreamParser(max_size)
+        self.out = bytearray()
+        self.last_active = time.monotonic()
+        self.stalled_since: float | None = None      # when a write last could not go out in full
+        self.connecting = connecting
+        self.closed = False
+        self.outbound = outbound
+
+    def write_now(self, data) -> bool:
+        """Write what the kernel takes; keep the rest. False when the peer is gone."""
+        if self.connecting:
+            self.out += data
+            return True
+        if self.out:
+            self.out += data
+            return self.flush()
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return False
+        if sent < len(data):
+            self.out += data[sent:]
+            if self.stalled_since is None:
+                self.stalled_since = time.monotonic()
+        self.last_active = time.monotonic()
+        return True
+
+    def flush(self) -> bool:
+        try:
+            sent = self.sock.send(self.out)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        if sent:
+            del self.out[:sent]
+            self.stalled_since = None if not self.out else time.monotonic()
+        return True

@@ -1,0 +1,492 @@
+"""A worker process: routes every message of the calls it owns.
+
+It reads the shared UDP sockets, its TCP connections, the hand-off socket (messages other
+workers received for calls it owns, bytes to write on connections it owns) and its channel from
+the TCP supervisor (new connections). Every message of a call is processed by worker
+``crc32(Call-ID) % N``; a message received elsewhere is handed to that worker unparsed.
+
+The worker is also the script's ``Runtime``: sending (UDP, TCP through the connection table),
+the Via address of each transport, ``myself``, logging.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import socket
+import time
+
+from ..config.ast import RouteKind
+from ..config.values import Proto
+from ..forward import forward_reply
+from ..script.context import Destination, ReceiveInfo, ScriptContext
+from ..sip import MessageTooLarge, RemoteSIPError, Request, SIPError, make_response, parse_message
+from . import ipc
+from .listeners import Listener
+from .logs import log, set_role
+from .loop import EventLoop
+from .resolver import Resolver
+from .shm import OutOfSharedMemory, Stat
+from .tcp import TCPConnection
+
+BOOT_FAILED = 3             # exit status of a worker that could not start: the master stops
+UDP_BURST = 32              # datagrams read per wake-up
+
+
+class RateLimitedLog:
+    """At most one line per second per kind; the rest are counted and summarised."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, float] = {}
+        self.suppressed: dict[str, int] = {}
+
+    def __call__(self, kind: str, level: int, text: str) -> None:
+        now = time.monotonic()
+        if now - self.last.get(kind, 0.0) < 1.0:
+            self.suppressed[kind] = self.suppressed.get(kind, 0) + 1
+            return
+        more = self.suppressed.pop(kind, 0)
+        self.last[kind] = now
+        log.log(level, text + (f" (and {more} more like it)" if more else ""))
+
+
+class Worker:
+    def __init__(self, index: int, count: int, config, listeners: list[Listener], shm, myself,
+                 handoff_recv, handoff_send: list, channel, supervisor_local=None):
+        self.index = index                  # 0-based; titles and logs say index + 1
+        self.count = count
+        self.config = config
+        self.settings = config.settings
+        self.script = config.script
+        self.listeners = listeners
+        self.udp = {l.family: l for l in reversed(listeners) if l.proto is Proto.UDP}
+        self.shm = shm
+        self.is_myself = myself
+        self.handoff_recv = handoff_recv
+        self.handoff_send = handoff_send
+        self.channel = channel
+        self.local = supervisor_local       # fork=no: this process accepts TCP itself
+        self.reply_to_via = self.settings.reply_to_via
+        self.max_size = self.settings.max_message_size
+        self.conns: dict[int, TCPConnection] = {}
+        self.next_conn = 0
+        self.resolver = Resolver()
+        self.loop = EventLoop()
+        self.ratelog = RateLimitedLog()
+        self.stats = shm.stats_of(index)
+        self.source_cache: dict[str, str] = {}
+
+    # -- start ----------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Runs after fork, in the worker process."""
+        from setproctitle import setproctitle
+        role = f"worker {self.index + 1}"
+        set_role(role)
+        setproctitle(f"pyproxy: {role}")
+        signal.signal(signal.SIGTERM, lambda *_: self.loop.stop())
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        self.debug = log.isEnabledFor(logging.DEBUG)
+        for module in self.config.modules.values():
+            if module.child_init:
+                module.child_init(self.index)
+        self.register()
+        log.debug("started")
+        self.loop.run()
+        for conn in list(self.conns.values()):
+            self.close(conn, None)
+
+    def register(self) -> None:
+        loop = self.loop
+        for listener in self.listeners:
+            if listener.proto is Proto.UDP:
+                loop.add_reader(listener.sock.fileno(), lambda l=listener: self.on_udp(l), exclusive=True)
+            elif self.local is not None:
+                loop.add_reader(listener.sock.fileno(), lambda l=listener: self.local.accept(l))
+        if self.handoff_recv is not None:
+            loop.add_reader(self.handoff_recv.fileno(), self.on_handoff)
+        if self.channel is not None:
+            loop.add_reader(self.channel.fileno(), self.on_channel)
+        loop.call_later(1.0, self.tick)
+
+    # -- input ----------------------------------------------------------------------------------
+    def on_udp(self, listener: Listener) -> None:
+        sock = listener.sock
+        for _ in range(UDP_BURST):
+            try:
+                data, addr = sock.recvfrom(self.max_size + 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self.ratelog("udp", logging.WARNING, f"receiving on {listener}: {e.strerror}")
+                return
+            self.dispatch(data, ReceiveInfo(addr[0], addr[1], listener.host, listener.port, Proto.UDP))
+
+    def dispatch(self, data: bytes, rcv: ReceiveInfo, msg=None) -> None:
+        """Route a message here, or hand it to the worker that owns its call."""
+        if self.count > 1:
+            call_id = ipc.call_id_of(data)
+            if call_id is not None:
+                owner = ipc.owner_of(call_id, self.count)
+                if owner != self.index:
+                    self.hand_off(owner, (ipc.MESSAGE, rcv.proto.value, rcv.src_ip, rcv.src_port,
+                                          rcv.dst_ip, rcv.dst_port, rcv.conn_id or 0,
+                                          -1 if rcv.conn_owner is None else rcv.conn_owner, data))
+                    return
+        self.process(data, rcv, msg)
+
+    def hand_off(self, worker: int, item: tuple) -> None:
+        try:
+            self.handoff_send[worker].send(ipc.dumps(item))
+            self.stats.add(Stat.HANDOFFS_OUT)
+        except OSError as e:
+            self.stats.add(Stat.DROPPED)
+            self.ratelog("handoff", logging.ERROR, f"hand-off to worker {worker + 1} failed: {e.strerror}")
+
+    def on_handoff(self) -> None:
+        sock = self.handoff_recv
+        for _ in range(UDP_BURST):
+            try:
+                item = ipc.loads(sock.recv(ipc.MAX_DATAGRAM))
+            except (BlockingIOError, InterruptedError):
+                return
+            self.stats.add(Stat.HANDOFFS_IN)
+            if item[0] == ipc.MESSAGE:
+                _, proto, src_ip, src_port, dst_ip, dst_port, conn_id, owner, data = item
+                rcv = ReceiveInfo(src_ip, src_port, dst_ip, dst_port, Proto(proto), conn_id or None,
+                                  None if owner < 0 else owner)
+                self.process(data, rcv, None)
+            elif item[0] == ipc.SEND:
+                _, conn_id, data = item
+                conn = self.conns.get(conn_id)
+                if conn is None or not self.write(conn, data):
+                    self.stats.add(Stat.SEND_ERRORS)
+                    self.ratelog("gone", logging.INFO, f"connection {conn_id:#x} is gone; message dropped")
+
+    # -- processing -----------------------------------------------------------------------------
+    def process(self, data: bytes, rcv: ReceiveInfo, msg) -> None:
+        if msg is None:
+            try:
+                msg = parse_message(data, self.max_size)
+            except MessageTooLarge:
+                self.answer_malformed(data, rcv, 513, "Message Too Large")
+                return
+            except RemoteSIPError as e:
+                self.answer_malformed(data, rcv, e.status, e.reason)
+                return
+        is_request = isinstance(msg, Request)
+        if self.debug:
+            what = f"request {msg.method}" if is_request else f"reply {msg.status}"
+            call_id = ipc.call_id_of(data)
+            log.debug(f"processing {what} Call-ID {call_id.decode('utf-8', 'replace') if call_id else '-'} "
+                      f"from {rcv.proto.value}:{rcv.src_ip}:{rcv.src_port}")
+        try:
+            msg.validate()
+        except RemoteSIPError as e:
+            self.stats.add(Stat.BAD_MESSAGES)
+            if is_request and msg.method != "ACK":
+                self.reply(msg, rcv, e.status, _reason(e.status), f"bad request from {rcv.src_ip}: {e.reason}")
+            else:
+                self.ratelog("badreply", logging.INFO, f"dropping a malformed message from "
+                                                       f"{rcv.src_ip}:{rcv.src_port}: {e.reason}")
+            return
+        ctx = ScriptContext(msg, rcv, self)
+        if is_request:
+            self.stats.add(Stat.REQUESTS_IN)
+            self.script.run_request(ctx)
+        else:
+            self.stats.add(Stat.REPLIES_IN)
+            if self.script.has(RouteKind.ONREPLY, "0"):
+                self.script.run(RouteKind.ONREPLY, "0", ctx)
+            if not ctx.dropped:
+                forward_reply(ctx)
+
+    def answer_malformed(self, data: bytes, rcv: ReceiveInfo, status: int, reason: str) -> None:
+        """A message that does not parse: answer it if enough of it is readable, else drop it."""
+        self.stats.add(Stat.BAD_MESSAGES)
+        text = f"bad message from {rcv.proto.value}:{rcv.src_ip}:{rcv.src_port}: {reason}"
+        try:
+            msg = parse_message(data[:self.max_size * 4], len(data) + 1)
+        except SIPError:
+            self.stats.add(Stat.DROPPED)
+            self.ratelog("malformed", logging.INFO, text + " (dropped)")
+            return
+        if isinstance(msg, Request) and msg.method != "ACK":
+            self.reply(msg, rcv, status, _reason(status), text)
+        else:
+            self.stats.add(Stat.DROPPED)
+            self.ratelog("malformed", logging.INFO, text + " (dropped)")
+
+    def reply(self, msg, rcv: ReceiveInfo, status: int, reason: str, why: str) -> None:
+        from ..modules.sl import send_reply
+        self.ratelog("reply", logging.INFO, f"{why}; answered {status}")
+        if send_reply(ScriptContext(msg, rcv, self), status, reason) < 0:
+            self.stats.add(Stat.DROPPED)
+
+    # -- the script's Runtime -------------------------------------------------------------------
+    def log(self, level: int, text: str) -> None:
+        log.log(level, text)
+
+    def via_address(self, proto: Proto, dest: Destination) -> tuple[str, int]:
+        listener = self.listener_for(proto, dest.host)
+        if listener is None:
+            raise SIPError(f"no {proto.value} socket to send from")
+        host = listener.host
+        if listener.wildcard:
+            host = self.source_address(dest.host, listener.family)
+        return (f"[{host}]" if ":" in host else host), listener.port
+
+    def listener_for(self, proto: Proto, host: str) -> Listener | None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        best = None
+        for listener in self.listeners:
+            if listener.proto is proto:
+                if listener.family == family:
+                    return listener
+                best = best or listener
+        return best
+
+    def source_address(self, host: str, family: int) -> str:
+        """The local address the kernel would send from (for sockets bound to every address)."""
+        ip = self.resolver.address(host) or ("::1" if family == socket.AF_INET6 else "127.0.0.1")
+        cached = self.source_cache.get(ip)
+        if cached is None:
+            probe = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                probe.connect((ip, 9))
+                cached = probe.getsockname()[0]
+            except OSError:
+                cached = "127.0.0.1"
+            finally:
+                probe.close()
+            if len(self.source_cache) > 1000:
+                self.source_cache.clear()
+            self.source_cache[ip] = cached
+        return cached
+
+    def send(self, ctx, dest: Destination, data: bytes) -> bool:
+        rcv = ctx.rcv
+        if rcv.conn_id and dest.proto is rcv.proto and dest.host == rcv.src_ip and dest.port == rcv.src_port:
+            ok = self.send_on(rcv.conn_id, rcv.conn_owner, data)    # back on the connection it came on
+        else:
+            ip = self.resolver.address(dest.host)
+            if ip is None:
+                self.ratelog("dns", logging.WARNING, f"cannot resolve {dest.host}")
+                self.stats.add(Stat.SEND_ERRORS)
+                return False
+            port = dest.port or dest.proto.default_port
+            if dest.proto is Proto.UDP:
+                ok = self.send_udp(ip, port, data)
+            else:
+                ok = self.send_stream(dest.proto, ip, port, data)
+        if not ok:
+            self.stats.add(Stat.SEND_ERRORS)
+        elif not isinstance(ctx.msg, Request):
+            self.stats.add(Stat.REPLIES_OUT)
+        else:
+            self.stats.add(Stat.LOCAL_REPLIES if data.startswith(b"SIP/2.0 ") else Stat.REQUESTS_OUT)
+        return ok
+
+    def send_on(self, conn_id: int, owner: int | None, data: bytes) -> bool:
+        if owner is None or owner == self.index:
+            conn = self.conns.get(conn_id)
+            return conn is not None and self.write(conn, data)
+        self.hand_off(owner, (ipc.SEND, conn_id, data))
+        return True
+
+    def send_udp(self, ip: str, port: int, data: bytes) -> bool:
+        listener = self.udp.get(socket.AF_INET6 if ":" in ip else socket.AF_INET) or \
+            next(iter(self.udp.values()), None)
+        if listener is None:
+            self.ratelog("noudp", logging.ERROR, "no UDP socket to send from")
+            return False
+        try:
+            listener.sock.sendto(data, (ip, port))
+            return True
+        except OSError as e:
+            self.ratelog("udpsend", logging.WARNING, f"sending to udp:{ip}:{port}: {e.strerror}")
+            return False
+
+    def send_stream(self, proto: Proto, ip: str, port: int, data: bytes) -> bool:
+        found = self.shm.lookup(proto, ip, port)
+        if found is not None and (found[1] != self.index or found[0] in self.conns):
+            return self.send_on(found[0], found[1], data)
+        conn = self.connect(proto, ip, port)
+        return conn is not None and self.write(conn, data)
+
+    # -- TCP connections ------------------------------------------------------------------------
+    def new_conn_id(self) -> int:
+        self.next_conn += 1
+        return ((self.index + 1) << 40) | self.next_conn
+
+    def adopt(self, conn_id: int, sock: socket.socket, proto: Proto, peer: tuple, local: tuple,
+              outbound: bool = False, connecting: bool = False) -> TCPConnection:
+        sock.setblocking(False)
+        conn = TCPConnection(conn_id, sock, proto, peer, local, self.max_size, outbound, connecting)
+        self.conns[conn_id] = conn
+        self.loop.add_reader(conn.fd, lambda: self.on_readable(conn))
+        if connecting:
+            self.loop.set_writer(conn.fd, lambda: self.on_writable(conn))
+        return conn
+
+    def connect(self, proto: Proto, ip: str, port: int) -> TCPConnection | None:
+        if proto is not Proto.TCP:
+            self.ratelog("tls", logging.ERROR, f"cannot send to {proto.value}:{ip}:{port}: "
+                                               f"TLS is not available in this build yet")
+            return None
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            sock.connect((ip, port))
+            connecting = False
+        except BlockingIOError:
+            connecting = True
+        except OSError as e:
+            sock.close()
+            self.ratelog("connect", logging.WARNING, f"cannot connect to tcp:{ip}:{port}: {e.strerror}")
+            return None
+        conn_id = self.new_conn_id()
+        local = sock.getsockname()
+        conn = self.adopt(conn_id, sock, proto, (ip, port), local, outbound=True, connecting=connecting)
+        self.announce(conn)
+        return conn
+
+    def announce(self, conn: TCPConnection) -> None:
+        """Tell the supervisor (or, in one-process mode, the table) who reaches this peer."""
+        if self.local is not None:
+            self.local.learn(conn.conn_id, self.index, conn.proto, conn.peer_ip, conn.peer_port)
+        else:
+            self.to_supervisor((ipc.OUTBOUND, conn.conn_id, self.index, conn.proto.value,
+                                conn.peer_ip, conn.peer_port))
+
+    def to_supervisor(self, item: tuple) -> None:
+        try:
+            self.channel.send(ipc.dumps(item))
+        except OSError as e:
+            self.ratelog("channel", logging.ERROR, f"cannot reach the TCP supervisor: {e.strerror}")
+
+    def on_channel(self) -> None:
+        for _ in range(UDP_BURST):
+            try:
+                payload, fds, _, _ = socket.recv_fds(self.channel, 4096, 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not payload:
+                self.loop.stop()        # the supervisor is gone: the master restarts us all
+                return
+            item = ipc.loads(payload)
+            if item[0] == ipc.NEW_CONN and fds:
+                _, conn_id, proto, peer_ip, peer_port, local_ip, local_port = item
+                sock = socket.socket(fileno=fds[0])
+                self.adopt(conn_id, sock, Proto(proto), (peer_ip, peer_port), (local_ip, local_port))
+            else:
+                for fd in fds:
+                    os.close(fd)
+
+    def on_readable(self, conn: TCPConnection) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close(conn, None)
+            return
+        conn.last_active = time.monotonic()
+        parser = conn.parser
+        parser.feed(data)
+        rcv = None
+        while True:
+            try:
+                event = parser.next_event()
+            except MessageTooLarge:
+                self.close(conn, f"message over {self.max_size} bytes")
+                return
+            except RemoteSIPError as e:
+                self.close(conn, f"bad stream: {e.reason}")
+                return
+            if event is None:
+                return
+            if not hasattr(event, "raw"):       # a CRLF keep-alive (RFC 5626 3.5.1)
+                if event.name == "PING":
+                    self.write(conn, b"\r\n")
+                continue
+            if rcv is None:
+                rcv = ReceiveInfo(conn.peer_ip, conn.peer_port, conn.local_ip, conn.local_port, conn.proto,
+                                  conn.conn_id, self.index)
+            self.dispatch(event.raw, rcv, event)
+            if conn.closed:
+                return
+
+    def on_writable(self, conn: TCPConnection) -> None:
+        if conn.connecting:
+            err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self.close(conn, f"connect failed: {os.strerror(err)}")
+                return
+            conn.connecting = False
+        if not conn.flush():
+            self.close(conn, "write failed")
+            return
+        if not conn.out:
+            self.loop.set_writer(conn.fd, None)
+
+    def write(self, conn: TCPConnection, data: bytes) -> bool:
+        if conn.closed:
+            return False
+        if not conn.write_now(data):
+            self.close(conn, "write failed")
+            return False
+        if conn.out:
+            self.loop.set_writer(conn.fd, lambda: self.on_writable(conn))
+        return True
+
+    def close(self, conn: TCPConnection, why: str | None) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        if why:
+            self.ratelog("close", logging.INFO, f"closing {conn.proto.value} connection with "
+                                                f"{conn.peer_ip}:{conn.peer_port}: {why}")
+        if conn.out:
+            self.ratelog("lost", logging.WARNING, f"{len(conn.out)} queued bytes to "
+                                                  f"{conn.peer_ip}:{conn.peer_port} dropped")
+        self.loop.remove(conn.fd)
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+        self.conns.pop(conn.conn_id, None)
+        self.stats.add(Stat.TCP_CLOSED)
+        if self.local is not None:
+            self.local.forget(conn.conn_id)
+        else:
+            self.to_supervisor((ipc.CLOSED, conn.conn_id))
+
+    def tick(self) -> None:
+        """Once a second: close idle connections and ones whose peer stopped reading."""
+        now = time.monotonic()
+        lifetime = self.settings.tcp_connection_lifetime
+        send_timeout = self.settings.tcp_send_timeout
+        for conn in list(self.conns.values()):
+            if conn.stalled_since is not None and now - conn.stalled_since > send_timeout:
+                self.close(conn, f"peer stopped reading for {send_timeout} s")
+            elif conn.connecting and now - conn.last_active > send_timeout:
+                self.close(conn, "connect timed out")
+            elif now - conn.last_active > lifetime:
+                self.close(conn, None)
+        self.loop.call_later(1.0, self.tick)
+
+
+_REASONS = {400: "Bad Request", 413: "Request Entity Too Large", 416: "Unsupported URI Scheme",
+            420: "Bad Extension", 483: "Too Many Hops", 500: "Server Internal Error",
+            501: "Not Implemented", 505: "Version Not Supported", 513: "Message Too Large"}
+
+
+def _reason(status: int) -> str:
+    return _REASONS.get(status, "Bad Request")
