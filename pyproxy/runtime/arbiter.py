@@ -104,7 +104,8 @@ class Arbiter:
             return 0
         except Halt as e:
             log.critical(e.reason)
-            print(f"pyproxy: {e.reason}", file=sys.stderr)
+            if not (log.handlers and self.settings.log_stderror):
+                print(f"pyproxy: {e.reason}", file=sys.stderr)    # syslog alone would hide it
             self.stop()
             return e.status
         finally:

@@ -68,7 +68,10 @@ def bind(spec: SocketSpec) -> Listener:
     family, kind, _, _, address = infos[0]
     sock = socket.socket(family, kind)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if kind == socket.SOCK_STREAM:
+            # TCP: rebind right after a restart despite TIME_WAIT. Never for UDP, where Linux would
+            # let a second pyproxy bind the same port and silently take its traffic.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)

@@ -1,0 +1,70 @@
+"""The shared connection table and Call-ID affinity, as pure logic (the processes that use them
+are tested end to end in tests/runtime)."""
+
+import os
+import zlib
+
+import pytest
+
+from pyproxy.config.values import Proto
+from pyproxy.runtime import ipc
+from pyproxy.runtime.shm import OutOfSharedMemory, SharedMemory, Stat
+
+
+def test_table_insert_lookup_remove():
+    shm = SharedMemory(1, 3, 64)
+    shm.insert(Proto.TCP, "127.0.0.1", 5060, conn_id=7, owner=2)
+    shm.insert(Proto.TCP, "::1", 5060, conn_id=8, owner=1)
+    assert shm.lookup(Proto.TCP, "127.0.0.1", 5060) == (7, 2)
+    assert shm.lookup(Proto.TCP, "::1", 5060) == (8, 1)
+    assert shm.lookup(Proto.UDP, "127.0.0.1", 5060) is None
+    assert shm.lookup(Proto.TCP, "127.0.0.1", 5061) is None
+    assert not shm.remove(Proto.TCP, "127.0.0.1", 5060, conn_id=99)     # someone else's now
+    assert shm.remove(Proto.TCP, "127.0.0.1", 5060, conn_id=7)
+    assert shm.lookup(Proto.TCP, "127.0.0.1", 5060) is None
+    assert shm.lookup(Proto.TCP, "::1", 5060) == (8, 1)                 # found past the tombstone
+
+
+def test_table_is_visible_across_fork():
+    shm = SharedMemory(1, 3, 64)
+    pid = os.fork()
+    if pid == 0:
+        shm.insert(Proto.TCP, "10.0.0.9", 5070, conn_id=42, owner=1)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert shm.lookup(Proto.TCP, "10.0.0.9", 5070) == (42, 1)
+
+
+def test_table_full_is_refused_not_grown():
+    shm = SharedMemory(1, 3, 8)
+    with pytest.raises(OutOfSharedMemory, match="out of shared memory"):
+        for port in range(1, 1000):
+            shm.insert(Proto.TCP, "127.0.0.1", port, conn_id=port, owner=0)
+    assert shm.used == shm.capacity
+
+
+def test_segment_too_small():
+    with pytest.raises(OutOfSharedMemory, match="-m 1"):
+        SharedMemory(1, 100000, 10)
+
+
+def test_statistics_slots():
+    shm = SharedMemory(1, 3, 8)
+    shm.stats_of(1).add(Stat.REQUESTS_IN, 5)
+    assert shm.stats_of(1).read()["requests_in"] == 5
+    assert shm.stats_of(0).read()["requests_in"] == 0
+
+
+@pytest.mark.parametrize("raw,expected", [
+    (b"INVITE sip:a SIP/2.0\r\nCall-ID: abc@h\r\nCSeq: 1 INVITE\r\n\r\n", b"abc@h"),
+    (b"INVITE sip:a SIP/2.0\r\ni:  xyz \r\n\r\n", b"xyz"),
+    (b"SIP/2.0 200 OK\r\ncall-id:Q\r\n\r\n", b"Q"),
+    (b"INVITE sip:a SIP/2.0\r\nX: 1\r\n\r\nCall-ID: in-the-body\r\n", None),
+    (b"garbage", None),
+])
+def test_call_id_without_parsing(raw, expected):
+    assert ipc.call_id_of(raw) == expected
+
+
+def test_owner_is_crc32_of_call_id():
+    assert ipc.owner_of(b"abc@h", 4) == zlib.crc32(b"abc@h") % 4
