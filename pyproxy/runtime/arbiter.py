@@ -137,13 +137,17 @@ class Arbiter:
                 signal.signal(sig, signal.SIG_DFL)
             signal.set_wakeup_fd(-1)
             if kind == "worker":
-                self.new_worker(index).run()
+                worker = self.new_worker(index)
+                try:
+                    worker.boot()
+                except Exception:
+                    log.exception(f"worker {index + 1} cannot start")
+                    status = BOOT_FAILED
+                    return
+                worker.serve()
             else:
                 Supervisor(self.listeners, [c[0] for c in self.channels], self.supervisor_master_end,
                            self.shm, self.settings, self.workers).run()
-        except BootFailure as e:
-            log.critical(f"{kind} {index + 1} cannot start: {e}")
-            status = BOOT_FAILED
         except BaseException:
             log.exception(f"{kind} {index + 1} crashed")
             status = 1
@@ -295,10 +299,6 @@ class Arbiter:
                         os.unlink(self.args.pid_file)
             except OSError:
                 pass
-
-
-class BootFailure(Exception):
-    pass
 
 
 def logging_flush() -> None:

@@ -17,25 +17,26 @@ TTL = 60.0
 
 class Resolver:
     def __init__(self) -> None:
-        self.cache: dict[str, tuple[float, str | None]] = {}
+        self.cache: dict[str, tuple[float | None, str | None]] = {}   # host -> (expiry, address)
 
     def address(self, host: str) -> str | None:
-        host = host.strip("[]")
+        hit = self.cache.get(host)          # addresses are cached too: this is the hot path
+        if hit is not None and (hit[0] is None or hit[0] > time.monotonic()):
+            return hit[1]
+        if len(self.cache) > 10000:
+            self.cache.clear()
+        bare = host.strip("[]")
         try:
-            ipaddress.ip_address(host)
-            return host
+            ipaddress.ip_address(bare)
+            self.cache[host] = (None, bare)     # never expires
+            return bare
         except ValueError:
             pass
         now = time.monotonic()
-        hit = self.cache.get(host)
-        if hit and hit[0] > now:
-            return hit[1]
         try:
             infos = socket.getaddrinfo(host, None, 0, socket.SOCK_DGRAM)
             ip = infos[0][4][0] if infos else None
         except (socket.gaierror, UnicodeError):
             ip = None
-        if len(self.cache) > 10000:
-            self.cache.clear()
         self.cache[host] = (now + TTL, ip)
         return ip

@@ -80,7 +80,11 @@ class Worker:
 
     # -- start ----------------------------------------------------------------------------------
     def run(self) -> None:
-        """Runs after fork, in the worker process."""
+        self.boot()
+        self.serve()
+
+    def boot(self) -> None:
+        """After fork, in the worker process: anything failing here is a failure to start."""
         from setproctitle import setproctitle
         role = f"worker {self.index + 1}"
         set_role(role)
@@ -95,6 +99,8 @@ class Worker:
                 module.child_init(self.index)
         self.register()
         log.debug("started")
+
+    def serve(self) -> None:
         self.loop.run()
         for conn in list(self.conns.values()):
             self.close(conn, None)
@@ -184,7 +190,7 @@ class Worker:
             log.debug(f"processing {what} Call-ID {call_id.decode('utf-8', 'replace') if call_id else '-'} "
                       f"from {rcv.proto.value}:{rcv.src_ip}:{rcv.src_port}")
         try:
-            msg.validate()
+            msg.validate(deep=False)
         except RemoteSIPError as e:
             self.stats.add(Stat.BAD_MESSAGES)
             if is_request and msg.method != "ACK":
@@ -196,6 +202,8 @@ class Worker:
         ctx = ScriptContext(msg, rcv, self)
         if is_request:
             self.stats.add(Stat.REQUESTS_IN)
+            if rcv.conn_id and "alias" in msg.top_via.params:
+                self.learn_alias(rcv, msg.top_via)
             self.script.run_request(ctx)
         else:
             self.stats.add(Stat.REPLIES_IN)
@@ -362,6 +370,16 @@ class Worker:
         else:
             self.to_supervisor((ipc.OUTBOUND, conn.conn_id, self.index, conn.proto.value,
                                 conn.peer_ip, conn.peer_port))
+
+    def learn_alias(self, rcv: ReceiveInfo, via) -> None:
+        """RFC 5923: the sender asks us to reuse this connection for requests to its Via port."""
+        port = via.port or rcv.proto.default_port
+        if port == rcv.src_port:
+            return
+        if self.local is not None:
+            self.local.learn(rcv.conn_id, rcv.conn_owner, rcv.proto, rcv.src_ip, port)
+        else:
+            self.to_supervisor((ipc.ALIAS, rcv.conn_id, rcv.proto.value, rcv.src_ip, port))
 
     def to_supervisor(self, item: tuple) -> None:
         try:

@@ -187,10 +187,10 @@ class Message:
             cached = self._cache[key] = [_named(parse_name_addr, v, what) for v in self._list(key)]
         return cached
 
-    def validate(self) -> None:
-        """Check what a proxy needs before routing; RemoteSIPError with the status to answer."""
+    def validate(self, deep: bool = True) -> None:
+        """Check the message; RemoteSIPError with the status to answer (see validate.validate)."""
         from .validate import validate  # validate.py builds on this module, so import late
-        validate(self)
+        validate(self, deep)
 
     # --- recorded edits --------------------------------------------------------------------
     def _ed(self) -> Edits:

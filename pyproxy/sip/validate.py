@@ -30,7 +30,14 @@ _SINGLE = {"call-id": "Call-ID", "from": "From", "to": "To", "cseq": "CSeq",
            "content-type": "Content-Type", "date": "Date", "expires": "Expires"}
 
 
-def validate(msg: Message) -> None:
+def validate(msg: Message, deep: bool = True) -> None:
+    """Raise RemoteSIPError (with the status to answer) if ``msg`` is not fit to route.
+
+    ``deep=False`` is the per-message check of a proxy: the start line, the headers every message
+    must have, single-value headers, the top Via, Call-ID, CSeq and Max-Forwards -- what routing
+    reads. The other headers (From, To, Contact, Route...) are parsed when something reads them,
+    as OpenSER did. ``deep=True`` also parses those (a registrar, or the conformance tests).
+    """
     if msg.version != "SIP/2.0":
         raise RemoteSIPError(f"unsupported SIP version {msg.version}", 505)
     if isinstance(msg, Request):
@@ -44,13 +51,16 @@ def validate(msg: Message) -> None:
     for key, what in _SINGLE.items():
         if names.count(key) > 1:
             raise RemoteSIPError(f"more than one {what} header")
-    msg.vias
-    msg.from_
-    msg.to
     if not grammar.CALL_ID.fullmatch(msg.call_id):
         raise RemoteSIPError(f"bad Call-ID header {msg.call_id[:60]!r}")
     _check_cseq(msg)
     msg.max_forwards
+    if not deep:
+        msg.top_via
+        return
+    msg.vias
+    msg.from_
+    msg.to
     contacts = msg.contacts
     if STAR in contacts and len(contacts) > 1:
         raise RemoteSIPError("bad Contact header: '*' must be the only value")

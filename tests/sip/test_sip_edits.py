@@ -226,3 +226,18 @@ def test_validate_statuses():
     assert status(base.replace(b"CSeq: 1 INVITE", b"CSeq: 2147483648 INVITE")) == 400
     assert status(base.replace(b"Max-Forwards: 70", b"Max-Forwards: 256")) == 400
     parse_message(base.replace(b"CSeq: 1 INVITE", b"CSeq: 2147483647 INVITE")).validate()
+
+
+def test_shallow_validation_checks_what_routing_reads():
+    from pyproxy.sip import RemoteSIPError, parse_message
+    import pytest
+    base = ("INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1\r\n"
+            "From: {frm}\r\nTo: <sip:bob@example.com>\r\nCall-ID: x@y\r\nCSeq: 1 INVITE\r\n"
+            "Max-Forwards: {mf}\r\nContent-Length: 0\r\n\r\n")
+    bad_from = parse_message(base.format(frm='"unterminated <sip:a@b>;tag=1', mf=70).encode())
+    bad_from.validate(deep=False)            # From is parsed when something reads it
+    with pytest.raises(RemoteSIPError):
+        bad_from.validate()
+    bad_mf = parse_message(base.format(frm="<sip:a@b>;tag=1", mf="x").encode())
+    with pytest.raises(RemoteSIPError):
+        bad_mf.validate(deep=False)
