@@ -16,7 +16,9 @@ from ..sip import SIPError, make_response
 
 
 def stateless_to_tag(msg) -> str:
-    key = f"{msg.call_id}|{msg.from_.tag}|{msg.cseq[0]}|{msg.top_via.branch}"
+    # From the header texts, not their parsed values: a request is also answered (400) when one
+    # of them is malformed.
+    key = f"{msg.call_id}|{msg.header('from')}|{msg.header('cseq')}|{msg.header('via')}"
     return hashlib.blake2s(key.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
 
 
@@ -30,7 +32,8 @@ def send_reply(ctx, status: int, reason: str, extra_headers=()) -> int:
         data = make_response(msg, status, reason, to_tag=to_tag, headers=extra_headers)
         dest = reply_destination_for_request(msg, ctx.rcv, runtime.reply_to_via)
     except SIPError as e:
-        runtime.log(logging.ERROR, f"cannot reply {status} to {msg.method}: {e}")
+        # the request itself is malformed (no To, a bad Via): there is nothing to answer it with
+        runtime.log(logging.INFO, f"cannot reply {status} to {msg.method}: {e}")
         return -1
     return 1 if runtime.send(ctx, dest, data) else -1
 

@@ -11,9 +11,9 @@ the Via address of each transport, ``myself``, logging.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
+import re
 import signal
 import socket
 import time
@@ -31,6 +31,7 @@ from .resolver import Resolver
 from .shm import OutOfSharedMemory, Stat
 from .tcp import TCPConnection
 
+_CONTENT_LENGTH = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[^\r\n]*(?=\r\n)", re.IGNORECASE)
 BOOT_FAILED = 3             # exit status of a worker that could not start: the master stops
 UDP_BURST = 32              # datagrams read per wake-up
 
@@ -217,7 +218,9 @@ class Worker:
         self.stats.add(Stat.BAD_MESSAGES)
         text = f"bad message from {rcv.proto.value}:{rcv.src_ip}:{rcv.src_port}: {reason}"
         try:
-            msg = parse_message(data[:self.max_size * 4], len(data) + 1)
+            # read what can be read: no size limit, and a broken Content-Length ignored (RFC 4475
+            # ncl/mcl01: answer over UDP)
+            msg = parse_message(_CONTENT_LENGTH.sub(b"", data), len(data) + 1)
         except SIPError:
             self.stats.add(Stat.DROPPED)
             self.ratelog("malformed", logging.INFO, text + " (dropped)")
@@ -230,9 +233,11 @@ class Worker:
 
     def reply(self, msg, rcv: ReceiveInfo, status: int, reason: str, why: str) -> None:
         from ..modules.sl import send_reply
-        self.ratelog("reply", logging.INFO, f"{why}; answered {status}")
-        if send_reply(ScriptContext(msg, rcv, self), status, reason) < 0:
+        if send_reply(ScriptContext(msg, rcv, self), status, reason) > 0:
+            self.ratelog("reply", logging.INFO, f"{why}; answered {status}")
+        else:
             self.stats.add(Stat.DROPPED)
+            self.ratelog("reply", logging.INFO, f"{why}; dropped (no reply can be built)")
 
     # -- the script's Runtime -------------------------------------------------------------------
     def log(self, level: int, text: str) -> None:
@@ -422,8 +427,8 @@ class Worker:
         while True:
             try:
                 event = parser.next_event()
-            except MessageTooLarge:
-                self.close(conn, f"message over {self.max_size} bytes")
+            except MessageTooLarge as e:
+                self.refuse_oversize(conn, e)
                 return
             except RemoteSIPError as e:
                 self.close(conn, f"bad stream: {e.reason}")
@@ -440,6 +445,22 @@ class Worker:
             self.dispatch(event.raw, rcv, event)
             if conn.closed:
                 return
+
+    def refuse_oversize(self, conn: TCPConnection, e) -> None:
+        """Answer 513 when the head announced the size, then close: the stream cannot go on."""
+        self.stats.add(Stat.BAD_MESSAGES)
+        msg = e.message
+        if isinstance(msg, Request) and msg.method != "ACK":
+            rcv = ReceiveInfo(conn.peer_ip, conn.peer_port, conn.local_ip, conn.local_port, conn.proto,
+                              conn.conn_id, self.index)
+            self.reply(msg, rcv, 513, "Message Too Large", f"{e.reason} from {conn.peer_ip}")
+            # let the reply reach the peer before the close (unread input would turn it into a RST)
+            self.loop.remove(conn.fd)
+            self.loop.call_later(1.0, lambda: self.close(conn, None))
+            if conn.out:
+                self.loop.set_writer(conn.fd, lambda: self.on_writable(conn))
+            return
+        self.close(conn, e.reason)
 
     def on_writable(self, conn: TCPConnection) -> None:
         if conn.connecting:

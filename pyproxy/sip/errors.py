@@ -33,8 +33,9 @@ class RemoteSIPError(SIPError):
 class MessageTooLarge(RemoteSIPError):
     """A message (or a header section still growing) is larger than the size limit."""
 
-    def __init__(self, reason: str = "message too large") -> None:
+    def __init__(self, reason: str = "message too large", message=None) -> None:
         super().__init__(reason, status=513)
+        self.message = message      # on streams: the parsed head, when it was complete (to answer)
 
 
 class LocalSIPError(SIPError):

@@ -169,7 +169,7 @@ class StreamParser:
                 raise RemoteSIPError("no Content-Length header: it is mandatory on streams")
             total = head_end + 4 + msg._cl
             if total > self._max:
-                raise MessageTooLarge(f"message of {total} octets is larger than {self._max}")
+                raise MessageTooLarge(f"message of {total} octets is larger than {self._max}", msg)
             self._pending = (msg, head, total)
         msg, head, total = self._pending
         if len(buf) < total:

@@ -1,0 +1,2 @@
+"""End-to-end tests of the runtime. A package, so that its conftest.py is not imported as the
+top-level module `conftest`, which tests/config imports from."""

@@ -1,0 +1,45 @@
+"""Fixtures for the runtime's end-to-end tests: the real `pyproxy` command on free loopback
+ports, driven by sipp and by a raw SIP client (helpers in _harness.py).
+
+Each test gets a `reaper`: every process it starts (proxy, sipp UAS, sipp UAC) is registered
+there and stopped when the test ends, pass or fail (SIGTERM, then SIGKILL of the process group
+and of every descendant seen)."""
+
+import shutil
+
+import pytest
+from ._harness import SHARED, Reaper, start_proxy
+
+
+@pytest.fixture
+def reaper():
+    r = Reaper()
+    try:
+        yield r
+    finally:
+        r.stop_all()
+
+
+@pytest.fixture
+def proxy_factory(reaper, tmp_path):
+    """proxy_factory(children=4, extra="tcp_connection_lifetime=2") -> a serving _harness.Proxy,
+    its config and log (proxy.log) in a fresh folder under tmp_path."""
+    count = 0
+
+    def start(children=4, extra="", ready=True):
+        nonlocal count
+        count += 1
+        folder = tmp_path / f"proxy{count}"
+        folder.mkdir()
+        return start_proxy(reaper, folder, children, extra, ready)
+
+    return start
+
+
+@pytest.fixture
+def sipp():
+    """Fail (not skip) when sipp or the shared bench scenarios are missing: CI installs both."""
+    assert shutil.which("sipp"), "sipp is not installed: apt-get install -y sip-tester"
+    assert (SHARED / "bench" / "sipp" / "uac.xml").is_file(), (
+        f"{SHARED}/bench/sipp is missing: the shared folder must lie beside the repository")
+    return shutil.which("sipp")
