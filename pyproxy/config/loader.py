@@ -36,6 +36,18 @@ class DomainSpec:
         selector = f'"{self.name}"' if self.name is not None else f"{self.socket.host}:{self.socket.port}"
         return f"tls_{self.side.value}_domain[{selector}]"
 
+    @property
+    def key(self) -> tuple:
+        """What must be unique: server domains may share a socket when their SNI names differ."""
+        return self.label, str(self.params.get("tls_server_name", "")).lower()
+
+
+def config_path(value: str, cfg_dir: str) -> str:
+    """A file named in the config: ``CFG_DIR/x`` and relative paths are in the config's folder."""
+    if value.startswith("CFG_DIR/"):
+        value = value[len("CFG_DIR/"):]
+    return value if os.path.isabs(value) else os.path.join(cfg_dir, value)
+
 
 @dataclass
 class LoadedConfig:
@@ -156,15 +168,11 @@ def _function_table(modules: dict[str, ModuleExports], errors: ErrorList) -> dic
 
 def _tls_domains(settings: Settings, blocks: list[TLSDomain], errors: ErrorList, warnings: list) -> list[DomainSpec]:
     domains: list[DomainSpec] = []
-    seen: dict[str, Position] = {}
+    seen: dict[tuple, Position] = {}
     for block in blocks:
         domain = _domain_selector(block, settings, errors)
         if domain is None:
             continue
-        if domain.label in seen:
-            errors.add(block.pos, f"{domain.label} is defined twice (first at line {seen[domain.label].line})")
-            continue
-        seen[domain.label] = block.pos
         scope = Scope.SERVER_DOMAIN if block.side is DomainSide.SERVER else Scope.CLIENT_DOMAIN
         for a in block.params:
             param = PARAMS.get(a.name)
@@ -179,6 +187,11 @@ def _tls_domains(settings: Settings, blocks: list[TLSDomain], errors: ErrorList,
             value = convert(param, a, errors, warnings)
             if value is not None:
                 domain.params[a.name] = value
+        if domain.key in seen:
+            sni = f" with tls_server_name \"{domain.key[1]}\"" if domain.key[1] else ""
+            errors.add(block.pos, f"{domain.label}{sni} is defined twice (first at line {seen[domain.key].line})")
+            continue
+        seen[domain.key] = block.pos
         domains.append(domain)
     return domains
 

@@ -143,6 +143,9 @@ TLS = _params(
     Param("tls_send_timeout", Int(1), 30, "Seconds a TLS send may wait for a peer that does not read."),
     Param("tls_client_domain_avp", Int(0), 0,
           "Integer AVP whose value names the TLS client domain of a new connection; 0: off."),
+    Param("tls_allow_loose_key_permissions", Bool(), False,
+          "Accept a private key file that group or others can read (refused by default: the key "
+          "must be kept with tight permissions).", scope=Scope.ANYWHERE),
     Param("tls_autogenerate", Bool(), False,
           "At start, create a throw-away CA and server certificate when tls_certificate and "
           "tls_private_key do not exist (never over existing files)."),

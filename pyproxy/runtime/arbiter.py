@@ -68,6 +68,7 @@ class Arbiter:
             self.shm = SharedMemory(self.args.shm_mb, self.workers + 2, s.tcp_max_connections)
         except OutOfSharedMemory as e:
             raise Halt(str(e)) from None
+        self.tls = self.build_tls()
         for module in self.config.modules.values():
             if module.mod_init:
                 module.mod_init(self.config)
@@ -77,10 +78,42 @@ class Arbiter:
         self.master_channel.setblocking(False)
         self.supervisor_master_end.setblocking(False)
 
+    def build_tls(self):
+        """One OpenSSL context per TLS domain, made here so that every worker inherits them."""
+        s = self.settings
+        if s.disable_tls:
+            return None
+        from ..tls.domains import DomainTable, TLSConfigError
+        if s.tls_autogenerate:
+            self.autogenerate_certificates()
+        try:
+            table = DomainTable.build(s, self.config.tls_domains, self.config.cfg_dir)
+        except TLSConfigError as e:
+            raise Halt("TLS: " + "\nTLS: ".join(e.messages)) from None
+        for warning in table.warnings:
+            log.warning(f"TLS: {warning}")
+        return table
+
+    def autogenerate_certificates(self) -> None:
+        """tls_autogenerate=yes: a throw-away CA and server certificate when none exist yet."""
+        from ..certs import CertError, autogenerate
+        from ..config.loader import config_path
+        cfg_dir = self.config.cfg_dir
+        cert = config_path(self.settings.tls_certificate, cfg_dir)
+        key = config_path(self.settings.tls_private_key, cfg_dir)
+        if os.path.exists(cert) and os.path.exists(key):
+            return
+        try:
+            created = autogenerate(cert, key)
+        except CertError as e:
+            raise Halt(f"tls_autogenerate: {e}") from None
+        log.warning("tls_autogenerate: created a throw-away CA and server certificate (replace them "
+                    "for production): " + ", ".join(map(str, created)))
+
     def new_worker(self, index: int, local=None) -> Worker:
         return Worker(index, self.workers, self.config, self.listeners, self.shm, self.myself,
                       self.handoffs[index][0], [h[1] for h in self.handoffs],
-                      None if local else self.channels[index][1], local)
+                      None if local else self.channels[index][1], local, self.tls)
 
     # -- running --------------------------------------------------------------------------------
     def run(self) -> int:

@@ -1,7 +1,8 @@
 """The sockets pyproxy listens on, bound by the master before it forks.
 
 ``listen=`` entries (and ``-l``) name them; without any, pyproxy listens on every address with
-UDP and TCP on ``port``, as OpenSER did. TLS listeners are left to the TLS layer.
+UDP and TCP on ``port``, as OpenSER did. A TLS listener is a TCP socket: the worker that gets a
+connection does the handshake.
 """
 
 from __future__ import annotations
@@ -90,9 +91,6 @@ def bind_all(settings) -> list[Listener]:
     listeners: list[Listener] = []
     try:
         for spec in socket_specs(settings):
-            if spec.proto is Proto.TLS:
-                raise BindError(f"listen={spec}: serving TLS is not available in this build yet "
-                                f"(set disable_tls=yes or remove the listen=tls: entry)")
             listeners.append(bind(spec))
     except BindError:
         for listener in listeners:

@@ -15,10 +15,11 @@ from ..sip import StreamParser
 
 class TCPConnection:
     __slots__ = ("conn_id", "sock", "fd", "proto", "peer_ip", "peer_port", "local_ip", "local_port",
-                 "parser", "out", "last_active", "stalled_since", "connecting", "closed", "outbound")
+                 "parser", "out", "last_active", "stalled_since", "connecting", "closed", "outbound",
+                 "opened", "pipe", "tls_info", "domain", "target", "waiting")
 
     def __init__(self, conn_id: int, sock, proto: Proto, peer: tuple, local: tuple, max_size: int,
-                 outbound: bool = False, connecting: bool = False):
+                 outbound: bool = False, connecting: bool = False, pipe=None):
         self.conn_id = conn_id
         self.sock = sock
         self.fd = sock.fileno()
@@ -32,6 +33,16 @@ class TCPConnection:
         self.connecting = connecting
         self.closed = False
         self.outbound = outbound
+        self.opened = self.last_active
+        self.pipe = pipe                # TLS: the TLSPipe holding this connection's SSL object
+        self.tls_info: dict | None = None   # the peer summary, once the handshake is done
+        self.domain = None              # TLS: the domain whose context the connection uses
+        self.target: str | None = None  # outbound TLS: the host name the certificate must match
+        self.waiting: list = []         # requests sent before it was up: answered 477 if it fails
+
+    @property
+    def established(self) -> bool:
+        return not self.connecting and (self.pipe is None or self.pipe.handshake_done)
 
     def write_now(self, data) -> bool:
         """Write what the kernel takes; keep the rest. False when the peer is gone."""

@@ -20,7 +20,7 @@ import time
 
 from ..config.ast import RouteKind
 from ..config.values import Proto
-from ..forward import forward_reply
+from ..forward import SEND_FAILED, forward_reply
 from ..script.context import Destination, ReceiveInfo, ScriptContext
 from ..sip import MessageTooLarge, RemoteSIPError, Request, SIPError, make_response, parse_message
 from . import ipc
@@ -30,6 +30,8 @@ from .loop import EventLoop
 from .resolver import Resolver
 from .shm import OutOfSharedMemory, Stat
 from .tcp import TCPConnection
+from ..tls.pipe import TLSError, TLSPipe
+from ..tls.verify import matches_sip_domain, peer_summary, verify_error
 
 _CONTENT_LENGTH = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[^\r\n]*(?=\r\n)", re.IGNORECASE)
 BOOT_FAILED = 3             # exit status of a worker that could not start: the master stops
@@ -55,7 +57,7 @@ class RateLimitedLog:
 
 class Worker:
     def __init__(self, index: int, count: int, config, listeners: list[Listener], shm, myself,
-                 handoff_recv, handoff_send: list, channel, supervisor_local=None):
+                 handoff_recv, handoff_send: list, channel, supervisor_local=None, tls=None):
         self.index = index                  # 0-based; titles and logs say index + 1
         self.count = count
         self.config = config
@@ -78,6 +80,8 @@ class Worker:
         self.ratelog = RateLimitedLog()
         self.stats = shm.stats_of(index)
         self.source_cache: dict[str, str] = {}
+        self.tls = tls                      # the DomainTable, or None when TLS is disabled
+        self.tls_avp = self.settings.tls_client_domain_avp
 
     # -- start ----------------------------------------------------------------------------------
     def run(self) -> None:
@@ -141,7 +145,8 @@ class Worker:
                 if owner != self.index:
                     self.hand_off(owner, (ipc.MESSAGE, rcv.proto.value, rcv.src_ip, rcv.src_port,
                                           rcv.dst_ip, rcv.dst_port, rcv.conn_id or 0,
-                                          -1 if rcv.conn_owner is None else rcv.conn_owner, data))
+                                          -1 if rcv.conn_owner is None else rcv.conn_owner, data,
+                                          rcv.tls))
                     return
         self.process(data, rcv, msg)
 
@@ -162,9 +167,9 @@ class Worker:
                 return
             self.stats.add(Stat.HANDOFFS_IN)
             if item[0] == ipc.MESSAGE:
-                _, proto, src_ip, src_port, dst_ip, dst_port, conn_id, owner, data = item
+                _, proto, src_ip, src_port, dst_ip, dst_port, conn_id, owner, data, tls = item
                 rcv = ReceiveInfo(src_ip, src_port, dst_ip, dst_port, Proto(proto), conn_id or None,
-                                  None if owner < 0 else owner)
+                                  None if owner < 0 else owner, tls)
                 self.process(data, rcv, None)
             elif item[0] == ipc.SEND:
                 _, conn_id, data = item
@@ -294,7 +299,7 @@ class Worker:
             if dest.proto is Proto.UDP:
                 ok = self.send_udp(ip, port, data)
             else:
-                ok = self.send_stream(dest.proto, ip, port, data)
+                ok = self.send_stream(dest.proto, ip, port, data, ctx, dest.host)
         if not ok:
             self.stats.add(Stat.SEND_ERRORS)
         elif not isinstance(ctx.msg, Request):
@@ -323,12 +328,23 @@ class Worker:
             self.ratelog("udpsend", logging.WARNING, f"sending to udp:{ip}:{port}: {e.strerror}")
             return False
 
-    def send_stream(self, proto: Proto, ip: str, port: int, data: bytes) -> bool:
+    def send_stream(self, proto: Proto, ip: str, port: int, data: bytes, ctx=None, host: str = "") -> bool:
         found = self.shm.lookup(proto, ip, port)
         if found is not None and (found[1] != self.index or found[0] in self.conns):
             return self.send_on(found[0], found[1], data)
-        conn = self.connect(proto, ip, port)
-        return conn is not None and self.write(conn, data)
+        conn = self.connect(proto, ip, port, host or ip, self.client_domain_name(ctx))
+        if conn is None:
+            return False
+        if ctx is not None and isinstance(ctx.msg, Request) and not data.startswith(b"SIP/2.0 "):
+            conn.waiting.append((ctx.msg, ctx.rcv))
+        return self.write(conn, data)
+
+    def client_domain_name(self, ctx) -> str | None:
+        """Example 1-13: the TLS client domain named by the tls_client_domain_avp AVP."""
+        if not self.tls_avp or ctx is None:
+            return None
+        values = ctx.avps.get(self.tls_avp)
+        return str(values[-1]) if values else None
 
     # -- TCP connections ------------------------------------------------------------------------
     def new_conn_id(self) -> int:
@@ -336,20 +352,45 @@ class Worker:
         return ((self.index + 1) << 40) | self.next_conn
 
     def adopt(self, conn_id: int, sock: socket.socket, proto: Proto, peer: tuple, local: tuple,
-              outbound: bool = False, connecting: bool = False) -> TCPConnection:
+              outbound: bool = False, connecting: bool = False, domain=None,
+              target: str | None = None) -> TCPConnection | None:
         sock.setblocking(False)
-        conn = TCPConnection(conn_id, sock, proto, peer, local, self.max_size, outbound, connecting)
+        pipe = None
+        if proto is Proto.TLS:
+            if self.tls is None:
+                sock.close()
+                return None
+            if domain is None:      # accepted: the socket it arrived on picks the server domain
+                domain = self.tls.server_domain(local[0], local[1])
+            pipe = TLSPipe(domain.context, server_side=not outbound,
+                           server_name=(domain.params.get("tls_server_name") or target) if outbound else None)
+        conn = TCPConnection(conn_id, sock, proto, peer, local, self.max_size, outbound, connecting, pipe)
+        conn.domain, conn.target = domain, target
         self.conns[conn_id] = conn
         self.loop.add_reader(conn.fd, lambda: self.on_readable(conn))
         if connecting:
             self.loop.set_writer(conn.fd, lambda: self.on_writable(conn))
+        elif pipe is not None and outbound:
+            self.start_tls(conn)
         return conn
 
-    def connect(self, proto: Proto, ip: str, port: int) -> TCPConnection | None:
-        if proto is not Proto.TCP:
-            self.ratelog("tls", logging.ERROR, f"cannot send to {proto.value}:{ip}:{port}: "
-                                               f"TLS is not available in this build yet")
-            return None
+    def start_tls(self, conn: TCPConnection) -> None:
+        try:
+            conn.pipe.start()
+        except TLSError as e:
+            self.close(conn, f"TLS handshake failed: {e}")
+            return
+        self.flush_tls(conn)
+
+    def connect(self, proto: Proto, ip: str, port: int, host: str = "",
+                domain_name: str | None = None) -> TCPConnection | None:
+        domain = None
+        if proto is Proto.TLS:
+            if self.tls is None:
+                self.ratelog("tls", logging.ERROR, f"cannot send to tls:{ip}:{port}: TLS is disabled "
+                                                   f"(disable_tls=yes)")
+                return None
+            domain = self.tls.client_domain(domain_name, ip, port)
         family = socket.AF_INET6 if ":" in ip else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
@@ -364,7 +405,8 @@ class Worker:
             return None
         conn_id = self.new_conn_id()
         local = sock.getsockname()
-        conn = self.adopt(conn_id, sock, proto, (ip, port), local, outbound=True, connecting=connecting)
+        conn = self.adopt(conn_id, sock, proto, (ip, port), local, outbound=True, connecting=connecting,
+                          domain=domain, target=host or ip)
         self.announce(conn)
         return conn
 
@@ -421,6 +463,10 @@ class Worker:
             self.close(conn, None)
             return
         conn.last_active = time.monotonic()
+        if conn.pipe is not None:
+            data = self.decrypt(conn, data)
+            if not data:
+                return
         parser = conn.parser
         parser.feed(data)
         rcv = None
@@ -441,10 +487,61 @@ class Worker:
                 continue
             if rcv is None:
                 rcv = ReceiveInfo(conn.peer_ip, conn.peer_port, conn.local_ip, conn.local_port, conn.proto,
-                                  conn.conn_id, self.index)
+                                  conn.conn_id, self.index, conn.tls_info)
             self.dispatch(event.raw, rcv, event)
             if conn.closed:
                 return
+
+    def decrypt(self, conn: TCPConnection, data: bytes) -> bytes:
+        """Ciphertext in, plaintext out; finishes the handshake (and its checks) on the way."""
+        pipe = conn.pipe
+        was_done = pipe.handshake_done
+        try:
+            plain = pipe.receive(data)
+        except TLSError as e:
+            self.flush_tls(conn)        # the alert telling the peer why
+            detail = verify_error(pipe.conn)    # OpenSSL's "certificate verify failed" says little
+            reason = f"{e}: {detail}" if detail else str(e)
+            self.close(conn, f"TLS handshake failed: {reason}{self.peer_subject(conn)}" if not was_done
+                       else f"TLS error: {reason}")
+            return b""
+        if pipe.handshake_done and not was_done and not self.handshake_complete(conn):
+            return b""
+        self.flush_tls(conn)
+        if pipe.closed:
+            self.close(conn, None)
+            return b""
+        return plain
+
+    def handshake_complete(self, conn: TCPConnection) -> bool:
+        """Record who the peer is; an outbound connection must reach the domain it was opened for."""
+        conn.tls_info = summary = peer_summary(conn.pipe.conn)
+        if conn.outbound:
+            domain = conn.domain
+            if domain.params.get("tls_verify_server") and domain.verify_hostname:
+                cert = conn.pipe.conn.get_peer_certificate(as_cryptography=True)
+                if cert is None or not matches_sip_domain(cert, conn.target):
+                    self.close(conn, f"TLS server certificate does not match {conn.target} (RFC 5922)"
+                                     f"{self.peer_subject(conn)}")
+                    return False
+        log.debug(f"TLS {summary.get('version')} with {conn.peer_ip}:{conn.peer_port}, "
+                  f"{summary.get('cipher')}, peer {summary.get('subject') or '-'}")
+        return True
+
+    @staticmethod
+    def peer_subject(conn: TCPConnection) -> str:
+        try:
+            cert = conn.pipe.conn.get_peer_certificate(as_cryptography=True)
+        except Exception:
+            cert = None
+        return f" (peer certificate: {cert.subject.rfc4514_string()})" if cert is not None else ""
+
+    def flush_tls(self, conn: TCPConnection) -> None:
+        out = conn.pipe.outgoing()
+        if out and not conn.write_now(out):
+            self.close(conn, "write failed")
+        elif conn.out:
+            self.loop.set_writer(conn.fd, lambda: self.on_writable(conn))
 
     def refuse_oversize(self, conn: TCPConnection, e) -> None:
         """Answer 513 when the head announced the size, then close: the stream cannot go on."""
@@ -469,6 +566,10 @@ class Worker:
                 self.close(conn, f"connect failed: {os.strerror(err)}")
                 return
             conn.connecting = False
+            if conn.pipe is not None:
+                self.start_tls(conn)
+                if conn.closed:
+                    return
         if not conn.flush():
             self.close(conn, "write failed")
             return
@@ -478,6 +579,15 @@ class Worker:
     def write(self, conn: TCPConnection, data: bytes) -> bool:
         if conn.closed:
             return False
+        if conn.pipe is not None:
+            try:
+                conn.pipe.send(data)
+            except TLSError as e:
+                self.close(conn, f"TLS error: {e}")
+                return False
+            data = conn.pipe.outgoing()
+            if not data:
+                return True         # queued until the handshake is done
         if not conn.write_now(data):
             self.close(conn, "write failed")
             return False
@@ -495,6 +605,16 @@ class Worker:
         if conn.out:
             self.ratelog("lost", logging.WARNING, f"{len(conn.out)} queued bytes to "
                                                   f"{conn.peer_ip}:{conn.peer_port} dropped")
+        elif conn.pipe is not None and conn.pipe.handshake_done:
+            try:
+                conn.sock.send(conn.pipe.shutdown())
+            except OSError:
+                pass
+        if not conn.established:
+            for msg, rcv in conn.waiting:   # requests that never left: tell their senders
+                self.reply(msg, rcv, *SEND_FAILED, f"{msg.method} to {conn.proto.value}:{conn.peer_ip}:"
+                                                  f"{conn.peer_port} could not be sent ({why})")
+        conn.waiting = []
         self.loop.remove(conn.fd)
         try:
             conn.sock.close()
@@ -512,7 +632,15 @@ class Worker:
         now = time.monotonic()
         lifetime = self.settings.tcp_connection_lifetime
         send_timeout = self.settings.tcp_send_timeout
+        handshake_timeout = self.settings.tls_handshake_timeout
         for conn in list(self.conns.values()):
+            if conn.pipe is not None:
+                send_timeout = self.settings.tls_send_timeout
+                if not conn.pipe.handshake_done and now - conn.opened > handshake_timeout:
+                    self.close(conn, f"TLS handshake not done in {handshake_timeout} s")
+                    continue
+            else:
+                send_timeout = self.settings.tcp_send_timeout
             if conn.stalled_since is not None and now - conn.stalled_since > send_timeout:
                 self.close(conn, f"peer stopped reading for {send_timeout} s")
             elif conn.connecting and now - conn.last_active > send_timeout:

@@ -23,6 +23,7 @@ class ReceiveInfo:
     proto: Proto
     conn_id: int | None = None       # the TCP/TLS connection it came on
     conn_owner: int | None = None    # the worker that owns that connection
+    tls: dict | None = None          # TLS connections: the peer summary ($tls_* variables)
 
     @property
     def af(self) -> int:

@@ -91,6 +91,30 @@ register("pr", lambda c, a: c.rcv.proto.value, None, "transport: udp, tcp or tls
 register("null", lambda c, a: None, None, "always unset")
 
 
+# --- TLS (OpenSER's tlsops variables): the peer summary of the connection the message came on --
+def _tls(field: str, join: bool = False):
+    def get(ctx, arg):
+        info = ctx.rcv.tls
+        if not info:
+            return None
+        value = info.get(field)
+        if join:
+            return ",".join(value) if value else None
+        return value
+    return get
+
+
+register("tls_version", _tls("version"), None, "TLS version of the connection, e.g. TLSv1.3")
+register("tls_cipher_info", _tls("cipher"), None, "cipher suite of the connection")
+register("tls_peer_subject", _tls("subject"), None, "subject of the peer's certificate")
+register("tls_peer_subject_cn", _tls("subject_cn"), None, "common name of the peer's certificate")
+register("tls_peer_issuer", _tls("issuer"), None, "issuer of the peer's certificate")
+register("tls_peer_san_uri", _tls("san_uri", join=True), None, "URI subjectAltNames, comma-separated")
+register("tls_peer_san_dns", _tls("san_dns", join=True), None, "DNS subjectAltNames, comma-separated")
+register("tls_peer_verified", lambda c, a: (1 if c.rcv.tls.get("verified") else 0) if c.rcv.tls else None,
+         None, "1 when the peer presented a certificate that verified")
+
+
 def _hdr_arg(text: str) -> str:
     if not text or not re.fullmatch(r"[A-Za-z0-9!%*_+`'~.\-]+", text):
         raise PVError(f"$hdr needs a header name, e.g. $hdr(User-Agent), found $hdr({text})")

@@ -44,12 +44,15 @@ listen=tcp:127.0.0.1:{port}
 {extra}
 loadmodule "sl"
 loadmodule "maxfwd"
-route {{
-    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
-    if (method=="OPTIONS" && uri==myself && $rU==$null) {{ sl_send_reply("200", "OK"); exit; }}
-    forward();
-}}
+{route}
 """
+
+DEFAULT_ROUTE = """\
+route {
+    if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); exit; }
+    if (method=="OPTIONS" && uri==myself && $rU==$null) { sl_send_reply("200", "OK"); exit; }
+    forward();
+}"""
 
 
 def owner(call_id: str, children: int) -> int:
@@ -355,15 +358,16 @@ def title(proc: psutil.Process) -> str:
     return " ".join(cmd).strip() if cmd else proc.name()
 
 
-def write_config(folder: Path, port: int, children: int, extra: str = "") -> Path:
+def write_config(folder: Path, port: int, children: int, extra: str = "", route: str = DEFAULT_ROUTE) -> Path:
     cfg = folder / "pyproxy.cfg"
-    cfg.write_text(TEST_CONFIG.format(children=children, port=port, extra=extra))
+    cfg.write_text(TEST_CONFIG.format(children=children, port=port, extra=extra, route=route))
     return cfg
 
 
-def start_proxy(reaper: Reaper, folder: Path, children: int, extra: str = "", ready: bool = True) -> Proxy:
+def start_proxy(reaper: Reaper, folder: Path, children: int, extra: str = "", ready: bool = True,
+                route: str = DEFAULT_ROUTE) -> Proxy:
     port = free_port()
-    cfg = write_config(folder, port, children, extra)
+    cfg = write_config(folder, port, children, extra, route)
     log_path = folder / "proxy.log"
     logf = open(log_path, "wb")
     popen = reaper.popen([sys.executable, "-m", "pyproxy", "-f", str(cfg), "-D", "-E"], cwd=folder,
@@ -402,14 +406,17 @@ class SippResult:
                 f"failed={self.failed} wall={self.wall:.1f}s\n--- sipp errors (tail) ---\n{self.errors}")
 
 
-def start_uas(reaper: Reaper, folder: Path, transport: str, name: str = "uas") -> tuple[subprocess.Popen, int]:
-    """A sipp UAS (shared uas.xml) on a free port; returns (process, port) once it listens."""
+def start_uas(reaper: Reaper, folder: Path, transport: str, name: str = "uas", *, tp: str | None = None,
+              contact_port: int | None = None) -> tuple[subprocess.Popen, int]:
+    """A sipp UAS (shared uas.xml) on a free port; returns (process, port) once it listens.
+    Behind a TLS tunnel, ``tp``/``contact_port`` are what the proxy sees (TLS, the tunnel's port)."""
     port = free_port()
     media = free_port(span=4)
     cmd = ["sipp", "-sf", str(scenario("uas.xml")), "-i", LOOP, "-bind_local", "-p", str(port),
            "-t", SIPP_T[transport], "-nostdin", "-timeout", "300s", "-trace_err",
            "-error_file", str(folder / f"{name}_errors.log"), "-max_recv_loops", "10000",
-           "-mp", str(media), "-key", "tp", transport.upper(), "-key", "contact", f"{LOOP}:{port}"]
+           "-mp", str(media), "-key", "tp", tp or transport.upper(),
+           "-key", "contact", f"{LOOP}:{contact_port or port}"]
     err = open(folder / f"{name}.stderr", "wb")
     p = reaper.popen(cmd, cwd=folder, stdout=subprocess.DEVNULL, stderr=err)
     err.close()
@@ -431,7 +438,8 @@ def parse_stat_csv(path: Path) -> dict:
 
 def run_uac(reaper: Reaper, folder: Path, target_port: int, uas_port: int, transport: str, calls: int,
             rate: int, *, hold_ms: int = 100, name: str = "uac", cid_prefix: str | None = None,
-            timeout: float | None = None, wait: bool = True):
+            timeout: float | None = None, wait: bool = True, tp: str | None = None,
+            uas_tp: str | None = None):
     """sipp UAC (shared uac.xml) -> target -> UAS. Bounded by -m calls and -timeout. With wait=False
     returns a `finish()` callable that waits and returns the SippResult."""
     port = free_port()
@@ -441,7 +449,8 @@ def run_uac(reaper: Reaper, folder: Path, target_port: int, uas_port: int, trans
     timeout = timeout or (calls / rate + hold_ms / 1000 + 15)
     cmd = ["sipp", f"{LOOP}:{target_port}", "-sf", str(scenario("uac.xml")), "-i", LOOP, "-bind_local",
            "-p", str(port), "-t", SIPP_T[transport], "-s", "bench", "-d", str(hold_ms),
-           "-key", "uas", f"{LOOP}:{uas_port}", "-key", "uas_tp", transport, "-key", "tp", transport.upper(),
+           "-key", "uas", f"{LOOP}:{uas_port}", "-key", "uas_tp", uas_tp or transport,
+           "-key", "tp", tp or transport.upper(),
            "-r", str(rate), "-rp", "1000", "-m", str(calls), "-l", str(max(200, calls)),
            "-nostdin", "-timeout", f"{int(timeout)}s", "-recv_timeout", "5000",
            "-trace_stat", "-stf", str(csv), "-fd", "1", "-trace_err", "-error_file", str(errors),

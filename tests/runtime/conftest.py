@@ -8,7 +8,7 @@ and of every descendant seen)."""
 import shutil
 
 import pytest
-from ._harness import SHARED, Reaper, start_proxy
+from ._harness import DEFAULT_ROUTE, SHARED, Reaper, start_proxy
 
 
 @pytest.fixture
@@ -26,12 +26,12 @@ def proxy_factory(reaper, tmp_path):
     its config and log (proxy.log) in a fresh folder under tmp_path."""
     count = 0
 
-    def start(children=4, extra="", ready=True):
+    def start(children=4, extra="", ready=True, route=DEFAULT_ROUTE):
         nonlocal count
         count += 1
         folder = tmp_path / f"proxy{count}"
         folder.mkdir()
-        return start_proxy(reaper, folder, children, extra, ready)
+        return start_proxy(reaper, folder, children, extra, ready, route)
 
     return start
 

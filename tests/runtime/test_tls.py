@@ -1,0 +1,182 @@
+"""TLS through the running proxy, with real peers: Python's ssl and openssl s_client as clients,
+certificates made with pyproxyctl's own code (pyproxy.certs)."""
+
+import re
+import socket
+import ssl
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from pyproxy.certs import make_root_ca, make_user_cert
+
+from ._harness import (DEFAULT_ROUTE, free_port, options_request, read_tcp_message, status_of, udp_socket,
+                       wait_closed)
+
+LOOP = "127.0.0.1"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pki")
+    make_root_ca(d / "ca")
+    make_user_cert("localhost", d / "server", ca_dir=d / "ca", ip_addresses=[LOOP])
+    make_user_cert("biloxi.example.com", d / "biloxi", ca_dir=d / "ca")
+    make_user_cert("client.example.com", d / "client", ca_dir=d / "ca")
+    make_root_ca(d / "evil")
+    make_user_cert("localhost", d / "impostor", ca_dir=d / "evil", ip_addresses=[LOOP])
+    return d
+
+
+def tls_settings(pki, port, verify_client=0, require=0, more=""):
+    return (f"disable_tls=no\nlisten=tls:{LOOP}:{port}\n"
+            f'tls_certificate="{pki}/server/cert.pem"\ntls_private_key="{pki}/server/privkey.pem"\n'
+            f'tls_ca_list="{pki}/ca/cacert.pem"\ntls_verify_client={verify_client}\n'
+            f"tls_require_client_certificate={require}\n{more}\n")
+
+
+def client_context(pki, cert=None, server_name=None):
+    ctx = ssl.create_default_context(cafile=str(pki / "ca" / "cacert.pem"))
+    ctx.check_hostname = server_name is not None
+    if server_name is None:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    if cert:
+        ctx.load_cert_chain(str(pki / cert / "cert.pem"), str(pki / cert / "privkey.pem"))
+    return ctx
+
+
+def tls_options(port, ctx, server_name=None, timeout=5.0):
+    """OPTIONS over a new TLS connection: (status or None, the server certificate's CN)."""
+    raw = socket.create_connection((LOOP, port), timeout=timeout)
+    with ctx.wrap_socket(raw, server_hostname=server_name) as s:
+        cn = dict(x[0] for x in s.getpeercert()["subject"]).get("commonName")
+        s.sendall(options_request(port, f"tls-{uuid.uuid4().hex}", "tls", s.getsockname()[1]))
+        reply = read_tcp_message(s, time.monotonic() + timeout, bytearray())
+        return (status_of(reply) if reply else None), cn
+
+
+def test_options_over_tls(proxy_factory, pki):
+    port = free_port()
+    proxy = proxy_factory(children=2, extra=tls_settings(pki, port))
+    for _ in range(4):      # several connections: they land on different workers
+        assert tls_options(port, client_context(pki)) == (200, "localhost")
+    assert proxy.alive()
+
+
+def test_openssl_s_client_sees_the_socket_certificate(proxy_factory, pki):
+    port = free_port()
+    proxy_factory(children=1, extra=tls_settings(pki, port))
+    r = subprocess.run(["openssl", "s_client", "-connect", f"{LOOP}:{port}", "-CAfile",
+                        str(pki / "ca" / "cacert.pem"), "-verify_return_error", "-brief"],
+                       input=b"", capture_output=True, timeout=20)
+    out = (r.stdout + r.stderr).decode(errors="replace")
+    assert "Verification: OK" in out and re.search(r"CN ?= ?localhost", out), out
+    assert re.search(r"Protocol version: TLSv1\.[23]", out), out
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_old_protocol_versions_are_refused(proxy_factory, pki):
+    port = free_port()
+    proxy_factory(children=1, extra=tls_settings(pki, port))
+    ctx = client_context(pki)
+    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        tls_options(port, ctx)
+
+
+def test_server_domain_per_socket(proxy_factory, pki):
+    port, other = free_port(), free_port()
+    extra = tls_settings(pki, port, more=(
+        f"listen=tls:{LOOP}:{other}\n"
+        f"tls_server_domain[{LOOP}:{other}] {{\n"
+        f'  tls_certificate="{pki}/biloxi/cert.pem"\n  tls_private_key="{pki}/biloxi/privkey.pem"\n}}\n'))
+    proxy_factory(children=2, extra=extra)
+    assert tls_options(port, client_context(pki))[1] == "localhost"
+    biloxi = client_context(pki, server_name="biloxi.example.com")
+    assert tls_options(other, biloxi, "biloxi.example.com")[1] == "biloxi.example.com"
+
+
+def test_client_certificate_required(proxy_factory, pki):
+    port = free_port()
+    route = """route {
+    if (proto!=tls) { sl_send_reply("200", "OK"); exit; }
+    if (is_peer_verified()) {
+        xlog("L_INFO", "verified peer $tls_peer_subject_cn over $tls_version\\n");
+        sl_send_reply("200", "OK");
+        exit;
+    }
+    sl_send_reply("403", "Not Verified");
+}"""
+    proxy = proxy_factory(children=2, extra=tls_settings(pki, port, 1, 1) + 'loadmodule "tlsops"\nloadmodule "xlog"\n',
+                          route=route)
+    assert tls_options(port, client_context(pki, cert="client")) == (200, "localhost")
+    assert re.search(r"verified peer client\.example\.com over TLSv1\.[23]", proxy.log())
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        status, _ = tls_options(port, client_context(pki))
+        assert status is None       # TLS 1.3 reports the refusal only when reading
+        raise ConnectionError("refused after the handshake")
+
+
+def test_handshake_timeout(proxy_factory, pki):
+    port = free_port()
+    proxy = proxy_factory(children=2, extra=tls_settings(pki, port, more="tls_handshake_timeout=2"))
+    silent = [socket.create_connection((LOOP, port), timeout=5) for _ in range(20)]
+    try:
+        assert tls_options(port, client_context(pki))[0] == 200       # the silent ones block nobody
+        started = time.monotonic()
+        for s in silent:
+            closed, _ = wait_closed(s, 6.0)
+            assert closed
+        assert time.monotonic() - started < 6.0
+    finally:
+        for s in silent:
+            s.close()
+    assert "TLS handshake not done in 2 s" in proxy.log()
+
+
+def test_udp_to_tls_forwarding_and_the_reply_back(proxy_factory, pki, tmp_path):
+    """A UDP request whose R-URI is sips: goes out over TLS to a server we run; its reply comes back."""
+    port, server_port = free_port(), free_port()
+    proxy = proxy_factory(children=2, extra=tls_settings(pki, port))
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(str(pki / "server" / "cert.pem"), str(pki / "server" / "privkey.pem"))
+    listener = socket.create_server((LOOP, server_port))
+    listener.settimeout(5)
+    with udp_socket(5.0) as u:
+        request = options_request(proxy.port, f"sips-{uuid.uuid4().hex}", "udp", u.getsockname()[1],
+                                  ruri=f"sips:bob@{LOOP}:{server_port}")
+        u.sendto(request, (LOOP, proxy.port))
+        conn, _ = listener.accept()
+        with server_ctx.wrap_socket(conn, server_side=True) as tls:
+            got = read_tcp_message(tls, time.monotonic() + 5, bytearray())
+            assert got is not None and got.startswith(b"OPTIONS sips:bob@")
+            via = re.search(rb"Via: (SIP/2.0/TLS [^\r]+)\r\n", got).group(1)
+            reply = got.split(b"\r\n\r\n")[0].replace(b"OPTIONS sips:bob@" + f"{LOOP}:{server_port}".encode()
+                                                      + b" SIP/2.0", b"SIP/2.0 200 OK", 1) + b"\r\n\r\n"
+            assert via in reply
+            tls.sendall(reply)
+            data, _ = u.recvfrom(65536)
+            assert status_of(data) == 200
+    listener.close()
+
+
+def test_untrusted_server_gets_the_request_answered_477(proxy_factory, pki):
+    port, server_port = free_port(), free_port()
+    proxy = proxy_factory(children=1, extra=tls_settings(pki, port))
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(str(pki / "impostor" / "cert.pem"), str(pki / "impostor" / "privkey.pem"))
+    listener = socket.create_server((LOOP, server_port))
+    listener.settimeout(5)
+    with udp_socket(5.0) as u:
+        u.sendto(options_request(proxy.port, f"evil-{uuid.uuid4().hex}", "udp", u.getsockname()[1],
+                                 ruri=f"sips:bob@{LOOP}:{server_port}"), (LOOP, proxy.port))
+        conn, _ = listener.accept()
+        try:
+            server_ctx.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError):
+            pass                        # the proxy refuses our certificate
+        data, _ = u.recvfrom(65536)
+        assert status_of(data) == 477
+    listener.close()
