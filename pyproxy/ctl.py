@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import ipaddress
 import sys
 from pathlib import Path
 
 from . import __version__
 from .certs import CertError, make_root_ca, make_user_cert
+from .mi.client import DEFAULT_SOCKET, MIClientError, call_fifo, call_socket
 
 DEFAULT_CA_DIR = "./tls/rootCA"
 
@@ -24,7 +26,7 @@ class CtlError(Exception):
     """A failure of the command line itself (an unreadable passphrase file, ...)."""
 
 
-_FAILURES = (CertError, CtlError)
+_FAILURES = (CertError, CtlError, MIClientError)
 
 
 # --- argument types --------------------------------------------------------------------------
@@ -141,9 +143,30 @@ def _run_user_cert(args) -> list[Path]:
     return [paths["cert"], paths["key"], paths["calist"]]
 
 
+# --- mi: the management interface of a running pyproxy ----------------------------------------
+
+def _add_mi(commands) -> None:
+    mi = commands.add_parser("mi", help="send a management command to a running pyproxy",
+                             description="Run a management command (version, uptime, ps, which, "
+                                         "get_statistics, tls_list, tls_reload) in a running pyproxy.")
+    door = mi.add_mutually_exclusive_group()
+    door.add_argument("-s", "--socket", default=DEFAULT_SOCKET,
+                      help=f"its mi_socket (JSON-RPC; default {DEFAULT_SOCKET})")
+    door.add_argument("-f", "--fifo", help="use its FIFO (OpenSER's text protocol) instead")
+    mi.add_argument("name", metavar="CMD")
+    mi.add_argument("params", metavar="ARG", nargs="*")
+    mi.set_defaults(run=_run_mi)
+
+
+def _run_mi(args) -> list[str]:
+    if args.fifo:
+        return [call_fifo(args.fifo, args.name, args.params)]
+    return [json.dumps(call_socket(args.socket, args.name, args.params), indent=2)]
+
+
 # --- the command -----------------------------------------------------------------------------
 
-COMMANDS = (_add_tls,)
+COMMANDS = (_add_tls, _add_mi)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,7 +39,7 @@ class Halt(Exception):
 
 class Arbiter:
     SIGNALS = {signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGHUP: "hup",
-               signal.SIGUSR1: "usr1", signal.SIGCHLD: "chld"}
+               signal.SIGUSR1: "usr1", signal.SIGUSR2: "usr2", signal.SIGCHLD: "chld"}
 
     def __init__(self, config, args):
         self.config = config
@@ -77,6 +77,9 @@ class Arbiter:
         self.master_channel, self.supervisor_master_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.master_channel.setblocking(False)
         self.supervisor_master_end.setblocking(False)
+        self.with_mi = bool(s.fifo or s.mi_socket)
+        self.mi_recv, self.mi_reply = ipc.datagram_pair() if self.with_mi else (None, None)
+        self.started_at = time.time()
 
     def build_tls(self):
         """One OpenSSL context per TLS domain, made here so that every worker inherits them."""
@@ -113,7 +116,7 @@ class Arbiter:
     def new_worker(self, index: int, local=None) -> Worker:
         return Worker(index, self.workers, self.config, self.listeners, self.shm, self.myself,
                       self.handoffs[index][0], [h[1] for h in self.handoffs],
-                      None if local else self.channels[index][1], local, self.tls)
+                      None if local else self.channels[index][1], local, self.tls, self.mi_reply)
 
     # -- running --------------------------------------------------------------------------------
     def run(self) -> int:
@@ -133,6 +136,8 @@ class Arbiter:
             self.spawn("supervisor", 0)
             for index in range(self.workers):
                 self.spawn("worker", index)
+            if self.with_mi:
+                self.spawn("mi", 0)
             self.loop()
             return 0
         except Halt as e:
@@ -149,6 +154,8 @@ class Arbiter:
         from setproctitle import setproctitle
         self.drop_privileges()
         self.write_pid_file()
+        if self.with_mi:
+            log.warning("fifo/mi_socket: the management interface needs fork=yes; it is off")
         local = LocalSupervisor(self.shm, self.settings)
         worker = self.new_worker(0, local)
         local.worker = worker
@@ -178,6 +185,10 @@ class Arbiter:
                     status = BOOT_FAILED
                     return
                 worker.serve()
+            elif kind == "mi":
+                from ..mi.server import MIServer
+                MIServer(self.config, os.getppid(), self.started_at, self.shm, self.workers,
+                         [h[1] for h in self.handoffs], self.mi_recv, signal.SIGUSR2).run()
             else:
                 Supervisor(self.listeners, [c[0] for c in self.channels], self.supervisor_master_end,
                            self.shm, self.settings, self.workers).run()
@@ -227,6 +238,16 @@ class Arbiter:
             counters = self.shm.stats_of(slot).read()
             log.warning(f"statistics of {role}: " + ", ".join(f"{k}={v}" for k, v in counters.items()))
 
+    def handle_usr2(self) -> None:
+        """Sent by the mi process after tls_reload: workers started from now on use the new files."""
+        if self.tls is not None:
+            from ..tls.domains import TLSConfigError
+            try:
+                self.tls = self.build_tls()
+                log.info("TLS domains reloaded in the master")
+            except (Halt, TLSConfigError) as e:
+                log.error(f"TLS reload in the master failed, respawned workers keep the old files: {e}")
+
     def handle_chld(self) -> None:
         pass        # reap() runs after every wake-up
 
@@ -243,7 +264,7 @@ class Arbiter:
             if kind is None or self.stopping:
                 continue
             code = os.waitstatus_to_exitcode(status)
-            name = f"worker {index + 1}" if kind == "worker" else "tcp main"
+            name = {"worker": f"worker {index + 1}", "supervisor": "tcp main", "mi": "mi"}[kind]
             if code == BOOT_FAILED:
                 raise Halt(f"{name} could not start (see the log above); stopping")
             self.note_death((kind, index), name)

@@ -19,8 +19,10 @@ import socket
 import zlib
 
 # hand-off kinds
-MESSAGE = 1         # (MESSAGE, proto, src_ip, src_port, dst_ip, dst_port, conn_id, conn_owner, data)
+MESSAGE = 1         # (MESSAGE, proto, src_ip, src_port, dst_ip, dst_port, conn_id, conn_owner, data, tls)
 SEND = 2            # (SEND, conn_id, data)
+CONTROL = 3         # mi -> worker: (CONTROL, request_id, command); the worker answers on the mi socket
+                    # with (request_id, worker_index, result)
 
 # supervisor channel kinds
 NEW_CONN = 1        # supervisor -> worker: (NEW_CONN, conn_id, proto, peer_ip, peer_port, local_ip, local_port) + fd

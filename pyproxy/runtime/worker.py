@@ -57,7 +57,7 @@ class RateLimitedLog:
 
 class Worker:
     def __init__(self, index: int, count: int, config, listeners: list[Listener], shm, myself,
-                 handoff_recv, handoff_send: list, channel, supervisor_local=None, tls=None):
+                 handoff_recv, handoff_send: list, channel, supervisor_local=None, tls=None, mi_reply=None):
         self.index = index                  # 0-based; titles and logs say index + 1
         self.count = count
         self.config = config
@@ -81,6 +81,7 @@ class Worker:
         self.stats = shm.stats_of(index)
         self.source_cache: dict[str, str] = {}
         self.tls = tls                      # the DomainTable, or None when TLS is disabled
+        self.mi_reply = mi_reply            # where answers to management commands go
         self.tls_avp = self.settings.tls_client_domain_avp
 
     # -- start ----------------------------------------------------------------------------------
@@ -171,12 +172,53 @@ class Worker:
                 rcv = ReceiveInfo(src_ip, src_port, dst_ip, dst_port, Proto(proto), conn_id or None,
                                   None if owner < 0 else owner, tls)
                 self.process(data, rcv, None)
+            elif item[0] == ipc.CONTROL:
+                self.on_control(item[1], item[2])
             elif item[0] == ipc.SEND:
                 _, conn_id, data = item
                 conn = self.conns.get(conn_id)
                 if conn is None or not self.write(conn, data):
                     self.stats.add(Stat.SEND_ERRORS)
                     self.ratelog("gone", logging.INFO, f"connection {conn_id:#x} is gone; message dropped")
+
+    # -- management commands (from the mi process) ---------------------------------------------
+    def on_control(self, request_id: int, command: str) -> None:
+        if command == "tls_list":
+            result = [self.tls_entry(c) for c in self.conns.values() if c.pipe is not None]
+        elif command == "tls_reload":
+            result = self.reload_tls()
+        else:
+            result = {"error": f"unknown worker command {command}"}
+        if self.mi_reply is not None:
+            try:
+                self.mi_reply.send(ipc.dumps((request_id, self.index, result)))
+            except OSError as e:
+                log.warning(f"cannot answer the mi process: {e.strerror}")
+
+    def tls_entry(self, conn: TCPConnection) -> dict:
+        info = conn.tls_info or {}
+        ssl_conn = conn.pipe.conn
+        domain = self.tls.domain_of_connection(ssl_conn) if self.tls and not conn.outbound else conn.domain
+        sni = ssl_conn.get_servername()
+        return {"id": conn.conn_id, "worker": self.index + 1, "direction": "out" if conn.outbound else "in",
+                "local": f"{conn.local_ip}:{conn.local_port}", "peer": f"{conn.peer_ip}:{conn.peer_port}",
+                "domain": domain.label if domain is not None else None,
+                "sni": sni.decode("idna", "replace") if isinstance(sni, bytes) else sni,
+                "established": conn.pipe.handshake_done, "version": info.get("version"),
+                "cipher": info.get("cipher"), "peer_subject": info.get("subject"),
+                "verified": bool(info.get("verified")), "age": round(time.monotonic() - conn.opened, 1)}
+
+    def reload_tls(self) -> dict:
+        """New handshakes use freshly read files; connections keep the context they started with."""
+        if self.tls is None:
+            return {"ok": False, "error": "TLS is disabled"}
+        from ..tls.domains import DomainTable, TLSConfigError
+        try:
+            self.tls = DomainTable.build(self.settings, self.config.tls_domains, self.config.cfg_dir)
+        except TLSConfigError as e:
+            return {"ok": False, "error": "; ".join(e.messages)}
+        log.info("TLS domains reloaded")
+        return {"ok": True}
 
     # -- processing -----------------------------------------------------------------------------
     def process(self, data: bytes, rcv: ReceiveInfo, msg) -> None:

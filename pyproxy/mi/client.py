@@ -1,0 +1,77 @@
+"""Talking to a running pyproxy's management interface: JSON-RPC over its Unix socket, or
+OpenSER's FIFO protocol. Used by ``pyproxyctl mi``."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+
+DEFAULT_SOCKET = "/tmp/pyproxy_mi.sock"
+
+
+class MIClientError(Exception):
+    pass
+
+
+def call_socket(path: str, method: str, params: list[str], timeout: float = 10.0):
+    """The result of one JSON-RPC call; MIClientError with the server's message on error."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(path)
+            s.sendall(json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}).encode()
+                      + b"\n")
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+    except OSError as e:
+        raise MIClientError(f"cannot talk to pyproxy at {path}: {e.strerror or e} "
+                            f"(is mi_socket set, and pyproxy running?)") from None
+    try:
+        answer = json.loads(buf)
+    except ValueError:
+        raise MIClientError(f"pyproxy at {path} sent something that is not JSON-RPC") from None
+    if "error" in answer:
+        raise MIClientError(answer["error"].get("message", "error"))
+    return answer.get("result")
+
+
+def call_fifo(fifo: str, method: str, params: list[str], timeout: float = 10.0) -> str:
+    """OpenSER's FIFO protocol: the reply text ("200 OK" and the result lines)."""
+    folder = tempfile.mkdtemp(prefix="pyproxyctl-")
+    reply = os.path.join(folder, "reply")
+    os.mkfifo(reply, 0o600)
+    try:
+        request = f":{method}:{reply}\n" + "".join(f"{p}\n" for p in params) + "\n"
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as e:
+            raise MIClientError(f"cannot open the FIFO {fifo}: {e.strerror} (is fifo= set, and pyproxy "
+                                f"running?)") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(request)
+        rfd = os.open(reply, os.O_RDONLY | os.O_NONBLOCK)
+        data, deadline = b"", time.monotonic() + timeout
+        try:
+            while not data.endswith(b"\n\n") and time.monotonic() < deadline:
+                try:
+                    chunk = os.read(rfd, 65536)
+                except BlockingIOError:
+                    chunk = b""
+                if not chunk:
+                    time.sleep(0.02)
+                data += chunk
+        finally:
+            os.close(rfd)
+        if not data:
+            raise MIClientError(f"no reply from pyproxy on {fifo} in {timeout:.0f} s")
+        return data.decode(errors="replace").rstrip("\n")
+    finally:
+        os.unlink(reply)
+        os.rmdir(folder)

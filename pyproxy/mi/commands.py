@@ -1,0 +1,101 @@
+"""Management commands. Each takes the MI context and a list of string arguments and returns
+something JSON can carry; ``MIError`` is a failure the caller sees as an error reply.
+
+Commands that need the workers (``tls_list``, ``tls_reload``) ask every worker and gather what
+they answer; the others read shared state (process list, shared-memory statistics).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import psutil
+
+from .. import __version__
+
+
+class MIError(Exception):
+    pass
+
+
+COMMANDS: dict = {}
+
+
+def command(name: str, doc: str):
+    def register(fn):
+        COMMANDS[name] = (fn, doc)
+        return fn
+    return register
+
+
+@command("version", "pyproxy, Python and OpenSSL versions")
+def version(mi, args):
+    from OpenSSL import SSL
+    return {"pyproxy": __version__, "python": sys.version.split()[0],
+            "openssl": SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()}
+
+
+@command("uptime", "when pyproxy started and for how long it has run")
+def uptime(mi, args):
+    now = time.time()
+    return {"now": _iso(now), "up_since": _iso(mi.started), "uptime": round(now - mi.started)}
+
+
+@command("ps", "every pyproxy process: pid, role, resident memory")
+def ps(mi, args):
+    master = psutil.Process(mi.master_pid)
+    out = []
+    for proc in [master] + master.children():
+        try:
+            title = " ".join(proc.cmdline())
+            title = title.strip()
+            out.append({"pid": proc.pid, "role": title.removeprefix("pyproxy: ") if title.startswith("pyproxy: ")
+                        else title, "rss_kib": proc.memory_info().rss // 1024})
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+@command("which", "the commands this interface knows")
+def which(mi, args):
+    return sorted(COMMANDS)
+
+
+@command("get_statistics", "message counters of every process (shared memory)")
+def get_statistics(mi, args):
+    return mi.statistics()
+
+
+@command("tls_list", "every TLS connection: owner, addresses, domain, SNI, version, cipher, peer")
+def tls_list(mi, args):
+    if mi.tls_disabled:
+        raise MIError("TLS is disabled")
+    return [conn for answer in mi.ask_workers("tls_list") for conn in answer]
+
+
+@command("tls_reload", "re-read every TLS domain's files; connections stay, new handshakes use them")
+def tls_reload(mi, args):
+    if mi.tls_disabled:
+        raise MIError("TLS is disabled")
+    error = mi.check_tls()           # a reload that cannot work changes nothing
+    if error:
+        raise MIError(f"reload refused, the old files stay in force: {error}")
+    answers = mi.ask_workers("tls_reload")
+    failed = [a.get("error") for a in answers if not a.get("ok")]
+    if failed:
+        raise MIError("reload failed in some workers: " + "; ".join(failed))
+    os.kill(mi.master_pid, mi.reload_signal)      # respawned workers get the new files too
+    return {"reloaded": len(answers)}
+
+
+def run(mi, name: str, args: list[str]):
+    entry = COMMANDS.get(name)
+    if entry is None:
+        raise MIError(f"unknown command '{name}' (try: which)")
+    return entry[0](mi, args)
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t))

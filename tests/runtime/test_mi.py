@@ -1,0 +1,136 @@
+"""The management interface of a running pyproxy: pyproxyctl mi over the JSON-RPC socket and the
+FIFO; tls_list and tls_reload; two pyproxy instances with mutual TLS, the client domain chosen by
+AVP name, by destination socket and by default, seen from the server side's tls_list."""
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from pyproxy.certs import make_root_ca, make_user_cert
+
+from ._harness import LOOP, free_port, options_request, status_of, udp_options, udp_socket
+from .test_tls import client_context, tls_options
+
+
+def mi(sock, *args, check=True):
+    r = subprocess.run([sys.executable, "-m", "pyproxy.ctl", "mi", "-s", str(sock), *args],
+                       capture_output=True, text=True, timeout=30)
+    if check:
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+    return r
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pki")
+    make_root_ca(d / "ca")
+    for name in ("localhost", "atlanta.example.com", "biloxi.example.com", "client.example.com"):
+        make_user_cert(name, d / name, ca_dir=d / "ca", ip_addresses=[LOOP] if name == "localhost" else ())
+    return d
+
+
+def tls_lines(pki, cert, port, verify_client=0):
+    return (f"disable_tls=no\nlisten=tls:{LOOP}:{port}\n"
+            f'tls_certificate="{pki}/{cert}/cert.pem"\ntls_private_key="{pki}/{cert}/privkey.pem"\n'
+            f'tls_ca_list="{pki}/ca/cacert.pem"\ntls_verify_client={verify_client}\n'
+            f"tls_require_client_certificate={verify_client}\n")
+
+
+def test_management_commands(proxy_factory, tmp_path):
+    sock, fifo = tmp_path / "mi.sock", tmp_path / "fifo"
+    proxy = proxy_factory(children=2, extra=f'mi_socket="{sock}"\nfifo="{fifo}"\nfifo_dir="{tmp_path}"\n')
+    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600 and stat.S_IMODE(os.stat(fifo).st_mode) == 0o600
+    roles = sorted(p["role"] for p in mi(sock, "ps"))
+    assert roles == ["master", "mi", "tcp main", "worker 1", "worker 2"]
+    assert all(p["rss_kib"] > 0 for p in mi(sock, "ps"))
+    assert mi(sock, "uptime")["uptime"] >= 0
+    assert {"version", "uptime", "ps", "which", "tls_list", "tls_reload", "get_statistics"} <= set(mi(sock, "which"))
+    for _ in range(3):
+        assert udp_options(proxy.port) == 200
+    stats = mi(sock, "get_statistics")
+    assert sum(s["requests_in"] for s in stats.values()) >= 3
+    r = mi(sock, "no_such_command", check=False)
+    assert r.returncode == 1 and "unknown command 'no_such_command'" in r.stderr
+    # the FIFO speaks OpenSER's text protocol
+    r = subprocess.run([sys.executable, "-m", "pyproxy.ctl", "mi", "-f", str(fifo), "version"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.startswith("200 OK\npyproxy:: "), r.stdout + r.stderr
+    assert mi(sock, "tls_list", check=False).stderr.strip() == "pyproxyctl: TLS is disabled"
+
+
+def test_tls_list_and_reload(proxy_factory, pki, tmp_path):
+    sock, port = tmp_path / "mi.sock", free_port()
+    certdir = tmp_path / "live"
+    shutil.copytree(pki / "localhost", certdir)
+    extra = tls_lines(pki, "localhost", port).replace(str(pki / "localhost"), str(certdir))
+    proxy_factory(children=2, extra=extra + f'mi_socket="{sock}"\n')
+    assert tls_options(port, client_context(pki))[1] == "localhost"
+    held = client_context(pki).wrap_socket(__import__("socket").create_connection((LOOP, port)))
+    try:
+        entries = [e for e in mi(sock, "tls_list") if e["established"]]
+        assert any(e["peer"] == f"{LOOP}:{held.getsockname()[1]}" for e in entries), entries
+        entry = entries[0]
+        assert entry["direction"] == "in" and entry["version"] in ("TLSv1.2", "TLSv1.3") and entry["cipher"]
+        assert entry["domain"] and entry["worker"] in (1, 2) and entry["verified"] is False
+        # a broken file: the reload is refused and the old certificate stays in force
+        (certdir / "cert.pem").write_text("not a certificate")
+        r = mi(sock, "tls_reload", check=False)
+        assert r.returncode == 1 and "old files stay in force" in r.stderr
+        assert tls_options(port, client_context(pki))[1] == "localhost"
+        # new files: new handshakes use them, the open connection goes on
+        for name in ("cert.pem", "privkey.pem"):
+            shutil.copy(pki / "biloxi.example.com" / name, certdir / name)
+        assert mi(sock, "tls_reload") == {"reloaded": 2}
+        biloxi = client_context(pki, server_name="biloxi.example.com")
+        assert tls_options(port, biloxi, "biloxi.example.com")[1] == "biloxi.example.com"
+        held.sendall(options_request(port, f"held-{uuid.uuid4().hex}", "tls", held.getsockname()[1]))
+        held.settimeout(5)
+        assert status_of(held.recv(65536)) == 200
+    finally:
+        held.close()
+
+
+ROUTE_A = """route {
+    if (uri==myself) { sl_send_reply("200", "OK"); exit; }
+    if ($rU=="byname") { avp_write("s:atlanta.example.com", "$avp(i:400)"); }
+    forward();
+}"""
+ROUTE_B = """route { sl_send_reply("200", "OK"); }"""
+
+
+def test_mutual_tls_between_two_instances(proxy_factory, pki, tmp_path):
+    """A (UDP in) forwards over TLS to B, which requires client certificates. A's client domain is
+    chosen by the AVP (name), by B's socket, or is the default: B's tls_list shows which."""
+    b_sock = tmp_path / "b.sock"
+    p_name, p_socket, p_default = free_port(), free_port(), free_port()
+    b_extra = tls_lines(pki, "localhost", p_name, verify_client=1) + \
+        f"listen=tls:{LOOP}:{p_socket}\nlisten=tls:{LOOP}:{p_default}\nmi_socket=\"{b_sock}\"\n"
+    proxy_factory(children=2, extra=b_extra, route=ROUTE_B)
+    a_extra = (tls_lines(pki, "client.example.com", free_port()) +
+               "tls_verify_server=1\ntls_client_domain_avp=400\nloadmodule \"avpops\"\n"
+               f'tls_client_domain["atlanta.example.com"] {{\n'
+               f'  tls_certificate="{pki}/atlanta.example.com/cert.pem"\n'
+               f'  tls_private_key="{pki}/atlanta.example.com/privkey.pem"\n}}\n'
+               f"tls_client_domain[{LOOP}:{p_socket}] {{\n"
+               f'  tls_certificate="{pki}/biloxi.example.com/cert.pem"\n'
+               f'  tls_private_key="{pki}/biloxi.example.com/privkey.pem"\n}}\n')
+    a = proxy_factory(children=2, extra=a_extra, route=ROUTE_A)
+    with udp_socket(5.0) as u:
+        for user, port in (("byname", p_name), ("bysocket", p_socket), ("bydefault", p_default)):
+            u.sendto(options_request(a.port, f"{user}-{uuid.uuid4().hex}", "udp", u.getsockname()[1],
+                                     ruri=f"sip:{user}@{LOOP}:{port};transport=tls"), (LOOP, a.port))
+            data, _ = u.recvfrom(65536)
+            assert status_of(data) == 200, data
+    seen = {int(e["local"].rsplit(":", 1)[1]): e for e in mi(b_sock, "tls_list") if e["established"]}
+    assert "CN=atlanta.example.com" in seen[p_name]["peer_subject"]
+    assert "CN=biloxi.example.com" in seen[p_socket]["peer_subject"]
+    assert "CN=client.example.com" in seen[p_default]["peer_subject"]
+    assert all(seen[p]["verified"] for p in (p_name, p_socket, p_default))
