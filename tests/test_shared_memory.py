@@ -15,24 +15,24 @@ def test_table_insert_lookup_remove():
     shm = SharedMemory(1, 3, 64)
     shm.insert(Proto.TCP, "127.0.0.1", 5060, conn_id=7, owner=2)
     shm.insert(Proto.TCP, "::1", 5060, conn_id=8, owner=1)
-    assert shm.lookup(Proto.TCP, "127.0.0.1", 5060) == (7, 2)
-    assert shm.lookup(Proto.TCP, "::1", 5060) == (8, 1)
+    assert shm.lookup(Proto.TCP, "127.0.0.1", 5060) == (7, 2, 255)
+    assert shm.lookup(Proto.TCP, "::1", 5060) == (8, 1, 255)
     assert shm.lookup(Proto.UDP, "127.0.0.1", 5060) is None
     assert shm.lookup(Proto.TCP, "127.0.0.1", 5061) is None
     assert not shm.remove(Proto.TCP, "127.0.0.1", 5060, conn_id=99)     # someone else's now
     assert shm.remove(Proto.TCP, "127.0.0.1", 5060, conn_id=7)
     assert shm.lookup(Proto.TCP, "127.0.0.1", 5060) is None
-    assert shm.lookup(Proto.TCP, "::1", 5060) == (8, 1)                 # found past the tombstone
+    assert shm.lookup(Proto.TCP, "::1", 5060) == (8, 1, 255)            # found past the tombstone
 
 
 def test_table_is_visible_across_fork():
     shm = SharedMemory(1, 3, 64)
     pid = os.fork()
     if pid == 0:
-        shm.insert(Proto.TCP, "10.0.0.9", 5070, conn_id=42, owner=1)
+        shm.insert(Proto.TCP, "10.0.0.9", 5070, conn_id=42, owner=1, domain=3)
         os._exit(0)
     os.waitpid(pid, 0)
-    assert shm.lookup(Proto.TCP, "10.0.0.9", 5070) == (42, 1)
+    assert shm.lookup(Proto.TCP, "10.0.0.9", 5070) == (42, 1, 3)
 
 
 def test_table_full_is_refused_not_grown():

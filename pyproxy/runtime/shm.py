@@ -42,8 +42,9 @@ class Stat(enum.IntEnum):
 STAT_SLOT = struct.Struct(f"<{len(Stat)}Q")
 
 # --- connection table ---------------------------------------------------------------------------
-# seq, used(1)/tombstone(2), proto, family, port, owner, conn_id, address (16 bytes)
-ENTRY = struct.Struct("<IBBBxHhxxq16s")
+# seq, used(1)/tombstone(2), proto, family, TLS client domain, port, owner, conn_id, address (16 bytes)
+ENTRY = struct.Struct("<IBBBBHhxxq16s")
+NO_DOMAIN = 255
 EMPTY, USED, TOMBSTONE = 0, 1, 2
 _PROTO_CODE = {Proto.UDP: 0, Proto.TCP: 1, Proto.TLS: 2}
 HEADER = 64
@@ -90,14 +91,15 @@ class SharedMemory:
         key = addr + bytes((_PROTO_CODE[proto], family, port >> 8, port & 255))
         return zlib.crc32(key) & (self.slots - 1)
 
-    def insert(self, proto: Proto, ip: str, port: int, conn_id: int, owner: int) -> None:
-        """Add or replace the entry for (proto, ip, port); OutOfSharedMemory when full."""
+    def insert(self, proto: Proto, ip: str, port: int, conn_id: int, owner: int, domain: int = NO_DOMAIN) -> None:
+        """Add or replace the entry for (proto, ip, port); OutOfSharedMemory when full. ``domain``
+        is the index of the TLS client domain an outbound connection was opened with."""
         family, addr = _pack_ip(ip)
         free = None
         for index in self._probe(proto, family, addr, port):
-            seq, state, p, f, prt, _, _, a = ENTRY.unpack_from(self.map, self._slot_offset(index))
+            seq, state, p, f, _, prt, _, _, a = ENTRY.unpack_from(self.map, self._slot_offset(index))
             if state == USED and (p, f, prt, a) == (_PROTO_CODE[proto], family, port, addr):
-                self._write(index, seq, USED, proto, family, port, owner, conn_id, addr)
+                self._write(index, seq, USED, proto, family, domain, port, owner, conn_id, addr)
                 return
             if state != USED and free is None:
                 free = index
@@ -107,7 +109,7 @@ class SharedMemory:
             raise OutOfSharedMemory(f"out of shared memory: connection table full "
                                     f"({self.used} entries); raise -m or tcp_max_connections")
         seq = ENTRY.unpack_from(self.map, self._slot_offset(free))[0]
-        self._write(free, seq, USED, proto, family, port, owner, conn_id, addr)
+        self._write(free, seq, USED, proto, family, domain, port, owner, conn_id, addr)
         self.used += 1
 
     def remove(self, proto: Proto, ip: str, port: int, conn_id: int) -> bool:
@@ -116,22 +118,23 @@ class SharedMemory:
         code = _PROTO_CODE[proto]
         for index in self._probe(proto, family, addr, port):
             off = self._slot_offset(index)
-            seq, state, p, f, prt, owner, cid, a = ENTRY.unpack_from(self.map, off)
+            seq, state, p, f, dom, prt, owner, cid, a = ENTRY.unpack_from(self.map, off)
             if state == EMPTY:
                 return False
             if state == USED and (p, f, prt, a) == (code, family, port, addr):
                 if cid != conn_id:
                     return False
-                self._write(index, seq, TOMBSTONE, proto, family, port, owner, cid, addr)
+                self._write(index, seq, TOMBSTONE, proto, family, dom, port, owner, cid, addr)
                 self.used -= 1
                 return True
         return False
 
-    def _write(self, index, seq, state, proto, family, port, owner, conn_id, addr) -> None:
+    def _write(self, index, seq, state, proto, family, domain, port, owner, conn_id, addr) -> None:
         off = self._slot_offset(index)
         code = _PROTO_CODE[proto]
         struct.pack_into("<I", self.map, off, (seq + 1) & 0xFFFFFFFF)          # odd: being written
-        ENTRY.pack_into(self.map, off, (seq + 1) & 0xFFFFFFFF, state, code, family, port, owner, conn_id, addr)
+        ENTRY.pack_into(self.map, off, (seq + 1) & 0xFFFFFFFF, state, code, family, domain, port, owner,
+                        conn_id, addr)
         struct.pack_into("<I", self.map, off, (seq + 2) & 0xFFFFFFFF)          # even: stable
 
     def _probe(self, proto: Proto, family: int, addr: bytes, port: int):
@@ -142,8 +145,8 @@ class SharedMemory:
             index = (index + 1) & mask
 
     # -- connection table: readers (workers) ----------------------------------------------------
-    def lookup(self, proto: Proto, ip: str, port: int) -> tuple[int, int] | None:
-        """(conn_id, owner) of the connection that reaches (proto, ip, port), or None."""
+    def lookup(self, proto: Proto, ip: str, port: int) -> tuple[int, int, int] | None:
+        """(conn_id, owner, TLS client domain) of the connection that reaches (proto, ip, port)."""
         try:
             family, addr = _pack_ip(ip)
         except OSError:
@@ -155,11 +158,11 @@ class SharedMemory:
                 entry = ENTRY.unpack_from(self.map, off)
                 if entry[0] & 1 == 0 and struct.unpack_from("<I", self.map, off)[0] == entry[0]:
                     break                                  # a stable read
-            seq, state, p, f, prt, owner, conn_id, a = entry
+            seq, state, p, f, domain, prt, owner, conn_id, a = entry
             if state == EMPTY:
                 return None
             if state == USED and p == code and f == family and prt == port and a == addr:
-                return conn_id, owner
+                return conn_id, owner, domain
         return None
 
 

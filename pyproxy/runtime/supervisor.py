@@ -19,7 +19,7 @@ from ..config.values import Proto
 from . import ipc
 from .logs import log, set_role
 from .loop import EventLoop
-from .shm import OutOfSharedMemory, Stat
+from .shm import NO_DOMAIN, OutOfSharedMemory, Stat
 
 ACCEPT_BURST = 64
 
@@ -36,9 +36,9 @@ class ConnectionTable:
     def full(self) -> bool:
         return len(self.conns) >= self.max_connections
 
-    def add(self, conn_id: int, owner: int, proto: Proto, ip: str, port: int) -> bool:
+    def add(self, conn_id: int, owner: int, proto: Proto, ip: str, port: int, domain: int = NO_DOMAIN) -> bool:
         try:
-            self.shm.insert(proto, ip, port, conn_id, owner)
+            self.shm.insert(proto, ip, port, conn_id, owner, domain)
         except OutOfSharedMemory as e:
             log.error(str(e))
             return False
@@ -145,8 +145,8 @@ class Supervisor:
             if kind == ipc.CLOSED:
                 self.table.forget(item[1])
             elif kind == ipc.OUTBOUND:
-                _, conn_id, owner, proto, ip, port = item
-                self.table.add(conn_id, owner, Proto(proto), ip, port)
+                _, conn_id, owner, proto, ip, port, domain = item
+                self.table.add(conn_id, owner, Proto(proto), ip, port, domain)
             elif kind == ipc.ALIAS:
                 _, conn_id, proto, ip, port = item
                 owner = self.table.conns.get(conn_id, (None,))[0]
@@ -193,8 +193,8 @@ class LocalSupervisor:
             self.worker.stats.add(Stat.TCP_ACCEPTED)
             self.worker.adopt(self.next_id, sock, listener.proto, (peer_ip, peer_port), sock.getsockname())
 
-    def learn(self, conn_id: int, owner: int, proto: Proto, ip: str, port: int) -> None:
-        self.table.add(conn_id, owner, proto, ip, port)
+    def learn(self, conn_id: int, owner: int, proto: Proto, ip: str, port: int, domain: int = NO_DOMAIN) -> None:
+        self.table.add(conn_id, owner, proto, ip, port, domain)
 
     def forget(self, conn_id: int) -> None:
         self.table.forget(conn_id)

@@ -28,7 +28,7 @@ from .listeners import Listener
 from .logs import log, set_role
 from .loop import EventLoop
 from .resolver import Resolver
-from .shm import OutOfSharedMemory, Stat
+from .shm import NO_DOMAIN, Stat
 from .tcp import TCPConnection
 from ..tls.pipe import TLSError, TLSPipe
 from ..tls.verify import matches_sip_domain, peer_summary, verify_error
@@ -372,14 +372,24 @@ class Worker:
 
     def send_stream(self, proto: Proto, ip: str, port: int, data: bytes, ctx=None, host: str = "") -> bool:
         found = self.shm.lookup(proto, ip, port)
-        if found is not None and (found[1] != self.index or found[0] in self.conns):
+        domain_name = self.client_domain_name(ctx)
+        if found is not None and (found[1] != self.index or found[0] in self.conns) and \
+                self.reusable(proto, found[2], domain_name, ip, port):
             return self.send_on(found[0], found[1], data)
-        conn = self.connect(proto, ip, port, host or ip, self.client_domain_name(ctx))
+        conn = self.connect(proto, ip, port, host or ip, domain_name)
         if conn is None:
             return False
         if ctx is not None and isinstance(ctx.msg, Request) and not data.startswith(b"SIP/2.0 "):
             conn.waiting.append((ctx.msg, ctx.rcv))
         return self.write(conn, data)
+
+    def reusable(self, proto: Proto, opened_with: int, domain_name: str | None, ip: str, port: int) -> bool:
+        """The seed reuses a connection whatever the client domain; tls_match_domain_on_reuse asks
+        for a connection opened with the domain this request selects."""
+        if proto is not Proto.TLS or self.tls is None:
+            return True
+        wanted = self.tls.client_domain(domain_name, ip, port)
+        return not wanted.match_domain_on_reuse or opened_with == self.tls.index_of(wanted)
 
     def client_domain_name(self, ctx) -> str | None:
         """Example 1-13: the TLS client domain named by the tls_client_domain_avp AVP."""
@@ -454,11 +464,12 @@ class Worker:
 
     def announce(self, conn: TCPConnection) -> None:
         """Tell the supervisor (or, in one-process mode, the table) who reaches this peer."""
+        domain = self.tls.index_of(conn.domain) if conn.domain is not None else NO_DOMAIN
         if self.local is not None:
-            self.local.learn(conn.conn_id, self.index, conn.proto, conn.peer_ip, conn.peer_port)
+            self.local.learn(conn.conn_id, self.index, conn.proto, conn.peer_ip, conn.peer_port, domain)
         else:
             self.to_supervisor((ipc.OUTBOUND, conn.conn_id, self.index, conn.proto.value,
-                                conn.peer_ip, conn.peer_port))
+                                conn.peer_ip, conn.peer_port, domain))
 
     def learn_alias(self, rcv: ReceiveInfo, via) -> None:
         """RFC 5923: the sender asks us to reuse this connection for requests to its Via port."""

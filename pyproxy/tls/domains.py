@@ -133,6 +133,14 @@ class DomainTable:
     def domains(self) -> list[TLSDomain]:
         return list(self._all)
 
+    def index_of(self, domain: TLSDomain) -> int:
+        """A small number naming the domain in the shared connection table (same in every process:
+        every table is built from the same config in the same order)."""
+        for i, d in enumerate(self._all):
+            if d is domain:
+                return min(i, 254)
+        return 254
+
     # --- SNI ----------------------------------------------------------------------------------------
 
     def _install_sni(self, group: list[TLSDomain]) -> None:

@@ -134,3 +134,38 @@ def test_mutual_tls_between_two_instances(proxy_factory, pki, tmp_path):
     assert "CN=biloxi.example.com" in seen[p_socket]["peer_subject"]
     assert "CN=client.example.com" in seen[p_default]["peer_subject"]
     assert all(seen[p]["verified"] for p in (p_name, p_socket, p_default))
+
+
+ROUTE_REUSE = """route {
+    if (uri==myself) { sl_send_reply("200", "OK"); exit; }
+    if ($rU=="atlanta") { avp_write("s:atlanta.example.com", "$avp(i:400)"); }
+    if ($rU=="biloxi") { avp_write("s:biloxi.example.com", "$avp(i:400)"); }
+    forward();
+}"""
+
+
+def test_connection_reuse_and_match_domain_on_reuse(proxy_factory, pki, tmp_path):
+    """The seed reuses an existing connection whatever the AVP says; a client domain with
+    tls_match_domain_on_reuse=1 opens its own instead."""
+    b_sock = tmp_path / "b.sock"
+    p_strict, p_seed = free_port(), free_port()
+    proxy_factory(children=1, route=ROUTE_B, extra=tls_lines(pki, "localhost", p_strict, verify_client=1)
+                  + f"listen=tls:{LOOP}:{p_seed}\nmi_socket=\"{b_sock}\"\n")
+    domain = ('tls_client_domain["{name}"] {{\n  tls_certificate="{pki}/{name}/cert.pem"\n'
+              '  tls_private_key="{pki}/{name}/privkey.pem"\n  {more}\n}}\n')
+    a_extra = (tls_lines(pki, "client.example.com", free_port()) + "tls_client_domain_avp=400\n"
+               'loadmodule "avpops"\n'
+               + domain.format(name="atlanta.example.com", pki=pki, more="tls_match_domain_on_reuse=1")
+               + domain.format(name="biloxi.example.com", pki=pki, more=""))
+    a = proxy_factory(children=1, extra=a_extra, route=ROUTE_REUSE)
+    with udp_socket(5.0) as u:
+        for user, port in (("first", p_strict), ("atlanta", p_strict), ("first", p_seed), ("biloxi", p_seed)):
+            u.sendto(options_request(a.port, f"{user}-{uuid.uuid4().hex}", "udp", u.getsockname()[1],
+                                     ruri=f"sip:{user}@{LOOP}:{port};transport=tls"), (LOOP, a.port))
+            data, _ = u.recvfrom(65536)
+            assert status_of(data) == 200, data
+    subjects: dict[int, list] = {}
+    for e in mi(b_sock, "tls_list"):
+        subjects.setdefault(int(e["local"].rsplit(":", 1)[1]), []).append(e["peer_subject"])
+    assert sorted(s.rsplit("CN=", 1)[1] for s in subjects[p_strict]) == ["atlanta.example.com", "client.example.com"]
+    assert [s.rsplit("CN=", 1)[1] for s in subjects[p_seed]] == ["client.example.com"]
