@@ -108,6 +108,14 @@ class DomainTable:
             if labels.count(label) > 1 and spec.params.get("tls_server_name"):
                 label += f" (tls_server_name {spec.params['tls_server_name']})"
             (server if spec.side is DomainSide.SERVER else client).append(make(spec.side, label, spec))
+        # A socket whose blocks all carry a tls_server_name: clients without (or with another) SNI
+        # get the global certificate there, from a context of that socket's own, so that its SNI
+        # callback chooses among that socket's domains only.
+        for key, group in _groups(server).items():
+            if all(d.server_name for d in group):
+                first = group[0].socket
+                spec = DomainSpec(DomainSide.SERVER, first, None, {})
+                server.append(make(DomainSide.SERVER, f"default server domain on {first.host}:{first.port}", spec))
         _check_shared_sockets(server, report)
         if report.errors:
             raise TLSConfigError(report.errors)
@@ -186,16 +194,21 @@ def _label(spec: DomainSpec) -> str:
 
 
 def _primary(group: list[TLSDomain]) -> TLSDomain:
-    """The domain a socket's connections start on: its first block without a server name, else its first."""
-    return next((d for d in group if not d.server_name), group[0])
+    """The domain a socket's connections start on: its block without a server name (build() adds
+    one, with the global parameters, when the config has none)."""
+    return next(d for d in group if not d.server_name)
 
 
-def _check_shared_sockets(server: list[TLSDomain], report: Report) -> None:
+def _groups(server: list[TLSDomain]) -> dict[tuple[str, int], list[TLSDomain]]:
     groups: dict[tuple[str, int], list[TLSDomain]] = {}
     for d in server:
         if d.socket is not None:
             groups.setdefault(_socket_key(d.socket.host, d.socket.port), []).append(d)
-    for group in groups.values():
+    return groups
+
+
+def _check_shared_sockets(server: list[TLSDomain], report: Report) -> None:
+    for group in _groups(server).values():
         first = group[0]
         names: dict[str, TLSDomain] = {}
         for d in group[1:]:

@@ -5,6 +5,7 @@ import re
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import uuid
 
@@ -179,4 +180,90 @@ def test_untrusted_server_gets_the_request_answered_477(proxy_factory, pki):
             pass                        # the proxy refuses our certificate
         data, _ = u.recvfrom(65536)
         assert status_of(data) == 477
+    listener.close()
+
+
+def test_sni_picks_the_server_domain(proxy_factory, pki):
+    port = free_port()
+    extra = tls_settings(pki, port, more=(
+        f"tls_server_domain[{LOOP}:{port}] {{\n  tls_server_name=\"biloxi.example.com\"\n"
+        f'  tls_certificate="{pki}/biloxi/cert.pem"\n  tls_private_key="{pki}/biloxi/privkey.pem"\n}}\n'))
+    proxy_factory(children=1, extra=extra)
+    biloxi = client_context(pki, server_name="BILOXI.example.com")
+    assert tls_options(port, biloxi, "BILOXI.example.com")[1] == "biloxi.example.com"
+    assert tls_options(port, client_context(pki))[1] == "localhost"             # no SNI: the socket's
+
+
+def start_and_fail(tmp_path, text):
+    cfg = tmp_path / "bad.cfg"
+    cfg.write_text(text)
+    return subprocess.run([sys.executable, "-m", "pyproxy", "-f", str(cfg), "-D", "-E"], capture_output=True,
+                          text=True, timeout=30)
+
+
+def test_startup_refuses_bad_key_files(pki, tmp_path):
+    port = free_port()
+    base = (f"listen=udp:{LOOP}:{port}\ndisable_tls=no\nlisten=tls:{LOOP}:{port}\n"
+            "tls_verify_client=0\n")
+    r = start_and_fail(tmp_path, base + f'tls_certificate="{tmp_path}/missing.pem"\n'
+                                        f'tls_private_key="{pki}/server/privkey.pem"\n')
+    assert r.returncode == 1 and f"{tmp_path}/missing.pem" in r.stderr and "default server domain" in r.stderr
+    loose = tmp_path / "loose.pem"
+    loose.write_bytes((pki / "server" / "privkey.pem").read_bytes())
+    loose.chmod(0o644)
+    r = start_and_fail(tmp_path, base + f'tls_certificate="{pki}/server/cert.pem"\ntls_private_key="{loose}"\n')
+    assert r.returncode == 1 and str(loose) in r.stderr, r.stderr
+    r = start_and_fail(tmp_path, base + f'tls_certificate="{pki}/server/cert.pem"\n'
+                                        f'tls_private_key="{pki}/biloxi/privkey.pem"\n')
+    assert r.returncode == 1 and "privkey.pem" in r.stderr, r.stderr
+
+
+def test_autogenerate_makes_a_certificate_once(proxy_factory, tmp_path):
+    port = free_port()
+    extra = (f"disable_tls=no\nlisten=tls:{LOOP}:{port}\ntls_autogenerate=yes\n"
+             'tls_certificate="tls/cert.pem"\ntls_private_key="tls/privkey.pem"\ntls_ca_list="tls/calist.pem"\n'
+             "tls_verify_client=0\n")
+    proxy = proxy_factory(children=1, extra=extra)
+    folder = proxy.log_path.parent
+    assert (folder / "tls" / "cert.pem").is_file() and stat_mode(folder / "tls" / "privkey.pem") == 0o600
+    assert "tls_autogenerate" in proxy.log() and str(folder / "tls" / "cert.pem") in proxy.log()
+    ctx = ssl.create_default_context(cafile=str(folder / "tls" / "calist.pem"))
+    assert tls_options(port, ctx, "localhost")[0] == 200
+
+
+def stat_mode(path):
+    import os
+    import stat
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_send_timeout_closes_a_peer_that_stops_reading(proxy_factory, pki):
+    """Requests forwarded over TLS to a server that accepts but never reads: after tls_send_timeout
+    the connection is closed and what was queued is dropped, logged."""
+    port, server_port = free_port(), free_port()
+    proxy = proxy_factory(children=1, extra=tls_settings(pki, port, more="tls_send_timeout=2\n"
+                                                                         "tls_verify_server=0\n"))
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(str(pki / "server" / "cert.pem"), str(pki / "server" / "privkey.pem"))
+    listener = socket.create_server((LOOP, server_port))
+    listener.settimeout(5)
+    body = "x" * 60000
+    with udp_socket(5.0) as u:
+        first = True
+        for i in range(120):       # ~7 MB: more than the kernel buffers hold
+            req = options_request(proxy.port, f"big-{i}", "udp", u.getsockname()[1],
+                                  ruri=f"sips:bob@{LOOP}:{server_port}").decode()
+            req = req.replace("Content-Length: 0\r\n\r\n", f"Content-Length: {len(body)}\r\n\r\n{body}")
+            u.sendto(req.encode(), (LOOP, proxy.port))
+            if first:
+                conn, _ = listener.accept()
+                tls = server_ctx.wrap_socket(conn, server_side=True)    # handshake, then never read
+                first = False
+            time.sleep(0.005)
+    deadline = time.monotonic() + 10
+    while "stopped reading" not in proxy.log() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "peer stopped reading for 2 s" in proxy.log()
+    assert "queued bytes" in proxy.log() and "dropped" in proxy.log()
+    tls.close()
     listener.close()
