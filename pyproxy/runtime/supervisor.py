@@ -64,6 +64,18 @@ class ConnectionTable:
         return len(gone)
 
 
+def accepted(listener):
+    """The connections waiting on a listening socket, a bounded number per wake-up."""
+    for _ in range(ACCEPT_BURST):
+        try:
+            yield listener.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            log.warning(f"accept on {listener}: {e.strerror}")
+            return
+
+
 def _peer(addr) -> tuple[str, int]:
     return addr[0], addr[1]
 
@@ -94,14 +106,7 @@ class Supervisor:
         self.loop.run()
 
     def accept(self, listener) -> None:
-        for _ in range(ACCEPT_BURST):
-            try:
-                sock, addr = listener.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                log.warning(f"accept on {listener}: {e.strerror}")
-                return
+        for sock, addr in accepted(listener):
             self.hand_to_worker(sock, addr, listener)
 
     def hand_to_worker(self, sock: socket.socket, addr, listener) -> None:
@@ -176,14 +181,7 @@ class LocalSupervisor:
         self.next_id = 0
 
     def accept(self, listener) -> None:
-        for _ in range(ACCEPT_BURST):
-            try:
-                sock, addr = listener.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                log.warning(f"accept on {listener}: {e.strerror}")
-                return
+        for sock, addr in accepted(listener):
             peer_ip, peer_port = _peer(addr)
             self.next_id += 1
             if self.table.full() or not self.table.add(self.next_id, 0, listener.proto, peer_ip, peer_port):
