@@ -16,7 +16,7 @@ import re
 from ..script.engine import Script, end_script, truth
 from ..script.exports import FixupError, Function, LoadEnv, RouteType, ROUTE_TYPE_OF
 from ..script.pv import PVError, compile_pv
-from .ast import (BoolOp, Call, Compare, Control, If, Keyword, Myself, Not, PVar, Return, RouteBlock,
+from .ast import (BoolOp, Call, Compare, Control, If, Myself, Not, PVar, Return, RouteBlock,
                   RouteCall, RouteKind, SetPV, Stop, Value, ValueKind)
 from .errors import ConfigError, ErrorList
 from .values import Proto

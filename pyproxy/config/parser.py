@@ -28,7 +28,7 @@ from __future__ import annotations
 from .ast import (Assign, BoolOp, Call, Compare, Config, Control, DomainSide, If, Keyword, LoadModule,
                   ModParam, Myself, Not, PVar, Return, RouteBlock, RouteCall, RouteKind, SetPV, Stop,
                   TLSDomain, Value, ValueKind)
-from .errors import ConfigError, ErrorList, Position
+from .errors import ConfigError, ErrorList
 from .lexer import T, Token, tokenize
 
 ROUTE_KINDS = {k.value: k for k in RouteKind}

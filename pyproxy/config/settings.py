@@ -15,7 +15,7 @@ from typing import Any, Callable
 from .ast import Assign
 from .errors import ErrorList
 from .tlsmethod import TLSMethodType, deprecation_warning
-from .values import Bool, Choice, HostPort, Int, LogFacility, Socket, Str
+from .values import Bool, HostPort, Int, LogFacility, Socket, Str
 
 
 class Scope(enum.Flag):

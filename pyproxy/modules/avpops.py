@@ -4,7 +4,7 @@ a pseudo-variable (``"$fd"``), ``"i:NUMBER"``, ``"s:TEXT"`` or plain text.
 
 from __future__ import annotations
 
-from ..script.exports import FixupError, Function, ModuleExports, RouteType
+from ..script.exports import FixupError, Function, ModuleExports
 from ..script.fixups import text
 from ..script.pv import PVError, avp_add, avp_name, parse_pv_text
 

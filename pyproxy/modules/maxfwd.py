@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..script.exports import Function, ModParam, ModuleExports, RouteType
-from ..script.fixups import each, integer
+from ..script.fixups import integer
 from ..sip import SIPError
 
 

@@ -20,7 +20,7 @@ from ..myself import Myself
 from . import ipc
 from .listeners import BindError, bind_all
 from .logs import log, set_role, setup as setup_logging
-from .shm import OutOfSharedMemory, SharedMemory, Stat
+from .shm import OutOfSharedMemory, SharedMemory
 from .supervisor import LocalSupervisor, Supervisor
 from .worker import BOOT_FAILED, Worker
 

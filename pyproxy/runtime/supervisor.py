@@ -11,7 +11,6 @@ dies the master tells it, and the dead worker's entries are dropped.
 
 from __future__ import annotations
 
-import logging
 import signal
 import socket
 

@@ -22,7 +22,7 @@ from ..config.ast import RouteKind
 from ..config.values import Proto
 from ..forward import SEND_FAILED, forward_reply
 from ..script.context import Destination, ReceiveInfo, ScriptContext
-from ..sip import MessageTooLarge, RemoteSIPError, Request, SIPError, make_response, parse_message
+from ..sip import MessageTooLarge, RemoteSIPError, Request, SIPError, parse_message
 from . import ipc
 from .listeners import Listener
 from .logs import log, set_role

@@ -2,7 +2,6 @@
 script sends instead of opening sockets (the script engine is sans-IO; the real runtime is tested
 end to end with sipp)."""
 
-import logging
 
 import pytest
 

@@ -8,6 +8,8 @@ and of every descendant seen)."""
 import shutil
 
 import pytest
+
+from pyproxy.certs import make_root_ca, make_user_cert
 from ._harness import DEFAULT_ROUTE, SHARED, Reaper, start_proxy
 
 
@@ -34,6 +36,20 @@ def proxy_factory(reaper, tmp_path):
         return start_proxy(reaper, folder, children, extra, ready, route)
 
     return start
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """A CA and certificates made with pyproxy's own tool: one folder per name (cert.pem,
+    privkey.pem, calist.pem), plus "impostor", a localhost certificate from another CA."""
+    d = tmp_path_factory.mktemp("pki")
+    make_root_ca(d / "ca")
+    make_user_cert("localhost", d / "localhost", ca_dir=d / "ca", ip_addresses=["127.0.0.1"])
+    for name in ("atlanta.example.com", "biloxi.example.com", "client.example.com"):
+        make_user_cert(name, d / name, ca_dir=d / "ca")
+    make_root_ca(d / "evil")
+    make_user_cert("localhost", d / "impostor", ca_dir=d / "evil", ip_addresses=["127.0.0.1"])
+    return d
 
 
 @pytest.fixture

@@ -8,12 +8,8 @@ import shutil
 import stat
 import subprocess
 import sys
-import time
 import uuid
 
-import pytest
-
-from pyproxy.certs import make_root_ca, make_user_cert
 
 from ._harness import LOOP, free_port, options_request, status_of, udp_options, udp_socket
 from .test_tls import client_context, tls_options
@@ -26,15 +22,6 @@ def mi(sock, *args, check=True):
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout)
     return r
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pki")
-    make_root_ca(d / "ca")
-    for name in ("localhost", "atlanta.example.com", "biloxi.example.com", "client.example.com"):
-        make_user_cert(name, d / name, ca_dir=d / "ca", ip_addresses=[LOOP] if name == "localhost" else ())
-    return d
 
 
 def tls_lines(pki, cert, port, verify_client=0):

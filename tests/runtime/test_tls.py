@@ -11,29 +11,15 @@ import uuid
 
 import pytest
 
-from pyproxy.certs import make_root_ca, make_user_cert
-
-from ._harness import (DEFAULT_ROUTE, free_port, options_request, read_tcp_message, status_of, udp_socket,
+from ._harness import (free_port, options_request, read_tcp_message, status_of, udp_socket,
                        wait_closed)
 
 LOOP = "127.0.0.1"
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pki")
-    make_root_ca(d / "ca")
-    make_user_cert("localhost", d / "server", ca_dir=d / "ca", ip_addresses=[LOOP])
-    make_user_cert("biloxi.example.com", d / "biloxi", ca_dir=d / "ca")
-    make_user_cert("client.example.com", d / "client", ca_dir=d / "ca")
-    make_root_ca(d / "evil")
-    make_user_cert("localhost", d / "impostor", ca_dir=d / "evil", ip_addresses=[LOOP])
-    return d
-
-
 def tls_settings(pki, port, verify_client=0, require=0, more=""):
     return (f"disable_tls=no\nlisten=tls:{LOOP}:{port}\n"
-            f'tls_certificate="{pki}/server/cert.pem"\ntls_private_key="{pki}/server/privkey.pem"\n'
+            f'tls_certificate="{pki}/localhost/cert.pem"\ntls_private_key="{pki}/localhost/privkey.pem"\n'
             f'tls_ca_list="{pki}/ca/cacert.pem"\ntls_verify_client={verify_client}\n'
             f"tls_require_client_certificate={require}\n{more}\n")
 
@@ -46,6 +32,15 @@ def client_context(pki, cert=None, server_name=None):
     if cert:
         ctx.load_cert_chain(str(pki / cert / "cert.pem"), str(pki / cert / "privkey.pem"))
     return ctx
+
+
+def tls_server(pki, cert, port):
+    """A TLS server socket of the test's own on 127.0.0.1 (the proxy connects to it)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(pki / cert / "cert.pem"), str(pki / cert / "privkey.pem"))
+    listener = socket.create_server((LOOP, port))
+    listener.settimeout(5)
+    return ctx, listener
 
 
 def tls_options(port, ctx, server_name=None, timeout=5.0):
@@ -92,7 +87,7 @@ def test_server_domain_per_socket(proxy_factory, pki):
     extra = tls_settings(pki, port, more=(
         f"listen=tls:{LOOP}:{other}\n"
         f"tls_server_domain[{LOOP}:{other}] {{\n"
-        f'  tls_certificate="{pki}/biloxi/cert.pem"\n  tls_private_key="{pki}/biloxi/privkey.pem"\n}}\n'))
+        f'  tls_certificate="{pki}/biloxi.example.com/cert.pem"\n  tls_private_key="{pki}/biloxi.example.com/privkey.pem"\n}}\n'))
     proxy_factory(children=2, extra=extra)
     assert tls_options(port, client_context(pki))[1] == "localhost"
     biloxi = client_context(pki, server_name="biloxi.example.com")
@@ -112,7 +107,7 @@ def test_client_certificate_required(proxy_factory, pki):
 }"""
     proxy = proxy_factory(children=2, extra=tls_settings(pki, port, 1, 1) + 'loadmodule "tlsops"\nloadmodule "xlog"\n',
                           route=route)
-    assert tls_options(port, client_context(pki, cert="client")) == (200, "localhost")
+    assert tls_options(port, client_context(pki, cert="client.example.com")) == (200, "localhost")
     assert re.search(r"verified peer client\.example\.com over TLSv1\.[23]", proxy.log())
     with pytest.raises((ssl.SSLError, ConnectionError)):
         status, _ = tls_options(port, client_context(pki))
@@ -141,10 +136,7 @@ def test_udp_to_tls_forwarding_and_the_reply_back(proxy_factory, pki, tmp_path):
     """A UDP request whose R-URI is sips: goes out over TLS to a server we run; its reply comes back."""
     port, server_port = free_port(), free_port()
     proxy = proxy_factory(children=2, extra=tls_settings(pki, port))
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(str(pki / "server" / "cert.pem"), str(pki / "server" / "privkey.pem"))
-    listener = socket.create_server((LOOP, server_port))
-    listener.settimeout(5)
+    server_ctx, listener = tls_server(pki, "localhost", server_port)
     with udp_socket(5.0) as u:
         request = options_request(proxy.port, f"sips-{uuid.uuid4().hex}", "udp", u.getsockname()[1],
                                   ruri=f"sips:bob@{LOOP}:{server_port}")
@@ -166,10 +158,7 @@ def test_udp_to_tls_forwarding_and_the_reply_back(proxy_factory, pki, tmp_path):
 def test_untrusted_server_gets_the_request_answered_477(proxy_factory, pki):
     port, server_port = free_port(), free_port()
     proxy = proxy_factory(children=1, extra=tls_settings(pki, port))
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(str(pki / "impostor" / "cert.pem"), str(pki / "impostor" / "privkey.pem"))
-    listener = socket.create_server((LOOP, server_port))
-    listener.settimeout(5)
+    server_ctx, listener = tls_server(pki, "impostor", server_port)
     with udp_socket(5.0) as u:
         u.sendto(options_request(proxy.port, f"evil-{uuid.uuid4().hex}", "udp", u.getsockname()[1],
                                  ruri=f"sips:bob@{LOOP}:{server_port}"), (LOOP, proxy.port))
@@ -187,7 +176,7 @@ def test_sni_picks_the_server_domain(proxy_factory, pki):
     port = free_port()
     extra = tls_settings(pki, port, more=(
         f"tls_server_domain[{LOOP}:{port}] {{\n  tls_server_name=\"biloxi.example.com\"\n"
-        f'  tls_certificate="{pki}/biloxi/cert.pem"\n  tls_private_key="{pki}/biloxi/privkey.pem"\n}}\n'))
+        f'  tls_certificate="{pki}/biloxi.example.com/cert.pem"\n  tls_private_key="{pki}/biloxi.example.com/privkey.pem"\n}}\n'))
     proxy_factory(children=1, extra=extra)
     biloxi = client_context(pki, server_name="BILOXI.example.com")
     assert tls_options(port, biloxi, "BILOXI.example.com")[1] == "biloxi.example.com"
@@ -206,15 +195,15 @@ def test_startup_refuses_bad_key_files(pki, tmp_path):
     base = (f"listen=udp:{LOOP}:{port}\ndisable_tls=no\nlisten=tls:{LOOP}:{port}\n"
             "tls_verify_client=0\n")
     r = start_and_fail(tmp_path, base + f'tls_certificate="{tmp_path}/missing.pem"\n'
-                                        f'tls_private_key="{pki}/server/privkey.pem"\n')
+                                        f'tls_private_key="{pki}/localhost/privkey.pem"\n')
     assert r.returncode == 1 and f"{tmp_path}/missing.pem" in r.stderr and "default server domain" in r.stderr
     loose = tmp_path / "loose.pem"
-    loose.write_bytes((pki / "server" / "privkey.pem").read_bytes())
+    loose.write_bytes((pki / "localhost" / "privkey.pem").read_bytes())
     loose.chmod(0o644)
-    r = start_and_fail(tmp_path, base + f'tls_certificate="{pki}/server/cert.pem"\ntls_private_key="{loose}"\n')
+    r = start_and_fail(tmp_path, base + f'tls_certificate="{pki}/localhost/cert.pem"\ntls_private_key="{loose}"\n')
     assert r.returncode == 1 and str(loose) in r.stderr, r.stderr
-    r = start_and_fail(tmp_path, base + f'tls_certificate="{pki}/server/cert.pem"\n'
-                                        f'tls_private_key="{pki}/biloxi/privkey.pem"\n')
+    r = start_and_fail(tmp_path, base + f'tls_certificate="{pki}/localhost/cert.pem"\n'
+                                        f'tls_private_key="{pki}/biloxi.example.com/privkey.pem"\n')
     assert r.returncode == 1 and "privkey.pem" in r.stderr, r.stderr
 
 
@@ -243,10 +232,7 @@ def test_send_timeout_closes_a_peer_that_stops_reading(proxy_factory, pki):
     port, server_port = free_port(), free_port()
     proxy = proxy_factory(children=1, extra=tls_settings(pki, port, more="tls_send_timeout=2\n"
                                                                          "tls_verify_server=0\n"))
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(str(pki / "server" / "cert.pem"), str(pki / "server" / "privkey.pem"))
-    listener = socket.create_server((LOOP, server_port))
-    listener.settimeout(5)
+    server_ctx, listener = tls_server(pki, "localhost", server_port)
     body = "x" * 60000
     with udp_socket(5.0) as u:
         first = True

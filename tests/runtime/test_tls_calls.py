@@ -9,28 +9,16 @@ import shutil
 import subprocess
 import time
 
-import pytest
-
-from pyproxy.certs import make_root_ca, make_user_cert
 
 from ._harness import LOOP, free_port, port_in_use, run_uac, start_uas
 
 CALLS, RATE = 200, 50
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pki")
-    make_root_ca(d / "ca")
-    make_user_cert("localhost", d / "server", ca_dir=d / "ca", ip_addresses=[LOOP])
-    make_user_cert("client.example.com", d / "client", ca_dir=d / "ca")
-    return d
-
-
 def stunnel(reaper, folder, side, accept_port, connect_port, pki):
     binary = shutil.which("stunnel4") or shutil.which("stunnel")
     assert binary, "stunnel is not installed: apt-get install -y stunnel4"
-    cert = pki / ("client" if side == "client" else "server")
+    cert = pki / ("client.example.com" if side == "client" else "localhost")
     conf = folder / f"stunnel_{side}.conf"
     conf.write_text("foreground = yes\npid =\nsyslog = no\ndebug = notice\n"
                     f"[{side}]\nclient = {'yes' if side == 'client' else 'no'}\n"
@@ -48,7 +36,7 @@ def stunnel(reaper, folder, side, accept_port, connect_port, pki):
 
 def tls_extra(pki, port):
     return (f"disable_tls=no\nlisten=tls:{LOOP}:{port}\n"
-            f'tls_certificate="{pki}/server/cert.pem"\ntls_private_key="{pki}/server/privkey.pem"\n'
+            f'tls_certificate="{pki}/localhost/cert.pem"\ntls_private_key="{pki}/localhost/privkey.pem"\n'
             f'tls_ca_list="{pki}/ca/cacert.pem"\ntls_verify_client=1\ntls_require_client_certificate=0\n')
 
 

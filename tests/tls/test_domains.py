@@ -4,7 +4,6 @@ import os
 import shutil
 
 import pytest
-from OpenSSL import SSL
 
 from pyproxy.config.ast import DomainSide
 from pyproxy.config.loader import DomainSpec, load_config_text
