@@ -17,6 +17,7 @@ import re
 import signal
 import socket
 import time
+from collections import deque
 
 from ..config.ast import RouteKind
 from ..config.values import Proto
@@ -36,6 +37,7 @@ from ..tls.verify import matches_sip_domain, peer_summary, verify_error
 _CONTENT_LENGTH = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[^\r\n]*(?=\r\n)", re.IGNORECASE)
 BOOT_FAILED = 3             # exit status of a worker that could not start: the master stops
 UDP_BURST = 32              # datagrams read per wake-up
+HANDOFF_BACKLOG = 20000     # hand-offs kept for a busy worker before they are dropped
 
 
 class RateLimitedLog:
@@ -74,6 +76,7 @@ class Worker:
         self.reply_to_via = self.settings.reply_to_via
         self.max_size = self.settings.max_message_size
         self.conns: dict[int, TCPConnection] = {}
+        self.backlogs: dict[int, deque] = {}      # hand-offs waiting for a busy worker's socket
         self.next_conn = 0
         self.resolver = Resolver()
         self.loop = EventLoop()
@@ -152,12 +155,43 @@ class Worker:
         self.process(data, rcv, msg)
 
     def hand_off(self, worker: int, item: tuple) -> None:
+        """Give a message to another worker. When its socket is full (it is busy), keep the message
+        in order in a bounded backlog and send it when the socket drains, rather than drop it."""
+        data = ipc.dumps(item)
+        backlog = self.backlogs.get(worker)
+        if backlog:
+            if len(backlog) >= HANDOFF_BACKLOG:
+                self.stats.add(Stat.DROPPED)
+                self.ratelog("handoff", logging.ERROR, f"worker {worker + 1} is {len(backlog)} messages "
+                                                       f"behind: hand-off dropped")
+                return
+            backlog.append(data)
+            return
         try:
-            self.handoff_send[worker].send(ipc.dumps(item))
+            self.handoff_send[worker].send(data)
             self.stats.add(Stat.HANDOFFS_OUT)
+        except BlockingIOError:
+            self.backlogs[worker] = deque([data])
+            self.loop.set_writer(self.handoff_send[worker].fileno(), lambda: self.drain(worker))
         except OSError as e:
             self.stats.add(Stat.DROPPED)
             self.ratelog("handoff", logging.ERROR, f"hand-off to worker {worker + 1} failed: {e.strerror}")
+
+    def drain(self, worker: int) -> None:
+        backlog, sock = self.backlogs[worker], self.handoff_send[worker]
+        while backlog:
+            try:
+                sock.send(backlog[0])
+            except BlockingIOError:
+                return
+            except OSError as e:
+                self.stats.add(Stat.DROPPED, len(backlog))
+                self.ratelog("handoff", logging.ERROR, f"hand-off to worker {worker + 1} failed: {e.strerror}")
+                backlog.clear()
+                break
+            backlog.popleft()
+            self.stats.add(Stat.HANDOFFS_OUT)
+        self.loop.set_writer(sock.fileno(), None)
 
     def on_handoff(self) -> None:
         sock = self.handoff_recv
@@ -407,6 +441,9 @@ class Worker:
               outbound: bool = False, connecting: bool = False, domain=None,
               target: str | None = None) -> TCPConnection | None:
         sock.setblocking(False)
+        # SIP messages are small and wait for each other: Nagle's algorithm with delayed ACKs would
+        # hold each one for tens of milliseconds
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         pipe = None
         if proto is Proto.TLS:
             if self.tls is None:
