@@ -15,7 +15,7 @@ from typing import Any, Callable
 from .ast import Assign
 from .errors import ErrorList
 from .tlsmethod import TLSMethodType, deprecation_warning
-from .values import Bool, HostPort, Int, LogFacility, Socket, Str
+from .values import Bool, Choice, HostPort, Int, LogFacility, Socket, Str
 
 
 class Scope(enum.Flag):
@@ -59,6 +59,11 @@ CORE = _params(
           "Another name of this proxy, host[:port], so that 'myself' matches it; repeat for more.",
           repeat=True),
     Param("children", Int(1, 1024), 8, "Number of worker processes (also -n)."),
+    Param("call_affinity", Choice(("auto", "yes", "no")), "auto",
+          "yes: every message of a call is processed by worker crc32(Call-ID) % children (a worker "
+          "that reads a message of another worker's call hands it over), which transaction state "
+          "needs; no: the worker that reads a message processes it; auto: yes when a loaded module "
+          "keeps per-call state, no for stateless scripts (the hand-off costs CPU for nothing)."),
     Param("tcp_children", Int(0, 1024), 0,
           "Accepted for compatibility: TCP/TLS connections are served by the same workers as UDP "
           "(0 = children)."),

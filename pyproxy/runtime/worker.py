@@ -40,6 +40,13 @@ UDP_BURST = 32              # datagrams read per wake-up
 HANDOFF_BACKLOG = 20000     # hand-offs kept for a busy worker before they are dropped
 
 
+def wants_affinity(config) -> bool:
+    choice = config.settings.call_affinity
+    if choice == "auto":
+        return any(m.per_call_state for m in config.modules.values())
+    return choice == "yes"
+
+
 class RateLimitedLog:
     """At most one line per second per kind; the rest are counted and summarised."""
 
@@ -62,6 +69,7 @@ class Worker:
                  handoff_recv, handoff_send: list, channel, supervisor_local=None, tls=None, mi_reply=None):
         self.index = index                  # 0-based; titles and logs say index + 1
         self.count = count
+        self.affinity = count > 1 and wants_affinity(config)
         self.config = config
         self.settings = config.settings
         self.script = config.script
@@ -142,7 +150,7 @@ class Worker:
 
     def dispatch(self, data: bytes, rcv: ReceiveInfo, msg=None) -> None:
         """Route a message here, or hand it to the worker that owns its call."""
-        if self.count > 1:
+        if self.affinity:
             call_id = ipc.call_id_of(data)
             if call_id is not None:
                 owner = ipc.owner_of(call_id, self.count)

@@ -66,6 +66,7 @@ class ModuleExports:
     params: tuple[ModParam, ...] = ()
     functions: tuple[Function, ...] = ()
     depends: tuple[str, ...] = ()
+    per_call_state: bool = False    # keeps state per call/transaction: needs call affinity
     # mod_init(module_config, load_env) runs in the master before fork; child_init(rank) in each worker.
     mod_init: Callable | None = None
     child_init: Callable | None = None

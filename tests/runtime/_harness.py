@@ -39,6 +39,7 @@ debug=4
 fork=yes
 log_stderror=yes
 children={children}
+call_affinity=yes
 listen=udp:127.0.0.1:{port}
 listen=tcp:127.0.0.1:{port}
 {extra}
