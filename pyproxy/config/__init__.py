@@ -1,0 +1,1 @@
+"""The configuration language: lexer, parser, syntax tree, parameter registry, compiler, loader."""
