@@ -77,4 +77,3 @@ class LoadEnv:
     """What a fix-up may consult while the script loads: settings and the modules' parameters."""
     settings: Any
     modparams: dict[str, dict[str, Any]] = field(default_factory=dict)
-    pvars: Any = None

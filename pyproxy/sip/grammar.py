@@ -24,7 +24,6 @@ TOKEN = re.compile(_TOKEN)
 METHOD = TOKEN
 
 # SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT
-SIP_VERSION = re.compile(r"SIP/[0-9]+\.[0-9]+")
 SIP_VERSION_BYTES = re.compile(rb"SIP/[0-9]+\.[0-9]+")
 
 # header-name = token  (the same rule, on the raw octets of a header line)
@@ -131,9 +130,6 @@ CALL_ID = re.compile(rf"{_WORD}(?:@{_WORD})?")
 
 # CSeq = "CSeq" HCOLON 1*DIGIT LWS Method
 CSEQ = re.compile(rf"([0-9]+)[ \t]+({_TOKEN})")
-
-# Max-Forwards = "Max-Forwards" HCOLON 1*DIGIT ; Content-Length = ( "Content-Length" / "l" ) HCOLON 1*DIGIT
-DIGITS = re.compile(r"[0-9]+")
 
 # Date = "Date" HCOLON SIP-date ; SIP-date = rfc1123-date
 # rfc1123-date = wkday "," SP date1 SP time SP "GMT" ; date1 = 2DIGIT SP month SP 4DIGIT
