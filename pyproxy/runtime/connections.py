@@ -1,0 +1,337 @@
+"""TCP and TLS connections inside the worker that owns them: adoption (accepted ones come from the
+TCP supervisor, outbound ones are opened here and announced to it), reading through the stream
+parser and, for TLS, the memory-BIO pipe; writing with back-pressure; timeouts; closing.
+
+``StreamConnections`` is a part of ``Worker`` kept in its own module: it uses the worker's loop,
+settings, stats, TLS domain table, supervisor channel, ``dispatch`` and ``reply``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+
+from ..config.values import Proto
+from ..forward import SEND_FAILED
+from ..script.context import ReceiveInfo
+from ..sip import MessageTooLarge, RemoteSIPError, Request
+from ..tls.pipe import TLSError, TLSPipe
+from ..tls.verify import matches_sip_domain, peer_summary, verify_error
+from . import ipc
+from .logs import log
+from .shm import NO_DOMAIN, Stat
+from .tcp import TCPConnection
+
+CHANNEL_BURST = 32          # supervisor messages read per wake-up
+
+
+class StreamConnections:
+    """The worker's TCP/TLS connections (``self.conns``: connection id -> TCPConnection)."""
+
+    def new_conn_id(self) -> int:
+        self.next_conn += 1
+        return ((self.index + 1) << 40) | self.next_conn
+
+    def adopt(self, conn_id: int, sock: socket.socket, proto: Proto, peer: tuple, local: tuple,
+              outbound: bool = False, connecting: bool = False, domain=None,
+              target: str | None = None) -> TCPConnection | None:
+        sock.setblocking(False)
+        # SIP messages are small and wait for each other: Nagle's algorithm with delayed ACKs would
+        # hold each one for tens of milliseconds
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pipe = None
+        if proto is Proto.TLS:
+            if self.tls is None:
+                sock.close()
+                return None
+            if domain is None:      # accepted: the socket it arrived on picks the server domain
+                domain = self.tls.server_domain(local[0], local[1])
+            pipe = TLSPipe(domain.context, server_side=not outbound,
+                           server_name=(domain.params.get("tls_server_name") or target) if outbound else None)
+        conn = TCPConnection(conn_id, sock, proto, peer, local, self.max_size, outbound, connecting, pipe)
+        conn.domain, conn.target = domain, target
+        self.conns[conn_id] = conn
+        self.loop.add_reader(conn.fd, lambda: self.on_readable(conn))
+        if connecting:
+            self.loop.set_writer(conn.fd, lambda: self.on_writable(conn))
+        elif pipe is not None and outbound:
+            self.start_tls(conn)
+        return conn
+
+    def start_tls(self, conn: TCPConnection) -> None:
+        try:
+            conn.pipe.start()
+        except TLSError as e:
+            self.close(conn, f"TLS handshake failed: {e}")
+            return
+        self.flush_tls(conn)
+
+    def connect(self, proto: Proto, ip: str, port: int, host: str = "",
+                domain_name: str | None = None) -> TCPConnection | None:
+        domain = None
+        if proto is Proto.TLS:
+            if self.tls is None:
+                self.ratelog("tls", logging.ERROR, f"cannot send to tls:{ip}:{port}: TLS is disabled "
+                                                   f"(disable_tls=yes)")
+                return None
+            domain = self.tls.client_domain(domain_name, ip, port)
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            sock.connect((ip, port))
+            connecting = False
+        except BlockingIOError:
+            connecting = True
+        except OSError as e:
+            sock.close()
+            self.ratelog("connect", logging.WARNING, f"cannot connect to tcp:{ip}:{port}: {e.strerror}")
+            return None
+        conn_id = self.new_conn_id()
+        local = sock.getsockname()
+        conn = self.adopt(conn_id, sock, proto, (ip, port), local, outbound=True, connecting=connecting,
+                          domain=domain, target=host or ip)
+        self.announce(conn)
+        return conn
+
+    def announce(self, conn: TCPConnection) -> None:
+        """Tell the supervisor (or, in one-process mode, the table) who reaches this peer."""
+        domain = self.tls.index_of(conn.domain) if conn.domain is not None else NO_DOMAIN
+        if self.local is not None:
+            self.local.learn(conn.conn_id, self.index, conn.proto, conn.peer_ip, conn.peer_port, domain)
+        else:
+            self.to_supervisor((ipc.OUTBOUND, conn.conn_id, self.index, conn.proto.value,
+                                conn.peer_ip, conn.peer_port, domain))
+
+    def learn_alias(self, rcv: ReceiveInfo, via) -> None:
+        """RFC 5923: the sender asks us to reuse this connection for requests to its Via port."""
+        port = via.port or rcv.proto.default_port
+        if port == rcv.src_port:
+            return
+        if self.local is not None:
+            self.local.learn(rcv.conn_id, rcv.conn_owner, rcv.proto, rcv.src_ip, port)
+        else:
+            self.to_supervisor((ipc.ALIAS, rcv.conn_id, rcv.proto.value, rcv.src_ip, port))
+
+    def to_supervisor(self, item: tuple) -> None:
+        try:
+            self.channel.send(ipc.dumps(item))
+        except OSError as e:
+            self.ratelog("channel", logging.ERROR, f"cannot reach the TCP supervisor: {e.strerror}")
+
+    def on_channel(self) -> None:
+        for _ in range(CHANNEL_BURST):
+            try:
+                payload, fds, _, _ = socket.recv_fds(self.channel, 4096, 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not payload:
+                self.loop.stop()        # the supervisor is gone: the master restarts us all
+                return
+            item = ipc.loads(payload)
+            if item[0] == ipc.NEW_CONN and fds:
+                _, conn_id, proto, peer_ip, peer_port, local_ip, local_port = item
+                sock = socket.socket(fileno=fds[0])
+                self.adopt(conn_id, sock, Proto(proto), (peer_ip, peer_port), (local_ip, local_port))
+            else:
+                for fd in fds:
+                    os.close(fd)
+
+    def on_readable(self, conn: TCPConnection) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close(conn, None)
+            return
+        conn.last_active = time.monotonic()
+        if conn.pipe is not None:
+            data = self.decrypt(conn, data)
+            if not data:
+                return
+        parser = conn.parser
+        parser.feed(data)
+        rcv = None
+        while True:
+            try:
+                event = parser.next_event()
+            except MessageTooLarge as e:
+                self.refuse_oversize(conn, e)
+                return
+            except RemoteSIPError as e:
+                self.close(conn, f"bad stream: {e.reason}")
+                return
+            if event is None:
+                return
+            if not hasattr(event, "raw"):       # a CRLF keep-alive (RFC 5626 3.5.1)
+                if event.name == "PING":
+                    self.write(conn, b"\r\n")
+                continue
+            if rcv is None:
+                rcv = ReceiveInfo(conn.peer_ip, conn.peer_port, conn.local_ip, conn.local_port, conn.proto,
+                                  conn.conn_id, self.index, conn.tls_info)
+            self.dispatch(event.raw, rcv, event)
+            if conn.closed:
+                return
+
+    def decrypt(self, conn: TCPConnection, data: bytes) -> bytes:
+        """Ciphertext in, plaintext out; finishes the handshake (and its checks) on the way."""
+        pipe = conn.pipe
+        was_done = pipe.handshake_done
+        try:
+            plain = pipe.receive(data)
+        except TLSError as e:
+            self.flush_tls(conn)        # the alert telling the peer why
+            detail = verify_error(pipe.conn)    # OpenSSL's "certificate verify failed" says little
+            reason = f"{e}: {detail}" if detail else str(e)
+            self.close(conn, f"TLS handshake failed: {reason}{self.peer_subject(conn)}" if not was_done
+                       else f"TLS error: {reason}")
+            return b""
+        if pipe.handshake_done and not was_done and not self.handshake_complete(conn):
+            return b""
+        self.flush_tls(conn)
+        if pipe.closed:
+            self.close(conn, None)
+            return b""
+        return plain
+
+    def handshake_complete(self, conn: TCPConnection) -> bool:
+        """Record who the peer is; an outbound connection must reach the domain it was opened for."""
+        conn.tls_info = summary = peer_summary(conn.pipe.conn)
+        if conn.outbound:
+            domain = conn.domain
+            if domain.params.get("tls_verify_server") and domain.verify_hostname:
+                cert = conn.pipe.conn.get_peer_certificate(as_cryptography=True)
+                if cert is None or not matches_sip_domain(cert, conn.target):
+                    self.close(conn, f"TLS server certificate does not match {conn.target} (RFC 5922)"
+                                     f"{self.peer_subject(conn)}")
+                    return False
+        log.debug(f"TLS {summary.get('version')} with {conn.peer_ip}:{conn.peer_port}, "
+                  f"{summary.get('cipher')}, peer {summary.get('subject') or '-'}")
+        return True
+
+    @staticmethod
+    def peer_subject(conn: TCPConnection) -> str:
+        try:
+            cert = conn.pipe.conn.get_peer_certificate(as_cryptography=True)
+        except Exception:
+            cert = None
+        return f" (peer certificate: {cert.subject.rfc4514_string()})" if cert is not None else ""
+
+    def flush_tls(self, conn: TCPConnection) -> None:
+        out = conn.pipe.outgoing()
+        if out and not conn.write_now(out):
+            self.close(conn, "write failed")
+        elif conn.out:
+            self.loop.set_writer(conn.fd, lambda: self.on_writable(conn))
+
+    def refuse_oversize(self, conn: TCPConnection, e) -> None:
+        """Answer 513 when the head announced the size, then close: the stream cannot go on."""
+        self.stats.add(Stat.BAD_MESSAGES)
+        msg = e.message
+        if isinstance(msg, Request) and msg.method != "ACK":
+            rcv = ReceiveInfo(conn.peer_ip, conn.peer_port, conn.local_ip, conn.local_port, conn.proto,
+                              conn.conn_id, self.index)
+            self.reply(msg, rcv, 513, "Message Too Large", f"{e.reason} from {conn.peer_ip}")
+            # let the reply reach the peer before the close (unread input would turn it into a RST)
+            self.loop.remove(conn.fd)
+            self.loop.call_later(1.0, lambda: self.close(conn, None))
+            if conn.out:
+                self.loop.set_writer(conn.fd, lambda: self.on_writable(conn))
+            return
+        self.close(conn, e.reason)
+
+    def on_writable(self, conn: TCPConnection) -> None:
+        if conn.connecting:
+            err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self.close(conn, f"connect failed: {os.strerror(err)}")
+                return
+            conn.connecting = False
+            if conn.pipe is not None:
+                self.start_tls(conn)
+                if conn.closed:
+                    return
+        if not conn.flush():
+            self.close(conn, "write failed")
+            return
+        if not conn.out:
+            self.loop.set_writer(conn.fd, None)
+
+    def write(self, conn: TCPConnection, data: bytes) -> bool:
+        if conn.closed:
+            return False
+        if conn.pipe is not None:
+            try:
+                conn.pipe.send(data)
+            except TLSError as e:
+                self.close(conn, f"TLS error: {e}")
+                return False
+            data = conn.pipe.outgoing()
+            if not data:
+                return True         # queued until the handshake is done
+        if not conn.write_now(data):
+            self.close(conn, "write failed")
+            return False
+        if conn.out:
+            self.loop.set_writer(conn.fd, lambda: self.on_writable(conn))
+        return True
+
+    def close(self, conn: TCPConnection, why: str | None) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        if why:
+            self.ratelog("close", logging.INFO, f"closing {conn.proto.value} connection with "
+                                                f"{conn.peer_ip}:{conn.peer_port}: {why}")
+        if conn.out:
+            self.ratelog("lost", logging.WARNING, f"{len(conn.out)} queued bytes to "
+                                                  f"{conn.peer_ip}:{conn.peer_port} dropped")
+        elif conn.pipe is not None and conn.pipe.handshake_done:
+            try:
+                conn.sock.send(conn.pipe.shutdown())
+            except OSError:
+                pass
+        if not conn.established:
+            for msg, rcv in conn.waiting:   # requests that never left: tell their senders
+                self.reply(msg, rcv, *SEND_FAILED, f"{msg.method} to {conn.proto.value}:{conn.peer_ip}:"
+                                                  f"{conn.peer_port} could not be sent ({why})")
+        conn.waiting = []
+        self.loop.remove(conn.fd)
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+        self.conns.pop(conn.conn_id, None)
+        self.stats.add(Stat.TCP_CLOSED)
+        if self.local is not None:
+            self.local.forget(conn.conn_id)
+        else:
+            self.to_supervisor((ipc.CLOSED, conn.conn_id))
+
+    def tick(self) -> None:
+        """Once a second: close idle connections and ones whose peer stopped reading."""
+        now = time.monotonic()
+        lifetime = self.settings.tcp_connection_lifetime
+        send_timeout = self.settings.tcp_send_timeout
+        handshake_timeout = self.settings.tls_handshake_timeout
+        for conn in list(self.conns.values()):
+            if conn.pipe is not None:
+                send_timeout = self.settings.tls_send_timeout
+                if not conn.pipe.handshake_done and now - conn.opened > handshake_timeout:
+                    self.close(conn, f"TLS handshake not done in {handshake_timeout} s")
+                    continue
+            else:
+                send_timeout = self.settings.tcp_send_timeout
+            if conn.stalled_since is not None and now - conn.stalled_since > send_timeout:
+                self.close(conn, f"peer stopped reading for {send_timeout} s")
+            elif conn.connecting and now - conn.last_active > send_timeout:
+                self.close(conn, "connect timed out")
+            elif now - conn.last_active > lifetime:
+                self.close(conn, None)
+        self.loop.call_later(1.0, self.tick)
