@@ -30,11 +30,11 @@ from OpenSSL import SSL, crypto
 
 from ..config.ast import DomainSide, Value, ValueKind
 from ..config.errors import Position
+from ..config.loader import config_path
 from ..config.tlsmethod import TLSMethod, TLSMethodType, TLSVersion
 from .verify import record_verification
 
 DEFAULT_FILE = "CFG_DIR/cert.pem"
-CFG_DIR_PREFIX = "CFG_DIR/"
 
 # Mozilla "intermediate" v6.0 (TLS 1.2 part; TLS 1.3 keeps OpenSSL's default suites).
 INTERMEDIATE_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
@@ -79,12 +79,6 @@ def as_method(value: TLSMethod | str) -> TLSMethod:
     if isinstance(value, TLSMethod):
         return value
     return TLSMethodType()(Value(ValueKind.WORD, str(value), Position("<default>", 0, 0)))
-
-
-def resolve_path(value: str, cfg_dir: str) -> str:
-    if value.startswith(CFG_DIR_PREFIX):
-        return os.path.join(cfg_dir, value[len(CFG_DIR_PREFIX):])
-    return value if os.path.isabs(value) else os.path.join(cfg_dir, value)
 
 
 def build_context(side: DomainSide, params: dict, cfg_dir: str, report: Report, *,
@@ -155,8 +149,8 @@ def _expand(ciphers: str) -> list[str] | None:
 
 
 def load_identity(ctx: SSL.Context, params: dict, cfg_dir: str, report: Report, *, optional: bool) -> None:
-    cert_path = resolve_path(params["tls_certificate"], cfg_dir)
-    key_path = resolve_path(params["tls_private_key"], cfg_dir)
+    cert_path = config_path(params["tls_certificate"], cfg_dir)
+    key_path = config_path(params["tls_private_key"], cfg_dir)
     if optional and not os.path.exists(cert_path):
         return                        # a client domain may go without a certificate of its own
     certs = _read_certificates(cert_path, report)
@@ -211,7 +205,7 @@ def load_trust(ctx: SSL.Context, params: dict, cfg_dir: str, report: Report) -> 
     """Loads the CA list, CA path and CRL; returns the CA list's path if it loaded."""
     loaded = None
     if ca_list := params.get("tls_ca_list"):
-        path = resolve_path(ca_list, cfg_dir)
+        path = config_path(ca_list, cfg_dir)
         if os.path.isdir(path):
             report.error(f"tls_ca_list {path}: is a folder; it must be a file (use tls_ca_path for a folder)")
         elif _read(path, "tls_ca_list", report) is not None:
@@ -221,7 +215,7 @@ def load_trust(ctx: SSL.Context, params: dict, cfg_dir: str, report: Report) -> 
             except SSL.Error:
                 report.error(f"tls_ca_list {path}: holds no PEM CA certificate")
     if ca_path := params.get("tls_ca_path"):
-        path = resolve_path(ca_path, cfg_dir)
+        path = config_path(ca_path, cfg_dir)
         if not os.path.isdir(path):
             report.error(f"tls_ca_path {path}: is not a folder")
         elif not os.access(path, os.R_OK | os.X_OK):
@@ -229,7 +223,7 @@ def load_trust(ctx: SSL.Context, params: dict, cfg_dir: str, report: Report) -> 
         else:
             ctx.load_verify_locations(None, path)
     if crl := params.get("tls_crl"):
-        load_crl(ctx, resolve_path(crl, cfg_dir), report)
+        load_crl(ctx, config_path(crl, cfg_dir), report)
     return loaded
 
 
