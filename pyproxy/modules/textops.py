@@ -12,10 +12,9 @@ import re
 
 from ..script.exports import FixupError, Function, ModuleExports, RouteType
 from ..script.fixups import format_string, text
-from ..sip import SIPError, parse_message
+from ..sip import SIPError, parse_without_content_length
 
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!%*_+`'~.\-]+")
-_CONTENT_LENGTH = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[^\r\n]*(?=\r\n)", re.IGNORECASE)
 
 
 def append_hf(ctx, render):
@@ -47,12 +46,8 @@ def search(ctx, regex):
 
 def _rewrite(ctx, new_text: str) -> int:
     """Make the rewritten text the message: parsed again, Content-Length recomputed."""
-    data = new_text.encode("utf-8", "surrogateescape")
-    end = data.find(b"\r\n\r\n") + 2          # the head with its last CRLF
-    if end < 2:
-        return -1
     try:
-        msg = parse_message(_CONTENT_LENGTH.sub(b"", data[:end]) + data[end:], len(data) + 1)
+        msg = parse_without_content_length(new_text.encode("utf-8", "surrogateescape"))
     except SIPError:
         return -1           # the rewrite broke the message: keep the old one
     ctx.msg = msg

@@ -14,7 +14,6 @@ the part in connections.py.
 from __future__ import annotations
 
 import logging
-import re
 import signal
 import socket
 import time
@@ -24,7 +23,8 @@ from ..config.ast import RouteKind
 from ..config.values import Proto
 from ..forward import forward_reply
 from ..script.context import Destination, ReceiveInfo, ScriptContext
-from ..sip import MessageTooLarge, RemoteSIPError, Request, SIPError, parse_message
+from ..sip import (MessageTooLarge, RemoteSIPError, Request, SIPError, parse_message,
+                   parse_without_content_length)
 from . import ipc
 from .connections import StreamConnections
 from .listeners import Listener
@@ -34,7 +34,6 @@ from .resolver import Resolver
 from .shm import Stat
 from .tcp import TCPConnection
 
-_CONTENT_LENGTH = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[^\r\n]*(?=\r\n)", re.IGNORECASE)
 BOOT_FAILED = 3             # exit status of a worker that could not start: the master stops
 UDP_BURST = 32              # datagrams read per wake-up
 HANDOFF_BACKLOG = 20000     # hand-offs kept for a busy worker before they are dropped
@@ -307,9 +306,7 @@ class Worker(StreamConnections):
         self.stats.add(Stat.BAD_MESSAGES)
         text = f"bad message from {rcv.proto.value}:{rcv.src_ip}:{rcv.src_port}: {reason}"
         try:
-            # read what can be read: no size limit, and a broken Content-Length ignored (RFC 4475
-            # ncl/mcl01: answer over UDP)
-            msg = parse_message(_CONTENT_LENGTH.sub(b"", data), len(data) + 1)
+            msg = parse_without_content_length(data)      # RFC 4475 ncl/mcl01: answer over UDP
         except SIPError:
             self.stats.add(Stat.DROPPED)
             self.ratelog("malformed", logging.INFO, text + " (dropped)")

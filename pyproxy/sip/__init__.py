@@ -11,13 +11,13 @@ from .address import STAR, NameAddr, Wildcard, parse_name_addr
 from .errors import LocalSIPError, MessageTooLarge, RemoteSIPError, SIPError
 from .headers import canonical as canonical_name
 from .message import Message, Request, Response
-from .parser import KeepAlive, StreamParser, parse_message
+from .parser import KeepAlive, StreamParser, parse_message, parse_without_content_length
 from .response import make_response
 from .uri import URI, is_ipv4, is_ipv6_reference, parse_uri
 from .via import Via, parse_via
 
 __all__ = [
-    "parse_message", "StreamParser", "KeepAlive",
+    "parse_message", "parse_without_content_length", "StreamParser", "KeepAlive",
     "Message", "Request", "Response", "make_response",
     "URI", "parse_uri", "NameAddr", "parse_name_addr", "Wildcard", "STAR", "Via", "parse_via",
     "is_ipv4", "is_ipv6_reference", "canonical_name",

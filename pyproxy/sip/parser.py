@@ -14,6 +14,7 @@ Strictness, decided once for both paths:
 from __future__ import annotations
 
 import enum
+import re
 
 from . import grammar
 from .errors import MessageTooLarge, RemoteSIPError
@@ -115,6 +116,21 @@ def parse_message(data: bytes, max_size: int = 65536) -> Request | Response:
     msg.raw = data if end == size else data[:end]
     msg.body = data[body_start:end]
     return msg
+
+
+# Content-Length = ( "Content-Length" / "l" ) HCOLON 1*DIGIT -- any value, as a whole line
+_CONTENT_LENGTH_LINE = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[^\r\n]*(?=\r\n)", re.IGNORECASE)
+
+
+def parse_without_content_length(data: bytes) -> Request | Response:
+    """Parse what a datagram holds, ignoring its Content-Length lines (the body is the rest of
+    the data, its size unlimited): to answer a request whose framing is broken (RFC 4475 ncl,
+    mcl01), or to take back a message whose text was rewritten. Serializing it writes a fresh
+    Content-Length."""
+    end = data.find(b"\r\n\r\n") + 2
+    if end < 2:
+        raise RemoteSIPError("no empty line ending the header section")
+    return parse_message(_CONTENT_LENGTH_LINE.sub(b"", data[:end]) + data[end:], len(data) + 1)
 
 
 class StreamParser:
