@@ -15,14 +15,14 @@ import errno
 import itertools
 import json
 import os
-import signal
 import socket
 import stat
 import time
 
 from ..runtime import ipc
-from ..runtime.logs import log, set_role
+from ..runtime.logs import log
 from ..runtime.loop import EventLoop
+from ..runtime.process import become
 from . import commands
 
 WORKER_TIMEOUT = 3.0
@@ -47,12 +47,7 @@ class MIServer:
 
     # -- process --------------------------------------------------------------------------------
     def run(self) -> None:
-        from setproctitle import setproctitle
-        set_role("mi")
-        setproctitle("pyproxy: mi")
-        signal.signal(signal.SIGTERM, lambda *_: self.loop.stop())
-        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
-            signal.signal(sig, signal.SIG_IGN)
+        become("mi", self.loop.stop)
         if self.settings.fifo:
             self.open_fifo()
         if self.settings.mi_socket:

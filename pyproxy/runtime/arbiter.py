@@ -151,7 +151,6 @@ class Arbiter:
 
     def run_single(self) -> int:
         """fork=no: one process, one loop, UDP and TCP (debugging)."""
-        from setproctitle import setproctitle
         self.drop_privileges()
         self.write_pid_file()
         if self.with_mi:
@@ -160,8 +159,11 @@ class Arbiter:
         worker = self.new_worker(0, local)
         local.worker = worker
         log.info(f"pyproxy started in one process (fork=no): {', '.join(map(str, self.listeners))}")
-        worker.run()
-        setproctitle("pyproxy: master")
+        worker.boot()
+        # one process: Ctrl-C and TERM both stop it (boot() left INT to a master there is not)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: worker.loop.stop())
+        worker.serve()
         return 0
 
     def spawn(self, kind: str, index: int) -> None:

@@ -37,10 +37,9 @@ def setup(debug: int, to_stderr: bool, facility: str = "LOG_DAEMON") -> None:
         fmt = "%(asctime)s %(role)s[%(pid)d] %(levelname)s: %(message)s"
     else:
         address = "/dev/log" if os.path.exists("/dev/log") else ("localhost", 514)
-        handler = logging.handlers.SysLogHandler(
-            address=address, facility=getattr(logging.handlers.SysLogHandler, facility, "daemon")
-            if not facility.startswith("LOG_") else
-            logging.handlers.SysLogHandler.facility_names.get(facility[4:].lower(), 3))
+        # log_facility is one of LOG_AUTH .. LOG_LOCAL7: the settings registry checked it
+        names = logging.handlers.SysLogHandler.facility_names
+        handler = logging.handlers.SysLogHandler(address=address, facility=names[facility[4:].lower()])
         fmt = "pyproxy: %(role)s[%(pid)d] %(levelname)s: %(message)s"
     handler.setFormatter(logging.Formatter(fmt))
     handler.addFilter(_role)

@@ -11,13 +11,13 @@ dies the master tells it, and the dead worker's entries are dropped.
 
 from __future__ import annotations
 
-import signal
 import socket
 
 from ..config.values import Proto
 from . import ipc
-from .logs import log, set_role
+from .logs import log
 from .loop import EventLoop
+from .process import become
 from .shm import NO_DOMAIN, OutOfSharedMemory, Stat
 
 ACCEPT_BURST = 64
@@ -91,12 +91,7 @@ class Supervisor:
         self.refused = 0
 
     def run(self) -> None:
-        from setproctitle import setproctitle
-        set_role("tcp main")
-        setproctitle("pyproxy: tcp main")
-        signal.signal(signal.SIGTERM, lambda *_: self.loop.stop())
-        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
-            signal.signal(sig, signal.SIG_IGN)
+        become("tcp main", self.loop.stop)
         for listener in self.listeners:
             self.loop.add_reader(listener.sock.fileno(), lambda l=listener: self.accept(l))
         for index, channel in enumerate(self.channels):

@@ -14,7 +14,6 @@ the part in connections.py.
 from __future__ import annotations
 
 import logging
-import signal
 import socket
 import time
 from collections import deque
@@ -28,7 +27,8 @@ from ..sip import (MessageTooLarge, RemoteSIPError, Request, SIPError, parse_mes
 from . import ipc
 from .connections import StreamConnections
 from .listeners import Listener
-from .logs import log, set_role
+from .logs import log
+from .process import become
 from .loop import EventLoop
 from .resolver import Resolver
 from .shm import Stat
@@ -101,14 +101,7 @@ class Worker(StreamConnections):
 
     def boot(self) -> None:
         """After fork, in the worker process: anything failing here is a failure to start."""
-        from setproctitle import setproctitle
-        role = f"worker {self.index + 1}"
-        set_role(role)
-        setproctitle(f"pyproxy: {role}")
-        signal.signal(signal.SIGTERM, lambda *_: self.loop.stop())
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        become(f"worker {self.index + 1}", self.loop.stop)
         self.debug = log.isEnabledFor(logging.DEBUG)
         for module in self.config.modules.values():
             if module.child_init:

@@ -1,5 +1,6 @@
 """fork=no (one process does everything, UDP and TCP) and the supervisor's connection limit."""
 
+import signal
 import time
 
 import psutil
@@ -15,6 +16,8 @@ def test_single_process_serves_calls(sipp, reaper, proxy_factory, tmp_path, tran
     _, uas_port = start_uas(reaper, tmp_path, transport)
     r = run_uac(reaper, tmp_path, proxy.port, uas_port, transport, 200, 100)
     assert r.created == 200 and r.successful == 200 and r.failed == 0, f"{r.describe()}\n{proxy.tail()}"
+    proxy.popen.send_signal(signal.SIGINT)      # Ctrl-C stops the one process
+    assert proxy.popen.wait(10) == 0
 
 
 def test_tcp_max_connections_is_enforced(proxy_factory):
