@@ -101,7 +101,8 @@ def reply_destination(vias) -> Destination | None:
         return None
     via = vias[1]
     proto = _TRANSPORTS.get(via.transport.lower(), Proto.UDP)
-    port = via.rport if isinstance(via.rport, int) and via.rport is not True else via.port
+    rport = via.rport
+    port = via.port if rport is None or rport is True else rport     # rport=N: the source port
     return Destination(proto, via.received or via.host, port)
 
 
