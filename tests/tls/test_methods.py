@@ -1,6 +1,5 @@
 """tls_method ranges and ciphers, against pyOpenSSL peers, Python's ssl and the openssl command."""
 
-import shutil
 import socket
 import ssl
 import subprocess
@@ -119,10 +118,8 @@ def test_python_ssl_tls12_client_refused_by_tls13_domain(settings, tmp_path, pki
     assert srv.join().error is not None
 
 
-needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command")
 
 
-@needs_openssl
 @pytest.mark.parametrize("flag, accepted", [("-tls1_2", True), ("-tls1_3", True), ("-tls1_1", False)])
 def test_openssl_s_client(settings, tmp_path, pki, flag, accepted):
     srv = OneShotServer(server(settings, tmp_path).context)
@@ -136,7 +133,6 @@ def test_openssl_s_client(settings, tmp_path, pki, flag, accepted):
         assert b"Verify return code: 0 (ok)" in run.stdout
 
 
-@needs_openssl
 def test_client_domain_against_openssl_s_server(settings, tmp_path, pki):
     from OpenSSL import SSL
     with socket.socket() as probe:

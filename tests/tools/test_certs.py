@@ -13,7 +13,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from pyproxy.certs import CertError, autogenerate, make_root_ca, make_user_cert
 
-from ._tls import handshake, needs_openssl, openssl
+from ._tls import handshake, openssl
 
 
 def _load(path):
@@ -126,7 +126,6 @@ def test_bad_names(tmp_path, ca_dir, name):
 
 # --- autogenerate ----------------------------------------------------------------------------
 
-@needs_openssl
 def test_autogenerate_creates_a_working_set(tmp_path):
     cert, key = tmp_path / "etc/cert.pem", tmp_path / "etc/keys/key.pem"
     created = autogenerate(cert, key)

@@ -6,11 +6,9 @@ import stat
 
 import pytest
 
-from ._tls import handshake, needs_openssl, openssl
+from ._tls import handshake, openssl
 
 NAME = "sip.example.test"
-
-pytestmark = needs_openssl
 
 
 def _mode(path):
