@@ -16,6 +16,7 @@ import re
 from ..script.engine import Script, end_script, truth
 from ..script.exports import FixupError, Function, LoadEnv, RouteType, ROUTE_TYPE_OF
 from ..script.pv import PVError, compile_pv
+from ..sip import SIPError
 from .ast import (BoolOp, Call, Compare, Control, If, Myself, Not, PVar, Return, RouteBlock,
                   RouteCall, RouteKind, SetPV, Stop, Value, ValueKind)
 from .errors import ConfigError, ErrorList
@@ -406,7 +407,7 @@ def _safe_uri(attr):
     def get(ctx):
         try:
             return str(getattr(ctx.msg, attr).uri)
-        except Exception:   # a header the peer got wrong: the comparison is false, not a crash
+        except SIPError:    # a header the peer got wrong: the comparison is false, not a crash
             return None
     return get
 
@@ -415,7 +416,7 @@ def _uri_is_myself(get_uri):
     def test(ctx) -> bool:
         try:
             uri = get_uri(ctx.msg)
-        except Exception:
+        except SIPError:
             return False
         if uri.host is None:
             return False

@@ -54,13 +54,17 @@ class RateLimitedLog:
         self.suppressed: dict[str, int] = {}
 
     def __call__(self, kind: str, level: int, text: str) -> None:
+        if self.allow(kind):
+            more = self.suppressed.pop(kind, 0)
+            log.log(level, text + (f" (and {more} more like it)" if more else ""))
+
+    def allow(self, kind: str) -> bool:
         now = time.monotonic()
         if now - self.last.get(kind, 0.0) < 1.0:
             self.suppressed[kind] = self.suppressed.get(kind, 0) + 1
-            return
-        more = self.suppressed.pop(kind, 0)
+            return False
         self.last[kind] = now
-        log.log(level, text + (f" (and {more} more like it)" if more else ""))
+        return True
 
 
 class Worker(StreamConnections):
@@ -256,6 +260,16 @@ class Worker(StreamConnections):
 
     # -- processing -----------------------------------------------------------------------------
     def process(self, data: bytes, rcv: ReceiveInfo, msg) -> None:
+        """Route one message. A bug met on the way loses that message, never the worker."""
+        try:
+            self.route(data, rcv, msg)
+        except Exception:
+            self.stats.add(Stat.DROPPED)
+            if self.ratelog.allow("crash"):
+                log.exception(f"internal error on a message from {rcv.proto.value}:{rcv.src_ip}:"
+                              f"{rcv.src_port}; message dropped")
+
+    def route(self, data: bytes, rcv: ReceiveInfo, msg) -> None:
         if msg is None:
             try:
                 msg = parse_message(data, self.max_size)

@@ -223,3 +223,22 @@ def test_ending_the_script_keeps_no_message_alive():
     run_many(500)
     gc.collect()
     assert len(gc.get_objects()) - before < 50
+
+
+def test_a_bug_met_while_routing_loses_the_message_not_the_worker():
+    from pyproxy.config.loader import load_config_text
+    from pyproxy.runtime.shm import SharedMemory
+    from pyproxy.runtime.worker import Worker
+    from pyproxy.script.context import ReceiveInfo
+    from conftest import RecordingRuntime
+
+    config = load_config_text('route { log(1, "routing"); }', "t.cfg")
+    worker = Worker(0, 1, config, [], SharedMemory(1, 3, 8), RecordingRuntime().is_myself, None, [], None)
+
+    def broken(level, text):
+        raise RuntimeError("a bug")
+    worker.log = broken                     # the script's log() reaches the runtime, which fails
+    rcv = ReceiveInfo("10.0.0.1", 5062, "127.0.0.1", 5060, Proto.UDP)
+    worker.process(INVITE.encode(), rcv, None)
+    worker.process(INVITE.encode(), rcv, None)
+    assert worker.stats.read()["dropped"] == 2
