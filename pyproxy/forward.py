@@ -95,11 +95,10 @@ def reply_destination_for_request(msg, rcv, to_via: bool = False) -> Destination
     return Destination(Proto.UDP, host, via.port or 5060)
 
 
-def reply_destination(vias) -> Destination | None:
+def reply_destination(via) -> Destination | None:
     """Where a response goes after our Via is removed: the next Via's received/rport or sent-by."""
-    if len(vias) < 2:
+    if via is None:
         return None
-    via = vias[1]
     proto = _TRANSPORTS.get(via.transport.lower(), Proto.UDP)
     rport = via.rport
     port = via.port if rport is None or rport is True else rport     # rport=N: the source port
@@ -110,9 +109,8 @@ def forward_reply(ctx: ScriptContext) -> int:
     """Send a response on along its Vias, without ours. -1 when it is not ours to forward."""
     msg, runtime = ctx.msg, ctx.runtime
     try:
-        vias = msg.vias
-        top = vias[0]
-        dest = reply_destination(vias)
+        top = msg.top_via
+        dest = reply_destination(msg.second_via)
         if dest is None:
             return -1
         if not runtime.is_myself(top.host, top.port):

@@ -14,20 +14,30 @@ from typing import Protocol
 from ..config.values import Proto
 
 
-@dataclass(frozen=True, slots=True)
 class ReceiveInfo:
-    src_ip: str
-    src_port: int
-    dst_ip: str
-    dst_port: int
-    proto: Proto
-    conn_id: int | None = None       # the TCP/TLS connection it came on
-    conn_owner: int | None = None    # the worker that owns that connection
-    tls: dict | None = None          # TLS connections: the peer summary ($tls_* variables)
+    """Where a message came from and on what. A plain class, not a dataclass: one is made per
+    received message, and a frozen dataclass's __init__ costs several times as much."""
+
+    __slots__ = ("src_ip", "src_port", "dst_ip", "dst_port", "proto", "conn_id", "conn_owner", "tls")
+
+    def __init__(self, src_ip: str, src_port: int, dst_ip: str, dst_port: int, proto: Proto,
+                 conn_id: int | None = None, conn_owner: int | None = None, tls: dict | None = None):
+        self.src_ip = src_ip
+        self.src_port = src_port
+        self.dst_ip = dst_ip
+        self.dst_port = dst_port
+        self.proto = proto
+        self.conn_id = conn_id          # the TCP/TLS connection it came on
+        self.conn_owner = conn_owner    # the worker that owns that connection
+        self.tls = tls                  # TLS connections: the peer summary ($tls_* variables)
 
     @property
     def af(self) -> int:
         return socket.AF_INET6 if ":" in self.src_ip else socket.AF_INET
+
+    def __repr__(self) -> str:
+        return (f"ReceiveInfo({self.proto.value}:{self.src_ip}:{self.src_port} -> "
+                f"{self.dst_ip}:{self.dst_port}, conn={self.conn_id})")
 
 
 @dataclass(frozen=True, slots=True)

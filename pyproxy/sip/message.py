@@ -122,7 +122,23 @@ class Message:
     def vias(self) -> list[Via]:
         cached = self._cache.get("vias")
         if cached is None:
-            cached = self._cache["vias"] = [parse_via(v) for v in self._list("via")]
+            values = self._list("via")
+            cached = self._cache["vias"] = [self.top_via] + [parse_via(v) for v in values[1:]] if values else []
+        return cached
+
+    @property
+    def second_via(self) -> Via | None:
+        """The Via under the top one (where a response goes next), parsed alone: a response
+        forwarded by its Vias needs no more of them."""
+        cached = self._cache.get("second_via", False)
+        if cached is False:
+            vias = self._cache.get("vias")
+            if vias is not None:
+                cached = vias[1] if len(vias) > 1 else None
+            else:
+                values = self._list("via")
+                cached = parse_via(values[1]) if len(values) > 1 else None
+            self._cache["second_via"] = cached
         return cached
 
     @property
@@ -188,8 +204,11 @@ class Message:
         return cached
 
     def validate(self, deep: bool = True) -> None:
-        """Check the message; RemoteSIPError with the status to answer (see validate.validate)."""
-        from .validate import validate  # validate.py builds on this module, so import late
+        """Check the message; RemoteSIPError with the status to answer (see validate.validate).
+
+        validate.py builds on this module, so it replaces this method when it is imported (the
+        package imports it); an import statement here would run on every message."""
+        from .validate import validate
         validate(self, deep)
 
     # --- recorded edits --------------------------------------------------------------------

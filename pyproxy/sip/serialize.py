@@ -105,9 +105,14 @@ def via_lines(msg: Message, pop: int, params: tuple | None, drop) -> dict[int, b
         if i in drop:
             continue
         value = msg._value(i)
-        if pop == 1 and not params and position == 0 and "," not in value:
-            out[i] = None  # the common case: the top Via line holds one value
-            break
+        if position == 0 and "," not in value:     # the common cases: the top line holds one value
+            if pop == 1 and not params:
+                out[i] = None
+                break
+            if not pop:
+                out[i] = _wire_name(msg._lines[i]) + b": " + _with_params(value, params).encode(
+                    "utf-8", "surrogateescape")
+                break
         values = split_list(value)
         kept = []
         for value in values:
@@ -117,12 +122,15 @@ def via_lines(msg: Message, pop: int, params: tuple | None, drop) -> dict[int, b
                 kept.append(value)
             position += 1
         if kept != values:
-            line = msg._lines[i]
-            wire_name = line[:line.find(b":")].rstrip(b" \t")
-            out[i] = wire_name + b": " + ", ".join(kept).encode("utf-8", "surrogateescape") if kept else None
+            out[i] = _wire_name(msg._lines[i]) + b": " + ", ".join(kept).encode("utf-8", "surrogateescape") \
+                if kept else None
         if position >= pop and position > 0:
             break
     return out
+
+
+def _wire_name(line: bytes) -> bytes:
+    return line[:line.find(b":")].rstrip(b" \t")
 
 
 def _with_params(value: str, params: tuple[str | None, int | None]) -> str:

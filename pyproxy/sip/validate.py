@@ -23,6 +23,7 @@ KNOWN_METHODS = frozenset(
 # following header fields: To, From, CSeq, Call-ID, Max-Forwards, and Via". Max-Forwards is left
 # out: RFC 2543 requests (RFC 4475 inv2543) lack it and must still be accepted.
 _REQUIRED = {"via": "Via", "from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq"}
+_REQUIRED_KEYS = frozenset(_REQUIRED)
 
 # Headers whose grammar allows one value only (RFC 4475 3.3.8 multi01).
 _SINGLE = {"call-id": "Call-ID", "from": "From", "to": "To", "cseq": "CSeq",
@@ -45,14 +46,17 @@ def validate(msg: Message, deep: bool = True) -> None:
     elif not 100 <= msg.status <= 699:
         raise RemoteSIPError(f"bad status code {msg.status}")
     names = msg._names
-    for key, what in _REQUIRED.items():
-        if key not in names:
-            raise RemoteSIPError(f"missing {what} header")
-    for key, what in _SINGLE.items():
-        if names.count(key) > 1:
-            raise RemoteSIPError(f"more than one {what} header")
-    if not grammar.CALL_ID.fullmatch(msg.call_id):
-        raise RemoteSIPError(f"bad Call-ID header {msg.call_id[:60]!r}")
+    present = set(names)
+    if not _REQUIRED_KEYS <= present:
+        missing = next(what for key, what in _REQUIRED.items() if key not in present)
+        raise RemoteSIPError(f"missing {missing} header")
+    if len(present) != len(names):      # some name repeats: is it one that must not?
+        for key, what in _SINGLE.items():
+            if key in present and names.count(key) > 1:
+                raise RemoteSIPError(f"more than one {what} header")
+    call_id = msg.call_id
+    if not grammar.CALL_ID.fullmatch(call_id):
+        raise RemoteSIPError(f"bad Call-ID header {call_id[:60]!r}")
     _check_cseq(msg)
     msg.max_forwards
     if not deep:
@@ -92,3 +96,6 @@ def _check_cseq(msg: Message) -> None:
         status = 400 if msg.method in KNOWN_METHODS else 501
         raise RemoteSIPError(
             f"bad CSeq header: method {method} does not match request method {msg.method}", status)
+
+
+Message.validate = validate     # replaces the late-importing placeholder (see Message.validate)

@@ -84,12 +84,13 @@ def _check_params(via: Via) -> None:
     params = via.params
     if via.port is not None and via.port > 65535:
         raise RemoteSIPError(f"bad Via header: bad port {via.port}")
-    # via-received = "received" EQUAL (IPv4address / IPv6address); RFC 5118 4.5 asks us to accept
-    # the bracketed IPv6reference form too.
-    received = params.get("received", "")
-    if received is None or (received and not (
-            is_ipv4(received) or is_ipv6_reference(received) or is_ipv6_reference(f"[{received}]"))):
-        raise RemoteSIPError(f"bad Via header: bad received {received!r}")
+    if "received" in params:
+        # via-received = "received" EQUAL (IPv4address / IPv6address); RFC 5118 4.5 asks us to
+        # accept the bracketed IPv6reference form too.
+        received = params["received"]
+        if not received or not (is_ipv4(received) or is_ipv6_reference(received)
+                                or is_ipv6_reference(f"[{received}]")):
+            raise RemoteSIPError(f"bad Via header: bad received {received!r}")
     # response-port = "rport" [EQUAL 1*DIGIT]  (RFC 3581)
     rport = params.get("rport")
     if rport is not None:
