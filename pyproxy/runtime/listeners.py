@@ -26,13 +26,12 @@ class Listener:
     port: int
     sock: socket.socket
 
+    def __post_init__(self) -> None:
+        self.family = self.sock.family      # read per message: socket.family makes an enum each time
+
     @property
     def wildcard(self) -> bool:
         return self.host in WILDCARDS
-
-    @property
-    def family(self) -> int:
-        return self.sock.family
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host

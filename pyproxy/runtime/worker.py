@@ -78,6 +78,7 @@ class Worker(StreamConnections):
         self.script = config.script
         self.listeners = listeners
         self.udp = {l.family: l for l in reversed(listeners) if l.proto is Proto.UDP}
+        self.listener_cache: dict[tuple[Proto, int], Listener | None] = {}
         self.shm = shm
         self.is_myself = myself
         self.handoff_recv = handoff_recv
@@ -346,14 +347,15 @@ class Worker(StreamConnections):
         return (f"[{host}]" if ":" in host else host), listener.port
 
     def listener_for(self, proto: Proto, host: str) -> Listener | None:
+        """The socket a message to ``host`` goes out from (its Via): the first of that transport
+        and address family, else the first of that transport."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        best = None
-        for listener in self.listeners:
-            if listener.proto is proto:
-                if listener.family == family:
-                    return listener
-                best = best or listener
-        return best
+        found = self.listener_cache.get((proto, family), False)
+        if found is False:
+            candidates = [l for l in self.listeners if l.proto is proto]
+            found = next((l for l in candidates if l.family == family), candidates[0] if candidates else None)
+            self.listener_cache[(proto, family)] = found
+        return found
 
     def source_address(self, host: str, family: int) -> str:
         """The local address the kernel would send from (for sockets bound to every address)."""

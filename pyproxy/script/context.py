@@ -8,7 +8,6 @@ AVPs. ``Runtime`` is the interface the worker (or a test) provides: sending, log
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
 from typing import Protocol
 
 from ..config.values import Proto
@@ -40,11 +39,24 @@ class ReceiveInfo:
                 f"{self.dst_ip}:{self.dst_port}, conn={self.conn_id})")
 
 
-@dataclass(frozen=True, slots=True)
 class Destination:
-    proto: Proto
-    host: str              # address or name still to resolve
-    port: int | None       # None: the transport's default or DNS SRV decides
+    """Where a message goes. Plain and slotted for the same reason as ReceiveInfo."""
+
+    __slots__ = ("proto", "host", "port")
+
+    def __init__(self, proto: Proto, host: str, port: int | None):
+        self.proto = proto
+        self.host = host        # address or name still to resolve
+        self.port = port        # None: the transport's default or DNS SRV decides
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Destination) and (self.proto, self.host, self.port) == \
+            (other.proto, other.host, other.port)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"Destination({self.proto.value}:{self.host}:{self.port})"
 
 
 class Runtime(Protocol):
