@@ -133,7 +133,9 @@ class StreamConnections:
             item = ipc.loads(payload)
             if item[0] == ipc.NEW_CONN and fds:
                 _, conn_id, proto, peer_ip, peer_port, local_ip, local_port = item
-                sock = socket.socket(fileno=fds[0])
+                # family and type given: socket(fileno=) would ask the kernel for them (3 calls)
+                family = socket.AF_INET6 if ":" in peer_ip else socket.AF_INET
+                sock = socket.socket(family, socket.SOCK_STREAM, 0, fds[0])
                 self.adopt(conn_id, sock, Proto(proto), (peer_ip, peer_port), (local_ip, local_port))
             else:
                 for fd in fds:

@@ -118,7 +118,7 @@ class Supervisor:
         if not self.table.add(conn_id, worker, listener.proto, peer_ip, peer_port):
             sock.close()
             return
-        local = sock.getsockname()
+        local = sock.getsockname() if listener.wildcard else (listener.host, listener.port)
         item = (ipc.NEW_CONN, conn_id, listener.proto.value, peer_ip, peer_port, local[0], local[1])
         try:
             socket.send_fds(self.channels[worker], [ipc.dumps(item)], [sock.fileno()])

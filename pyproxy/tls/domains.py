@@ -18,6 +18,7 @@ a reload builds a new one and swaps it whole.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -226,6 +227,7 @@ def _check_shared_sockets(server: list[TLSDomain], report: Report) -> None:
             names[key] = d
 
 
+@functools.lru_cache(maxsize=4096)      # asked for every TLS connection; ipaddress is slow
 def _socket_key(host: str, port: int) -> tuple[str, int]:
     host = host.strip().strip("[]").lower()
     try:
