@@ -18,7 +18,7 @@ import re
 
 from . import grammar
 from .errors import MessageTooLarge, RemoteSIPError
-from .headers import index_lines, show, unfold
+from .headers import index_head, show, unfold
 from .message import Message, Request, Response
 
 __all__ = ["parse_message", "StreamParser", "KeepAlive"]
@@ -43,7 +43,7 @@ def parse_head(data: bytes, head_end: int) -> Message:
         raise RemoteSIPError("bare CR or LF in the header section")
     start = lines[0]
     hstart = len(start) + 2  # raw[hstart:head_end] is the header block (empty if no headers)
-    names, lines = index_lines(lines[1:])
+    names, lines = index_head(head, lines)
     cl = _content_length(names, lines)
     if start[:4] == b"SIP/":
         # Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF
