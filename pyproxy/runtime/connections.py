@@ -53,6 +53,7 @@ class StreamConnections:
         conn = TCPConnection(conn_id, sock, proto, peer, local, self.max_size, outbound, connecting, pipe)
         conn.domain, conn.target = domain, target
         self.conns[conn_id] = conn
+        self.peers[(proto, conn.peer_ip, conn.peer_port)] = conn
         self.loop.add_reader(conn.fd, lambda: self.on_readable(conn))
         if connecting:
             self.loop.set_writer(conn.fd, lambda: self.on_writable(conn))
@@ -310,6 +311,8 @@ class StreamConnections:
         except OSError:
             pass
         self.conns.pop(conn.conn_id, None)
+        if self.peers.get((conn.proto, conn.peer_ip, conn.peer_port)) is conn:
+            del self.peers[(conn.proto, conn.peer_ip, conn.peer_port)]
         self.stats.add(Stat.TCP_CLOSED)
         if self.local is not None:
             self.local.forget(conn.conn_id)

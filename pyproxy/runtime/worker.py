@@ -31,7 +31,7 @@ from .logs import log
 from .process import become
 from .loop import EventLoop
 from .resolver import Resolver
-from .shm import Stat
+from .shm import NO_DOMAIN, Stat
 from .tcp import TCPConnection
 
 BOOT_FAILED = 3             # exit status of a worker that could not start: the master stops
@@ -88,6 +88,7 @@ class Worker(StreamConnections):
         self.reply_to_via = self.settings.reply_to_via
         self.max_size = self.settings.max_message_size
         self.conns: dict[int, TCPConnection] = {}
+        self.peers: dict[tuple[Proto, str, int], TCPConnection] = {}    # our connections by peer
         self.backlogs: dict[int, deque] = {}      # hand-offs waiting for a busy worker's socket
         self.next_conn = 0
         self.resolver = Resolver()
@@ -419,8 +420,11 @@ class Worker(StreamConnections):
             return False
 
     def send_stream(self, proto: Proto, ip: str, port: int, data: bytes, ctx=None, host: str = "") -> bool:
-        found = self.shm.lookup(proto, ip, port)
         domain_name = self.client_domain_name(ctx)
+        conn = self.peers.get((proto, ip, port))       # one of ours: no shared-table lookup needed
+        if conn is not None and self.reusable(proto, self.domain_index(conn), domain_name, ip, port):
+            return self.write(conn, data)
+        found = self.shm.lookup(proto, ip, port)
         if found is not None and (found[1] != self.index or found[0] in self.conns) and \
                 self.reusable(proto, found[2], domain_name, ip, port):
             return self.send_on(found[0], found[1], data)
@@ -438,6 +442,12 @@ class Worker(StreamConnections):
             return True
         wanted = self.tls.client_domain(domain_name, ip, port)
         return not wanted.match_domain_on_reuse or opened_with == self.tls.index_of(wanted)
+
+    def domain_index(self, conn: TCPConnection) -> int:
+        """The client domain of a connection as the shared table records it (accepted: none)."""
+        if conn.outbound and conn.domain is not None and self.tls is not None:
+            return self.tls.index_of(conn.domain)
+        return NO_DOMAIN
 
     def client_domain_name(self, ctx) -> str | None:
         """Example 1-13: the TLS client domain named by the tls_client_domain_avp AVP."""

@@ -108,9 +108,13 @@ class TLSPipe:
         out = []
         while True:
             try:
-                out.append(self.conn.bio_read(CHUNK))
+                chunk = self.conn.bio_read(CHUNK)
             except SSL.WantReadError:
-                return b"".join(out)
+                break
+            out.append(chunk)
+            if len(chunk) < CHUNK:      # a memory BIO hands over all it holds, up to CHUNK
+                break
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def shutdown(self) -> bytes:
         """A close_notify alert to send before closing the socket (best effort)."""
