@@ -39,6 +39,7 @@ class MIServer:
         self.workers = workers
         self.handoff_send = handoff_send
         self.reply_recv = reply_recv
+        self.replies = ipc.DatagramReader(reply_recv)
         self.reload_signal = reload_signal
         self.tls_disabled = self.settings.disable_tls
         self.loop = EventLoop()
@@ -75,7 +76,7 @@ class MIServer:
                                            f"{WORKER_TIMEOUT:.0f} s")
                 self.reply_recv.settimeout(left)
                 try:
-                    rid, index, result = ipc.loads(self.reply_recv.recv(ipc.MAX_DATAGRAM))
+                    rid, index, result = self.replies.read()
                 except socket.timeout:
                     continue
                 if rid == request_id:

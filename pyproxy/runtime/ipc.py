@@ -35,6 +35,24 @@ MAX_DATAGRAM = 256 * 1024
 dumps, loads = marshal.dumps, marshal.loads
 
 
+class DatagramReader:
+    """Reads marshal-encoded datagrams into one buffer kept for the socket's life.
+
+    A fresh ``recv(MAX_DATAGRAM)`` per hand-off costs more than the hand-off itself: glibc serves
+    a 256 KiB allocation with mmap and gives it back with munmap, every time (about 12 us).
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray(MAX_DATAGRAM)
+        self.view = memoryview(self.buffer)
+
+    def read(self):
+        """The next item; BlockingIOError when there is none (non-blocking socket)."""
+        size = self.sock.recv_into(self.buffer)
+        return loads(self.view[:size])
+
+
 def datagram_pair() -> tuple[socket.socket, socket.socket]:
     """(receiving end, sending end) of a worker's hand-off socket; big buffers for bursts."""
     recv_end, send_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -82,6 +82,7 @@ class Worker(StreamConnections):
         self.shm = shm
         self.is_myself = myself
         self.handoff_recv = handoff_recv
+        self.handoff_reader = ipc.DatagramReader(handoff_recv) if handoff_recv is not None else None
         self.handoff_send = handoff_send
         self.channel = channel
         self.local = supervisor_local       # fork=no: this process accepts TCP itself
@@ -200,10 +201,10 @@ class Worker(StreamConnections):
         self.loop.set_writer(sock.fileno(), None)
 
     def on_handoff(self) -> None:
-        sock = self.handoff_recv
+        reader = self.handoff_reader
         for _ in range(UDP_BURST):
             try:
-                item = ipc.loads(sock.recv(ipc.MAX_DATAGRAM))
+                item = reader.read()
             except (BlockingIOError, InterruptedError):
                 return
             self.stats.add(Stat.HANDOFFS_IN)
