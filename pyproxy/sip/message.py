@@ -132,12 +132,15 @@ class Message:
         forwarded by its Vias needs no more of them."""
         cached = self._cache.get("second_via", False)
         if cached is False:
-            vias = self._cache.get("vias")
-            if vias is not None:
-                cached = vias[1] if len(vias) > 1 else None
-            else:
-                values = self._list("via")
-                cached = parse_via(values[1]) if len(values) > 1 else None
+            cached = None
+            seen = 0                    # Via values on the lines before this one
+            for i in self._indices("via"):
+                value = self._value(i)
+                values = split_list(value) if "," in value else (value,)
+                if seen + len(values) > 1:
+                    cached = parse_via(values[1 - seen])
+                    break
+                seen += len(values)
             self._cache["second_via"] = cached
         return cached
 

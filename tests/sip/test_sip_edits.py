@@ -48,6 +48,16 @@ def test_insert_via_keeps_everything_else():
     assert m.serialize() == out  # repeatable
 
 
+def test_second_via_on_separate_and_folded_lines():
+    # where a response goes after our Via: the second value, wherever its line starts
+    assert parse_message(INVITE).second_via.branch == "z9hG4bK-b"
+    folded = INVITE.replace(b"rport\r\nv: ", b"rport, ")
+    assert parse_message(folded).second_via.branch == "z9hG4bK-b"
+    assert parse_message(folded).vias[1].branch == "z9hG4bK-b"
+    alone = INVITE.replace(b"v: SIP/2.0/TCP 10.0.0.2;branch=z9hG4bK-b, SIP/2.0/UDP 10.0.0.3;branch=z9hG4bK-c\r\n", b"")
+    assert parse_message(alone).second_via is None
+
+
 def test_remove_top_via_on_folded_line():
     m = parse_message(INVITE)
     m.remove_top_via()
