@@ -50,7 +50,9 @@ def validate(msg: Message, deep: bool = True) -> None:
     if not _REQUIRED_KEYS <= present:
         missing = next(what for key, what in _REQUIRED.items() if key not in present)
         raise RemoteSIPError(f"missing {missing} header")
-    if len(present) != len(names):      # some name repeats: is it one that must not?
+    repeats = len(names) - len(present)
+    # Some name repeats: is it one that must not? (Usually only Via does: a forwarded response.)
+    if repeats and repeats != names.count("via") - 1:
         for key, what in _SINGLE.items():
             if key in present and names.count(key) > 1:
                 raise RemoteSIPError(f"more than one {what} header")

@@ -185,6 +185,18 @@ def test_specific_rejections():
     assert "Call-ID" in reason("multi01.dat") or "CSeq" in reason("multi01.dat")
 
 
+def test_repeated_single_header_beside_repeated_vias():
+    # A forwarded response repeats Via; a repeated CSeq must still be caught beside it (the
+    # shallow check a worker runs per message takes a shortcut when only Via repeats).
+    response = (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP b;branch=z9hG4bK2\r\n"
+                b"From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n%s"
+                b"Content-Length: 0\r\n\r\n")
+    parse_message(response % b"").validate(deep=False)
+    for extra, name in ((b"CSeq: 2 INVITE\r\n", "CSeq"), (b"Via: SIP/2.0/UDP c;branch=z9hG4bK3\r\nTo: <sip:c@d>\r\n", "To")):
+        with pytest.raises(RemoteSIPError, match=f"more than one {name}"):
+            parse_message(response % extra).validate(deep=False)
+
+
 def test_ipv6():
     assert msg("ipv6-good").uri.host == "[2001:db8::10]"
     amb = msg("port-ambiguous").uri
