@@ -97,9 +97,15 @@ class StreamConnections:
         self.announce(conn)
         return conn
 
+    def domain_index(self, conn: TCPConnection) -> int:
+        """The client domain of a connection as the shared table records it (accepted: none)."""
+        if conn.outbound and conn.domain is not None:
+            return self.tls.index_of(conn.domain)
+        return NO_DOMAIN
+
     def announce(self, conn: TCPConnection) -> None:
         """Tell the supervisor (or, in one-process mode, the table) who reaches this peer."""
-        domain = self.tls.index_of(conn.domain) if conn.domain is not None else NO_DOMAIN
+        domain = self.domain_index(conn)
         if self.local is not None:
             self.local.learn(conn.conn_id, self.index, conn.proto, conn.peer_ip, conn.peer_port, domain)
         else:

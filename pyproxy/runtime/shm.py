@@ -39,7 +39,7 @@ class Stat(enum.IntEnum):
     SEND_ERRORS = 11
 
 
-STAT_SLOT = struct.Struct(f"={len(Stat)}Q")    # native order: written through a memoryview
+STAT_SLOT_SIZE = 8 * len(Stat)      # one process's counters: native 64-bit, through a memoryview
 
 # --- connection table ---------------------------------------------------------------------------
 # seq, used(1)/tombstone(2), proto, family, TLS client domain, port, owner, conn_id, address (16 bytes)
@@ -64,7 +64,7 @@ class SharedMemory:
     def __init__(self, size_mb: int, processes: int, max_connections: int):
         size = size_mb * 1024 * 1024
         self.stats_offset = HEADER
-        self.stats_size = STAT_SLOT.size * processes
+        self.stats_size = STAT_SLOT_SIZE * processes
         self.processes = processes
         # room for aliases: twice the connections, a power of two for cheap probing
         want = 1 << max(4, (2 * max_connections - 1).bit_length())
@@ -80,7 +80,7 @@ class SharedMemory:
 
     # -- statistics -----------------------------------------------------------------------------
     def stats_of(self, process: int) -> "StatSlot":
-        return StatSlot(self.map, self.stats_offset + process * STAT_SLOT.size)
+        return StatSlot(self.map, self.stats_offset + process * STAT_SLOT_SIZE)
 
     # -- connection table: writer (the supervisor) ----------------------------------------------
     def _slot_offset(self, index: int) -> int:
@@ -169,15 +169,13 @@ class SharedMemory:
 class StatSlot:
     """One process's counters, written in place (one memoryview store per count: hot path)."""
 
-    __slots__ = ("map", "offset", "counters")
+    __slots__ = ("counters",)
 
     def __init__(self, shared: mmap.mmap, offset: int):
-        self.map = shared
-        self.offset = offset
-        self.counters = memoryview(shared)[offset:offset + STAT_SLOT.size].cast("Q")
+        self.counters = memoryview(shared)[offset:offset + STAT_SLOT_SIZE].cast("Q")
 
     def add(self, stat: Stat, n: int = 1) -> None:
         self.counters[stat] += n
 
     def read(self) -> dict[str, int]:
-        return dict(zip((s.name.lower() for s in Stat), STAT_SLOT.unpack_from(self.map, self.offset)))
+        return dict(zip((s.name.lower() for s in Stat), self.counters.tolist()))

@@ -31,7 +31,7 @@ from .logs import log
 from .process import become
 from .loop import EventLoop
 from .resolver import Resolver
-from .shm import NO_DOMAIN, Stat
+from .shm import Stat
 from .tcp import TCPConnection
 
 BOOT_FAILED = 3             # exit status of a worker that could not start: the master stops
@@ -443,12 +443,6 @@ class Worker(StreamConnections):
             return True
         wanted = self.tls.client_domain(domain_name, ip, port)
         return not wanted.match_domain_on_reuse or opened_with == self.tls.index_of(wanted)
-
-    def domain_index(self, conn: TCPConnection) -> int:
-        """The client domain of a connection as the shared table records it (accepted: none)."""
-        if conn.outbound and conn.domain is not None and self.tls is not None:
-            return self.tls.index_of(conn.domain)
-        return NO_DOMAIN
 
     def client_domain_name(self, ctx) -> str | None:
         """Example 1-13: the TLS client domain named by the tls_client_domain_avp AVP."""

@@ -15,7 +15,6 @@ from .parser import KeepAlive, StreamParser, parse_message, parse_without_conten
 from .response import make_response
 from .uri import URI, is_ipv4, is_ipv6_reference, parse_uri
 from .via import Via, parse_via
-from . import validate as _validate  # noqa: F401 -- installs Message.validate
 
 __all__ = [
     "parse_message", "parse_without_content_length", "StreamParser", "KeepAlive",

@@ -9,8 +9,6 @@ learn names they have not seen, up to a bound, so hostile traffic cannot grow th
 from __future__ import annotations
 
 import re
-from itertools import repeat
-from operator import itemgetter
 
 from . import grammar
 from .errors import RemoteSIPError
@@ -167,40 +165,28 @@ def split_header_lines(block: bytes) -> tuple[list[str], list[bytes]]:
     return index_lines(lines)
 
 
-def index_lines(lines: list[bytes]) -> tuple[list[str], list[bytes]]:
-    """Canonical names of split header lines, and the lines with folded ones joined.
-
-    A line starting with SP or HTAB continues the previous one (LWS folding, RFC 3261 7.3.1); it
-    is kept inside that header's raw line, CRLF included, so forwarding stays byte-exact.
-    """
-    # Hot path, all in C-level iteration: every name is a cached spelling and every line has a
-    # ":". A folded line starts with SP/HT and such a "name" is never cached, so folding, unknown
-    # names and garbage all fall through to the careful loop below.
-    parts = list(map(bytes.partition, lines, repeat(b":")))
-    names = list(map(_by_bytes.get, map(_NAME, parts)))
-    if None in names or b"" in map(_COLON, parts):
-        return _split_slowly(lines)
-    return names, lines
-
-
-_NAME = itemgetter(0)
-_COLON = itemgetter(1)
 _LINE_NAME = re.compile(rb"\r\n([^:\r\n]*):")     # the octets before the ":" of each header line
 
 
 def index_head(head: bytes, lines: list[bytes]) -> tuple[list[str], list[bytes]]:
     """index_lines() for a received head: ``lines`` is head.split(CRLF), start line first.
 
-    The hot path finds every header name in one regex pass over the head; it holds when each
-    line has a ":" and a cached name, else the careful loop decides, as in index_lines().
+    The hot path finds every header name in one regex pass over the head. It holds when each
+    line has a ":" and a cached name: a folded line starts with SP/HT and such a "name" is never
+    cached, so folding, unknown names and garbage all take the careful loop of index_lines().
     """
     names = list(map(_by_bytes.get, _LINE_NAME.findall(head)))
     if len(names) == len(lines) - 1 and None not in names:
         return names, lines[1:]
-    return _split_slowly(lines[1:])
+    return index_lines(lines[1:])
 
 
-def _split_slowly(raw_lines: list[bytes]) -> tuple[list[str], list[bytes]]:
+def index_lines(raw_lines: list[bytes]) -> tuple[list[str], list[bytes]]:
+    """Canonical names of split header lines, and the lines with folded ones joined.
+
+    A line starting with SP or HTAB continues the previous one (LWS folding, RFC 3261 7.3.1); it
+    is kept inside that header's raw line, CRLF included, so forwarding stays byte-exact.
+    """
     names: list[str] = []
     lines: list[bytes] = []
     for line in raw_lines:

@@ -207,12 +207,8 @@ class Message:
         return cached
 
     def validate(self, deep: bool = True) -> None:
-        """Check the message; RemoteSIPError with the status to answer (see validate.validate).
-
-        validate.py builds on this module, so it replaces this method when it is imported (the
-        package imports it); an import statement here would run on every message."""
-        from .validate import validate
-        validate(self, deep)
+        """Check the message; RemoteSIPError with the status to answer (see validate.validate)."""
+        _validate(self, deep)
 
     # --- recorded edits --------------------------------------------------------------------
     def _ed(self) -> Edits:
@@ -395,3 +391,7 @@ def _named(parse, value: str, what: str):
         return parse(value)
     except RemoteSIPError as exc:
         raise RemoteSIPError(f"bad {what} header: {exc.reason}") from None
+
+
+# validate.py builds on the classes above, so it is imported once they exist (not per call).
+from .validate import validate as _validate  # noqa: E402

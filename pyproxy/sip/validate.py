@@ -98,6 +98,3 @@ def _check_cseq(msg: Message) -> None:
         status = 400 if msg.method in KNOWN_METHODS else 501
         raise RemoteSIPError(
             f"bad CSeq header: method {method} does not match request method {msg.method}", status)
-
-
-Message.validate = validate     # replaces the late-importing placeholder (see Message.validate)

@@ -114,7 +114,7 @@ class TLSPipe:
             out.append(chunk)
             if len(chunk) < CHUNK:      # a memory BIO hands over all it holds, up to CHUNK
                 break
-        return out[0] if len(out) == 1 else b"".join(out)
+        return b"".join(out)
 
     def shutdown(self) -> bytes:
         """A close_notify alert to send before closing the socket (best effort)."""
