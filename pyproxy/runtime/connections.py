@@ -220,6 +220,10 @@ class StreamConnections:
                     self.close(conn, f"TLS server certificate does not match {conn.target} (RFC 5922)"
                                      f"{self.peer_subject(conn)}")
                     return False
+        else:       # the domain SNI chose, as this table knows it (a reload may have replaced it since)
+            conn.domain = self.tls.domain_of_connection(conn.pipe.conn) or conn.domain
+        conn.pipe.accept()
+        conn.waiting = []
         log.debug(f"TLS {summary.get('version')} with {conn.peer_ip}:{conn.peer_port}, "
                   f"{summary.get('cipher')}, peer {summary.get('subject') or '-'}")
         return True
@@ -266,6 +270,8 @@ class StreamConnections:
                 self.start_tls(conn)
                 if conn.closed:
                     return
+            else:
+                conn.waiting = []       # the requests are on their way
         if not conn.flush():
             self.close(conn, "write failed")
             return

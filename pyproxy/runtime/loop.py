@@ -13,6 +13,8 @@ import select
 import time
 from typing import Callable
 
+from .logs import log
+
 EXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
 
 
@@ -35,6 +37,7 @@ class EventLoop:
         self.timers: list = []
         self._seq = itertools.count()
         self.running = False
+        self._last_crash = 0.0
 
     # -- file descriptors -----------------------------------------------------------------------
     def add_reader(self, fd: int, callback: Callable[[], None], exclusive: bool = False) -> None:
@@ -83,8 +86,19 @@ class EventLoop:
         while timers and timers[0][0] <= now:
             _, _, timer = heapq.heappop(timers)
             if not timer.cancelled:
-                timer.callback()
+                try:
+                    timer.callback()
+                except Exception:
+                    self._crashed()
         return max(0.0, timers[0][0] - now) if timers else 1.0
+
+    def _crashed(self) -> None:
+        """In an except block: a bug in one handler costs what that handler was doing, never the
+        process and the calls and connections it holds (logged at most once a second)."""
+        now = time.monotonic()
+        if now - self._last_crash >= 1.0:
+            self._last_crash = now
+            log.exception("internal error in an event handler; going on")
 
     # -- running --------------------------------------------------------------------------------
     def run(self) -> None:
@@ -100,13 +114,16 @@ class EventLoop:
                 entry = handlers.get(fd)
                 if entry is None:
                     continue
-                if mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR) and entry[0]:
-                    entry[0]()
-                    entry = handlers.get(fd)
-                    if entry is None:
-                        continue
-                if mask & (select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR) and entry[1]:
-                    entry[1]()
+                try:
+                    if mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR) and entry[0]:
+                        entry[0]()
+                        entry = handlers.get(fd)
+                        if entry is None:
+                            continue
+                    if mask & (select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR) and entry[1]:
+                        entry[1]()
+                except Exception:
+                    self._crashed()
 
     def stop(self) -> None:
         self.running = False

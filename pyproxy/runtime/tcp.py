@@ -42,7 +42,8 @@ class TCPConnection:
 
     @property
     def established(self) -> bool:
-        return not self.connecting and (self.pipe is None or self.pipe.handshake_done)
+        """Connected and, for TLS, the peer accepted: what is written now reaches the peer."""
+        return not self.connecting and (self.pipe is None or self.pipe.accepted)
 
     def write_now(self, data) -> bool:
         """Write what the kernel takes; keep the rest. False when the peer is gone."""

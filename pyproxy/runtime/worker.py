@@ -239,7 +239,7 @@ class Worker(StreamConnections):
     def tls_entry(self, conn: TCPConnection) -> dict:
         info = conn.tls_info or {}
         ssl_conn = conn.pipe.conn
-        domain = self.tls.domain_of_connection(ssl_conn) if self.tls and not conn.outbound else conn.domain
+        domain = conn.domain
         sni = ssl_conn.get_servername()
         return {"id": conn.conn_id, "worker": self.index + 1, "direction": "out" if conn.outbound else "in",
                 "local": f"{conn.local_ip}:{conn.local_port}", "peer": f"{conn.peer_ip}:{conn.peer_port}",
@@ -432,7 +432,8 @@ class Worker(StreamConnections):
         conn = self.connect(proto, ip, port, host or ip, domain_name)
         if conn is None:
             return False
-        if ctx is not None and isinstance(ctx.msg, Request) and not data.startswith(b"SIP/2.0 "):
+        if ctx is not None and not conn.established and isinstance(ctx.msg, Request) and \
+                not data.startswith(b"SIP/2.0 "):
             conn.waiting.append((ctx.msg, ctx.rcv))
         return self.write(conn, data)
 

@@ -135,9 +135,10 @@ class DomainTable:
             return self._client_by_name[avp_name]
         return self._client_by_socket.get(_socket_key(ip, port), self.default_client)
 
-    def domain_of_connection(self, conn: SSL.Connection) -> TLSDomain:
-        """The domain a connection is on now (after the handshake: the one SNI chose)."""
-        return self._by_context[conn.get_context()]
+    def domain_of_connection(self, conn: SSL.Connection) -> TLSDomain | None:
+        """The domain a connection is on now (after the handshake: the one SNI chose); None for a
+        context this table did not build (the connection began before a tls_reload)."""
+        return self._by_context.get(conn.get_context())
 
     def domains(self) -> list[TLSDomain]:
         return list(self._all)

@@ -37,7 +37,7 @@ def _is_ip(host: str) -> bool:
 
 
 class TLSPipe:
-    __slots__ = ("conn", "server_side", "handshake_done", "closed", "pending")
+    __slots__ = ("conn", "server_side", "handshake_done", "accepted", "closed", "pending")
 
     def __init__(self, context: SSL.Context, server_side: bool, server_name: str | None = None):
         conn = SSL.Connection(context, None)
@@ -51,8 +51,9 @@ class TLSPipe:
         self.conn = conn
         self.server_side = server_side
         self.handshake_done = False
+        self.accepted = False           # the worker's checks of the peer passed: application data flows
         self.closed = False             # the peer sent close_notify
-        self.pending = bytearray()      # plaintext written before the handshake finished
+        self.pending = bytearray()      # plaintext written before the peer was accepted
 
     def start(self) -> None:
         """Client side: produce the ClientHello (take it with outgoing())."""
@@ -85,14 +86,19 @@ class TLSPipe:
         except SSL.Error as e:
             raise TLSError(describe(e)) from None
         self.handshake_done = True
+        return True
+
+    def accept(self) -> None:
+        """The handshake is done and the peer passed the worker's checks (a verified certificate
+        may still name another host): encrypt what was written meanwhile, and all from now on."""
+        self.accepted = True
         if self.pending:
             data, self.pending = bytes(self.pending), bytearray()
             self.send(data)
-        return True
 
     def send(self, plaintext: bytes) -> None:
-        """Encrypt application data (buffered until the handshake is done)."""
-        if not self.handshake_done:
+        """Encrypt application data (buffered until the peer is accepted)."""
+        if not self.accepted:
             self.pending += plaintext
             return
         view = memoryview(plaintext)

@@ -67,6 +67,7 @@ def test_tls_list_and_reload(proxy_factory, pki, tmp_path):
         entry = entries[0]
         assert entry["direction"] == "in" and entry["version"] in ("TLSv1.2", "TLSv1.3") and entry["cipher"]
         assert entry["domain"] and entry["worker"] in (1, 2) and entry["verified"] is False
+        assert isinstance(entry["id"], int) and entry["age"] >= 0 and entry["sni"] is None
         # a broken file: the reload is refused and the old certificate stays in force
         (certdir / "cert.pem").write_text("not a certificate")
         r = mi(sock, "tls_reload", check=False)
@@ -76,6 +77,8 @@ def test_tls_list_and_reload(proxy_factory, pki, tmp_path):
         for name in ("cert.pem", "privkey.pem"):
             shutil.copy(pki / "biloxi.example.com" / name, certdir / name)
         assert mi(sock, "tls_reload") == {"reloaded": 2}
+        # the connection from before the reload (on a context the new table did not build) is listed
+        assert any(e["peer"] == f"{LOOP}:{held.getsockname()[1]}" for e in mi(sock, "tls_list"))
         biloxi = client_context(pki, server_name="biloxi.example.com")
         assert tls_options(port, biloxi, "biloxi.example.com")[1] == "biloxi.example.com"
         held.sendall(options_request(port, f"held-{uuid.uuid4().hex}", "tls", held.getsockname()[1]))

@@ -172,6 +172,31 @@ def test_untrusted_server_gets_the_request_answered_477(proxy_factory, pki):
     listener.close()
 
 
+def test_wrong_name_server_never_sees_the_request_and_it_is_answered_477(proxy_factory, pki):
+    """RFC 5922: a server whose certificate verifies but names another host is refused before
+    anything is sent to it, and the sender hears 477 instead of waiting."""
+    port, server_port = free_port(), free_port()
+    proxy = proxy_factory(children=1, extra=tls_settings(pki, port))
+    server_ctx, listener = tls_server(pki, "biloxi.example.com", server_port)
+    with udp_socket(5.0) as u:
+        u.sendto(options_request(proxy.port, f"wrongname-{uuid.uuid4().hex}", "udp", u.getsockname()[1],
+                                 ruri=f"sips:bob@{LOOP}:{server_port}"), (LOOP, proxy.port))
+        conn, _ = listener.accept()
+        received = b""
+        try:
+            with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.settimeout(5)
+                while chunk := tls.recv(65536):
+                    received += chunk
+        except (ssl.SSLError, OSError):
+            pass
+        assert received == b""
+        data, _ = u.recvfrom(65536)
+        assert status_of(data) == 477
+    listener.close()
+    assert "does not match 127.0.0.1 (RFC 5922)" in proxy.log()
+
+
 def test_sni_picks_the_server_domain(proxy_factory, pki):
     port = free_port()
     extra = tls_settings(pki, port, more=(
