@@ -63,7 +63,10 @@ def forward_request(ctx: ScriptContext, dest: Destination | None = None) -> int:
         stamp_received(msg, ctx.rcv)
         host, port = runtime.via_address(dest.proto, dest)
         branch = stateless_branch(msg, f"{dest.proto.value}:{dest.host}:{dest.port}")
-        msg.insert_via(f"SIP/2.0/{dest.proto.name} {host}:{port};branch={branch}")
+        via = f"SIP/2.0/{dest.proto.name} {host}:{port};branch={branch}"
+        if ctx.rcv.proto is not Proto.UDP and msg.top_via.rport is None:
+            via += f";{CONN_PORT}={ctx.rcv.src_port}"
+        msg.insert_via(via)
         data = msg.serialize()
         msg.remove_top_via()    # the request may be forwarded again (another branch) from the script
     except SIPError as e:
@@ -77,6 +80,11 @@ def forward_request(ctx: ScriptContext, dest: Destination | None = None) -> int:
 
 
 SEND_FAILED = (477, "Unfortunately error on sending to next hop occurred")
+
+# RFC 3261 18.2.2: a response goes back on the connection its request came on. When the sender's
+# Via has no rport, nothing in it names that connection's port, so our own Via keeps it (as SER's
+# ;i= kept the connection id); it is removed with our Via before the response goes on.
+CONN_PORT = "cport"
 
 
 def reply_destination_for_request(msg, rcv, to_via: bool = False) -> Destination:
@@ -121,4 +129,8 @@ def forward_reply(ctx: ScriptContext) -> int:
     except SIPError as e:
         runtime.log(30, f"dropping malformed reply: {e}")
         return -1
+    conn_port = top.params.get(CONN_PORT)
+    if conn_port and dest.proto is not Proto.UDP and conn_port.isdigit() and \
+            runtime.connected(dest.proto, dest.host, int(conn_port)):
+        dest = Destination(dest.proto, dest.host, int(conn_port))   # else a new one to the Via's port
     return 1 if runtime.send(ctx, dest, data) else -1

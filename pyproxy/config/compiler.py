@@ -13,6 +13,7 @@ import difflib
 import ipaddress
 import re
 
+from ..forward import destination_of_uri
 from ..script.engine import Script, end_script, truth
 from ..script.exports import FixupError, Function, LoadEnv, RouteType, ROUTE_TYPE_OF
 from ..script.pv import PVError, compile_pv
@@ -420,7 +421,7 @@ def _uri_is_myself(get_uri):
             return False
         if uri.host is None:
             return False
-        return ctx.runtime.is_myself(uri.host, uri.port or (5061 if uri.scheme == "sips" else 5060))
+        return ctx.runtime.is_myself(uri.host, uri.port or destination_of_uri(uri).proto.default_port)
     return test
 
 

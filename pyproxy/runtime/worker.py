@@ -400,6 +400,10 @@ class Worker(StreamConnections):
             self.stats.add(Stat.LOCAL_REPLIES if data.startswith(b"SIP/2.0 ") else Stat.REQUESTS_OUT)
         return ok
 
+    def connected(self, proto: Proto, ip: str, port: int) -> bool:
+        """Whether a connection (ours or another worker's) reaches proto:ip:port now."""
+        return (proto, ip, port) in self.peers or self.shm.lookup(proto, ip, port) is not None
+
     def send_on(self, conn_id: int, owner: int | None, data: bytes) -> bool:
         if owner is None or owner == self.index:
             conn = self.conns.get(conn_id)

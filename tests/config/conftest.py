@@ -21,6 +21,7 @@ class RecordingRuntime:
                                           [SocketSpec(None, "proxy.example.com", None)])
         self.sent = []
         self.logs = []
+        self.connections = set()    # (proto, ip, port) that connected() reports open
 
     def send(self, ctx, dest, data):
         self.sent.append((dest, data))
@@ -28,6 +29,9 @@ class RecordingRuntime:
 
     def via_address(self, proto, dest):
         return "127.0.0.1", 5060
+
+    def connected(self, proto, ip, port):
+        return (proto, ip, port) in self.connections
 
     def log(self, level, text):
         self.logs.append((level, text))
@@ -54,10 +58,11 @@ def request(text=INVITE, **replace):
 @pytest.fixture
 def run():
     """run(cfg_route_text, msg_text=INVITE, proto=Proto.UDP, src="10.0.0.1") -> (result, ctx, runtime)"""
-    def run(script, msg=INVITE, proto=Proto.UDP, src_ip="10.0.0.1", src_port=5062, modules=("sl", "maxfwd")):
+    def run(script, msg=INVITE, proto=Proto.UDP, src_ip="10.0.0.1", src_port=5062, modules=("sl", "maxfwd"),
+            myself=None):
         head = "".join(f'loadmodule "{m}"\n' for m in modules)
         config = load_config_text(head + script, "test.cfg")
-        runtime = RecordingRuntime()
+        runtime = RecordingRuntime(myself)
         message = parse_message(msg.encode() if isinstance(msg, str) else msg)
         ctx = ScriptContext(message, ReceiveInfo(src_ip, src_port, "127.0.0.1", 5060, proto), runtime)
         result = config.script.run_request(ctx)

@@ -155,6 +155,45 @@ def test_forward_stamps_received_and_rport(run):
     assert via.received == "192.0.2.4" and via.rport == 40000
 
 
+def test_response_goes_back_on_the_connection_its_request_came_on(run):
+    """RFC 3261 18.2.2 without rport: our Via keeps the connection's port; the response takes
+    that connection while it is open, else a new one to the sender's Via port."""
+    from conftest import RecordingRuntime
+    from pyproxy.forward import forward_reply
+    from pyproxy.script.context import ReceiveInfo, ScriptContext
+    msg = INVITE.replace("SIP/2.0/UDP 10.0.0.1:5062", "SIP/2.0/TCP 10.0.0.1:5062")
+    _, _, runtime = run("route { forward(); }", msg=msg, proto=Proto.TCP, src_port=40001)
+    ours = parse_message(runtime.sent[0][1]).top_via
+    assert ours.params["cport"] == "40001"
+    response = runtime.sent[0][1].replace(b"INVITE sip:bob@biloxi.example.com SIP/2.0", b"SIP/2.0 200 OK", 1)
+    for open_conns, port in (({(Proto.TCP, "10.0.0.1", 40001)}, 40001), (set(), 5062)):
+        replies = RecordingRuntime()
+        replies.connections = open_conns
+        ctx = ScriptContext(parse_message(response), ReceiveInfo("10.2.2.2", 5060, "127.0.0.1", 5060, Proto.UDP),
+                            replies)
+        assert forward_reply(ctx) == 1
+        (dest, data), = replies.sent
+        assert (dest.proto, dest.host, dest.port) == (Proto.TCP, "10.0.0.1", port)
+        assert b"cport" not in data
+    # with rport the sender's Via says it all; over UDP there is no connection to keep
+    _, _, runtime = run("route { forward(); }", msg=msg.replace(";branch", ";rport;branch"), proto=Proto.TCP)
+    assert "cport" not in parse_message(runtime.sent[0][1]).top_via.params
+    _, _, runtime = run("route { forward(); }")
+    assert "cport" not in parse_message(runtime.sent[0][1]).top_via.params
+
+
+def test_myself_port_follows_the_uri_transport(run):
+    """sip:host;transport=tls without a port means 5061, as sips: does."""
+    from pyproxy.config.values import SocketSpec
+    from pyproxy.myself import Myself
+    tls_only = Myself([SocketSpec(Proto.TLS, "127.0.0.1", 5061)])
+    for uri, mine in (("sip:127.0.0.1;transport=tls", True), ("sips:127.0.0.1", True),
+                      ("sip:127.0.0.1", False), ("sip:127.0.0.1;transport=tcp", False)):
+        msg = INVITE.replace("INVITE sip:bob@biloxi.example.com", f"INVITE {uri}")
+        _, ctx, _ = run('route { if (uri==myself) setflag(1); }', msg=msg, myself=tls_only)
+        assert bool(ctx.flags & 2) is mine, uri
+
+
 def test_sl_send_reply(run):
     result, _, runtime = run('route { sl_send_reply("404", "Not Here"); }')
     (dest, data), = runtime.sent

@@ -20,3 +20,22 @@ def test_via_alias_makes_the_connection_reusable(proxy_factory):
                                      ruri=f"sip:bob@{LOOP}:{nobody};transport=tcp"), (LOOP, proxy.port))
             forwarded = read_tcp_message(conn, time.monotonic() + 5, bytearray())
     assert forwarded is not None and forwarded.startswith(f"OPTIONS sip:bob@{LOOP}:{nobody}".encode())
+
+
+def test_response_returns_on_the_connection_of_a_client_without_rport(proxy_factory):
+    """RFC 3261 18.2.2: a TCP client whose Via has no rport (and names a port nobody listens on)
+    gets the forwarded response on the connection it sent the request on, whichever worker
+    reads the response."""
+    proxy = proxy_factory(children=2)
+    nobody = free_port()
+    with udp_socket(5.0) as uas, tcp_connect(proxy.port) as conn:
+        for n in range(4):      # responses arrive at either worker
+            request = options_request(proxy.port, f"norport-{n}-{uuid.uuid4().hex}", "tcp", nobody,
+                                      ruri=f"sip:bob@{LOOP}:{uas.getsockname()[1]}").replace(b";rport\r\n", b"\r\n")
+            conn.sendall(request)
+            forwarded, addr = uas.recvfrom(65536)
+            head = forwarded.split(b"\r\n\r\n")[0].split(b"\r\n")
+            kept = [h for h in head[1:] if not h.lower().startswith((b"max-forwards", b"content-length"))]
+            uas.sendto(b"\r\n".join([b"SIP/2.0 200 OK", *kept, b"Content-Length: 0", b"", b""]), addr)
+            response = read_tcp_message(conn, time.monotonic() + 5, bytearray())
+            assert status_of(response) == 200 and b"cport" not in response
