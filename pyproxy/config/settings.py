@@ -38,6 +38,10 @@ class Param:
     warn: Callable[[Any], str | None] | None = None   # a warning to print for an accepted value
 
 
+_NO_EFFECT = ("{} = yes has no effect: pyproxy adds received= whenever the top Via's host is not the "
+              "source address, without DNS lookups (see README)")
+
+
 def _params(section: str, *params: Param) -> list[Param]:
     return [Param(p.name, p.type, p.default, p.doc, section, p.repeat, p.scope, p.warn) for p in params]
 
@@ -68,13 +72,19 @@ CORE = _params(
           "Accepted for compatibility: TCP/TLS connections are served by the same workers as UDP "
           "(0 = children)."),
     Param("check_via", Bool(), False,
-          "Check that the top Via of a reply names this proxy; drop replies that do not."),
+          "Accepted for compatibility: pyproxy always checks that the top Via of a reply names it and "
+          "drops the reply otherwise (OpenSER's check_via=1)."),
     Param("dns", Bool(), False,
-          "Resolve the top Via's host of a request and add received= when it does not match the source."),
+          "Accepted for compatibility, no effect: received= is added whenever the top Via's host is not "
+          "the source address (as with dns=no; RFC 3261 18.2.1 allows it), never after a DNS lookup "
+          "per request.", warn=lambda on: _NO_EFFECT.format("dns") if on else None),
     Param("rev_dns", Bool(), False,
-          "Reverse-resolve the source address to compare with the top Via's host."),
+          "Accepted for compatibility, no effect, as dns.",
+          warn=lambda on: _NO_EFFECT.format("rev_dns") if on else None),
     Param("mhomed", Bool(), False,
-          "Multihomed host: pick the outgoing socket by asking the kernel for the route."),
+          "Accepted for compatibility: a socket bound to every address (0.0.0.0, ::) always sends from "
+          "the address the kernel routes by, as mhomed=1 did; of several specific addresses of one "
+          "transport and family, the first sends."),
     Param("disable_tcp", Bool(), False, "Do not listen on or open TCP connections."),
     Param("tcp_connection_lifetime", Int(1), 120, "Seconds an idle TCP/TLS connection is kept open."),
     Param("tcp_max_connections", Int(1), 2048, "Most TCP/TLS connections open at once."),
@@ -92,15 +102,20 @@ CORE = _params(
     Param("server_header", Str(), "Server: pyproxy", "The Server header added with server_signature."),
     Param("user_agent_header", Str(), "User-Agent: pyproxy",
           "The User-Agent header of requests pyproxy makes itself."),
-    Param("sip_warning", Bool(), False, "Add a Warning header with debugging details to replies."),
+    Param("sip_warning", Bool(), False,
+          "Add OpenSER's Warning header (392: the proxy's address and pid, the request's source, URIs "
+          "and Via count) to the replies sl makes; for debugging, as it shows internals to the world."),
     Param("max_message_size", Int(1024, 1 << 20), 65536,
           "Largest SIP message accepted, in bytes; larger ones are answered 513."),
     Param("reply_to_via", Bool(), False,
           "Send stateless replies to the top Via's address instead of the request's source."),
     Param("mpath", Str(), "", "Accepted for compatibility: modules are Python packages, found by name."),
-    Param("wdir", Str(), "", "Working directory of the processes after start."),
+    Param("wdir", Str(), "", "Working directory of the processes after start (empty: where pyproxy was "
+          "started)."),
     Param("disable_core_dump", Bool(), False, "Accepted for compatibility (Python processes)."),
-    Param("open_files_limit", Int(0), 0, "Raise the open file limit to this many at start (0: leave it)."),
+    Param("open_files_limit", Int(0), 0,
+          "Raise the open file limit to this many at start (0: leave it); above the hard limit "
+          "only as root."),
 )
 
 TLS = _params(

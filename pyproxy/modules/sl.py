@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 
 from ..forward import reply_destination_for_request, stamp_received
 from ..script.exports import FixupError, Function, ModuleExports, RouteType
@@ -22,13 +23,15 @@ def stateless_to_tag(msg) -> str:
     return hashlib.blake2s(key.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
 
 
-def send_reply(ctx, status: int, reason: str, extra_headers=()) -> int:
+def send_reply(ctx, status: int, reason: str, extra_headers=(), sip_warning: bool = False) -> int:
     msg, runtime = ctx.msg, ctx.runtime
     if msg.method == "ACK":
         return -1           # an ACK is never answered
     try:
         stamp_received(msg, ctx.rcv)
         to_tag = stateless_to_tag(msg) if status > 100 and msg.to.tag is None else None
+        if sip_warning:
+            extra_headers = (*extra_headers, noisy_feedback(ctx))
         data = make_response(msg, status, reason, to_tag=to_tag, headers=extra_headers)
         dest = reply_destination_for_request(msg, ctx.rcv, runtime.reply_to_via)
     except SIPError as e:
@@ -38,13 +41,22 @@ def send_reply(ctx, status: int, reason: str, extra_headers=()) -> int:
     return 1 if runtime.send(ctx, dest, data) else -1
 
 
-def sl_send_reply(ctx, status, reason, headers):
-    return send_reply(ctx, status, reason, headers)
+def noisy_feedback(ctx) -> tuple[str, str]:
+    """sip_warning: OpenSER's Warning header (RFC 3261 20.43, code 392) saying who answered what."""
+    msg, rcv = ctx.msg, ctx.rcv
+    host = f"[{rcv.dst_ip}]" if ":" in rcv.dst_ip else rcv.dst_ip
+    return ("Warning", f'392 {host}:{rcv.dst_port} "Noisy feedback tells: pid={os.getpid()} '
+                       f'req_src_ip={rcv.src_ip} req_src_port={rcv.src_port} in_uri={msg.received_ruri} '
+                       f'out_uri={msg.ruri} via_cnt=={len(msg.vias)}"')
 
 
-def sl_reply_error(ctx, headers):
+def sl_send_reply(ctx, status, reason, headers, sip_warning):
+    return send_reply(ctx, status, reason, headers, sip_warning)
+
+
+def sl_reply_error(ctx, headers, sip_warning):
     status, reason = ctx.last_error or (500, "Server Internal Error")
-    return send_reply(ctx, status, reason, headers)
+    return send_reply(ctx, status, reason, headers, sip_warning)
 
 
 def _server_headers(env) -> tuple:
@@ -59,7 +71,7 @@ def _send_reply_fixup(args, env):
     reason = text(args[1], 1)
     if "\r" in reason or "\n" in reason:
         raise FixupError("argument 2 (the reason phrase) must not contain a line break", 1)
-    return status_code(args[0], 0), reason, _server_headers(env)
+    return status_code(args[0], 0), reason, _server_headers(env), env.settings.sip_warning
 
 
 EXPORTS = ModuleExports(
@@ -70,6 +82,6 @@ EXPORTS = ModuleExports(
                  _send_reply_fixup, RouteType.REQUEST),
         Function("sl_reply_error", sl_reply_error, (0,),
                  "Reply statelessly with the status of the last error (500 when none).",
-                 lambda args, env: (_server_headers(env),), RouteType.REQUEST),
+                 lambda args, env: (_server_headers(env), env.settings.sip_warning), RouteType.REQUEST),
     ),
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import os
+import resource
 import select
 import signal
 import socket
@@ -57,6 +58,8 @@ class Arbiter:
         s = self.settings
         setup_logging(s.debug, s.log_stderror, s.log_facility)
         self.workers = s.children if s.fork else 1
+        if s.open_files_limit:
+            raise_open_files_limit(s.open_files_limit)
         try:
             self.listeners = bind_all(s)
         except BindError as e:
@@ -128,6 +131,7 @@ class Arbiter:
             self.drop_privileges()
             if not self.args.foreground:
                 daemonize()
+            self.enter_wdir()
             self.write_pid_file()
             self.install_signals()
             from setproctitle import setproctitle
@@ -156,6 +160,7 @@ class Arbiter:
     def run_single(self) -> int:
         """fork=no: one process, one loop, UDP and TCP (debugging)."""
         self.drop_privileges()
+        self.enter_wdir()
         self.write_pid_file()
         if self.with_mi:
             log.warning("fifo/mi_socket: the management interface needs fork=yes; it is off")
@@ -323,6 +328,15 @@ class Arbiter:
         self.children.clear()
 
     # -- process set-up -------------------------------------------------------------------------
+    def enter_wdir(self) -> None:
+        """wdir: the processes' working directory (where a core dump or a relative path lands)."""
+        wdir = self.settings.wdir
+        if wdir:
+            try:
+                os.chdir(wdir)
+            except OSError as e:
+                raise Halt(f"wdir={wdir}: {e.strerror}") from None
+
     def drop_privileges(self) -> None:
         s = self.settings
         if not (s.user or s.group):
@@ -377,6 +391,21 @@ def die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)       # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+def raise_open_files_limit(wanted: int) -> None:
+    """open_files_limit: every connection is a descriptor; the soft limit (often 1024) goes up to
+    ``wanted``, the hard limit too when we may (root)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if wanted <= soft:
+        return
+    new_hard = hard if hard == resource.RLIM_INFINITY or hard >= wanted else wanted
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, new_hard))
+    except (ValueError, OSError):
+        raise Halt(f"open_files_limit={wanted}: above the hard limit ({hard}) that this user may not "
+                   f"raise; raise it for the service (LimitNOFILE= in systemd) or lower the parameter") from None
+    log.info(f"open files limit raised from {soft} to {wanted}")
 
 
 def daemonize() -> None:

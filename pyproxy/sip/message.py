@@ -358,6 +358,11 @@ class Request(Message):
             uri = self._uri = parse_uri(self.ruri)
         return uri
 
+    @property
+    def received_ruri(self) -> str:
+        """The Request-URI as received, whatever set_ruri() did since."""
+        return self._start.split(b" ", 2)[1].decode("utf-8", "surrogateescape")
+
     def set_ruri(self, uri: str) -> None:
         if not uri or any(c in uri for c in " \t\r\n"):
             raise LocalSIPError(f"bad Request-URI {uri!r}")

@@ -52,6 +52,15 @@ def test_warnings_go_to_stderr_and_do_not_fail(tmp_path):
     assert r.returncode == 0 and f"{cfg}:1:1: warning: tls_method TLSv1" in r.stderr
 
 
+def test_openser_switches_without_effect_say_so(tmp_path):
+    cfg = tmp_path / "old.cfg"
+    cfg.write_text("dns=yes\nrev_dns=no\nrev_dns=on\n")
+    r = pyproxy("-c", "-f", str(cfg))
+    assert r.returncode == 0
+    assert f"{cfg}:1:1: warning: dns = yes has no effect" in r.stderr
+    assert f"{cfg}:3:1: warning: rev_dns = yes has no effect" in r.stderr and ":2:1:" not in r.stderr
+
+
 def test_help_lists_openser_options():
     r = pyproxy("-h")
     assert r.returncode == 0

@@ -281,3 +281,14 @@ def test_a_bug_met_while_routing_loses_the_message_not_the_worker():
     worker.process(INVITE.encode(), rcv, None)
     worker.process(INVITE.encode(), rcv, None)
     assert worker.stats.read()["dropped"] == 2
+
+
+def test_sip_warning_tells_who_answered_what(run):
+    script = 'sip_warning=yes\nroute { rewritehostport("10.9.9.9:5070"); sl_send_reply("404", "Not Here"); }'
+    _, _, runtime = run(script, src_ip="192.0.2.7", src_port=40002)
+    warning = parse_message(runtime.sent[0][1]).header("Warning")
+    assert warning.startswith('392 127.0.0.1:5060 "Noisy feedback tells: pid=')
+    assert ("req_src_ip=192.0.2.7 req_src_port=40002 in_uri=sip:bob@biloxi.example.com "
+            "out_uri=sip:bob@10.9.9.9:5070 via_cnt==1\"") in warning
+    _, _, runtime = run('route { sl_send_reply("404", "Not Here"); }')
+    assert parse_message(runtime.sent[0][1]).header("Warning") is None

@@ -36,3 +36,21 @@ def test_stops_cleanly_on_signal(proxy_factory, sig):
     assert rc == 0, f"exit status {rc} (None: still running 5 s after {sig.name})\n{proxy.tail()}"
     gone, alive = psutil.wait_procs(kids, timeout=max(0.1, 5 - (time.monotonic() - t0)))
     assert not alive, f"left running after the master exited: {[(p.pid, title(p)) for p in alive]}"
+
+
+def test_wdir_and_open_files_limit_apply_to_every_process(proxy_factory, tmp_path):
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = soft + 100 if hard == resource.RLIM_INFINITY or soft + 100 <= hard else soft
+    wdir = tmp_path / "wd"
+    wdir.mkdir()
+    proxy = proxy_factory(children=2, extra=f'wdir="{wdir}"\nopen_files_limit={wanted}\n')
+    for process in [psutil.Process(proxy.pid), *psutil.Process(proxy.pid).children()]:
+        assert process.cwd() == str(wdir), title(process)
+        assert process.rlimit(psutil.RLIMIT_NOFILE)[0] == wanted, title(process)
+
+
+def test_a_wdir_that_does_not_exist_stops_the_start(proxy_factory, tmp_path):
+    proxy = proxy_factory(children=1, extra=f'wdir="{tmp_path}/missing"\n', ready=False)
+    assert proxy.popen.wait(10) == 1
+    assert f"wdir={tmp_path}/missing: No such file or directory" in proxy.log()
