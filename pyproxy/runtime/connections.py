@@ -17,7 +17,7 @@ from ..config.values import Proto
 from ..forward import SEND_FAILED
 from ..script.context import ReceiveInfo
 from ..sip import MessageTooLarge, RemoteSIPError, Request
-from ..tls.pipe import TLSError, TLSPipe
+from ..tls.pipe import TLSError, TLSPipe, is_ip
 from ..tls.verify import matches_sip_domain, peer_summary, verify_error
 from . import ipc
 from .logs import log
@@ -25,6 +25,17 @@ from .shm import NO_DOMAIN, Stat
 from .tcp import TCPConnection
 
 CHANNEL_BURST = 32          # supervisor messages read per wake-up
+
+
+def client_sni(domain, target: str | None) -> str | None:
+    """The name an outbound TLS connection asks for: the domain's tls_server_name, else the host
+    name it goes to, else (an address) the name of the client domain chosen by name."""
+    named = domain.params.get("tls_server_name")
+    if named:
+        return named
+    if target and not is_ip(target):
+        return target
+    return domain.name
 
 
 class StreamConnections:
@@ -49,7 +60,7 @@ class StreamConnections:
             if domain is None:      # accepted: the socket it arrived on picks the server domain
                 domain = self.tls.server_domain(local[0], local[1])
             pipe = TLSPipe(domain.context, server_side=not outbound,
-                           server_name=(domain.params.get("tls_server_name") or target) if outbound else None)
+                           server_name=client_sni(domain, target) if outbound else None)
         conn = TCPConnection(conn_id, sock, proto, peer, local, self.max_size, outbound, connecting, pipe)
         conn.domain, conn.target = domain, target
         self.conns[conn_id] = conn

@@ -28,7 +28,7 @@ def describe(error: SSL.Error) -> str:
     return "; ".join(p for p in parts if p) or str(error) or type(error).__name__
 
 
-def _is_ip(host: str) -> bool:
+def is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
         return True
@@ -46,8 +46,11 @@ class TLSPipe:
         else:
             conn.set_connect_state()
             # RFC 6066: SNI carries host names only, never addresses
-            if server_name and not _is_ip(server_name):
-                conn.set_tlsext_host_name(server_name.rstrip(".").encode("idna"))
+            if server_name and not is_ip(server_name):
+                try:
+                    conn.set_tlsext_host_name(server_name.rstrip(".").encode("idna"))
+                except UnicodeError:
+                    pass        # not a host name (a client domain may be named anything): no SNI
         self.conn = conn
         self.server_side = server_side
         self.handshake_done = False

@@ -197,6 +197,36 @@ def test_wrong_name_server_never_sees_the_request_and_it_is_answered_477(proxy_f
     assert "does not match 127.0.0.1 (RFC 5922)" in proxy.log()
 
 
+def test_without_a_ca_list_the_client_side_trusts_the_system_cas(proxy_factory, pki, monkeypatch):
+    """As the shipped config does (no tls_ca_list): outgoing TLS verifies against the system's
+    CAs, here made the test CA with OpenSSL's SSL_CERT_FILE; a server it does not sign gets 477."""
+    from pyproxy.config.loader import load_config
+    from ._harness import ROOT
+    shipped = load_config(str(ROOT / "etc" / "pyproxy.cfg")).settings
+    assert shipped.tls_verify_server and not shipped.tls_ca_list and not shipped.tls_ca_path
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki / "ca" / "cacert.pem"))
+    port = free_port()
+    proxy = proxy_factory(children=1, extra=tls_settings(pki, port).replace(
+        f'tls_ca_list="{pki}/ca/cacert.pem"\n', "") + "tls_verify_server=1\n")
+    for cert, delivered in (("localhost", True), ("impostor", False)):
+        server_port = free_port()
+        server_ctx, listener = tls_server(pki, cert, server_port)
+        with udp_socket(5.0) as u:
+            u.sendto(options_request(proxy.port, f"system-{uuid.uuid4().hex}", "udp", u.getsockname()[1],
+                                     ruri=f"sips:bob@{LOOP}:{server_port}"), (LOOP, proxy.port))
+            conn, _ = listener.accept()
+            got = None
+            try:
+                with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                    got = read_tcp_message(tls, time.monotonic() + 5, bytearray())
+            except (ssl.SSLError, OSError):
+                pass
+            assert (got is not None and got.startswith(b"OPTIONS sips:bob@")) is delivered, cert
+            if not delivered:
+                assert status_of(u.recvfrom(65536)[0]) == 477
+        listener.close()
+
+
 def test_sni_picks_the_server_domain(proxy_factory, pki):
     port = free_port()
     extra = tls_settings(pki, port, more=(
