@@ -72,7 +72,11 @@ def get_statistics(mi, args):
 def tls_list(mi, args):
     if mi.tls_disabled:
         raise MIError("TLS is disabled")
-    return [conn for answer in mi.ask_workers("tls_list") for conn in answer]
+    answers = mi.ask_workers("tls_list")
+    failed = [a["error"] for a in answers if isinstance(a, dict)]
+    if failed:
+        raise MIError("; ".join(failed))
+    return [conn for answer in answers for conn in answer]
 
 
 @command("tls_reload", "re-read every TLS domain's files; connections stay, new handshakes use them")

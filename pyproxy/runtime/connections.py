@@ -14,7 +14,6 @@ import socket
 import time
 
 from ..config.values import Proto
-from ..forward import SEND_FAILED
 from ..script.context import ReceiveInfo
 from ..sip import MessageTooLarge, RemoteSIPError, Request
 from ..tls.pipe import TLSError, TLSPipe, is_ip
@@ -289,6 +288,13 @@ class StreamConnections:
         if not conn.out:
             self.loop.set_writer(conn.fd, None)
 
+    def write_waiting(self, conn: TCPConnection, data: bytes) -> bool:
+        """write(), keeping a request written before the connection is up (from this worker or
+        handed over by another) to answer it 477 if the connection fails."""
+        if not conn.established and not data.startswith(b"SIP/2.0 "):
+            conn.waiting.append(data)
+        return self.write(conn, data)
+
     def write(self, conn: TCPConnection, data: bytes) -> bool:
         if conn.closed:
             return False
@@ -324,9 +330,8 @@ class StreamConnections:
             except OSError:
                 pass
         if not conn.established:
-            for msg, rcv in conn.waiting:   # requests that never left: tell their senders
-                self.reply(msg, rcv, *SEND_FAILED, f"{msg.method} to {conn.proto.value}:{conn.peer_ip}:"
-                                                  f"{conn.peer_port} could not be sent ({why})")
+            for data in conn.waiting:       # requests that never left: tell their senders
+                self.bounce(data, f"to {conn.proto.value}:{conn.peer_ip}:{conn.peer_port}: {why}")
         conn.waiting = []
         self.loop.remove(conn.fd)
         try:

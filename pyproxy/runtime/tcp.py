@@ -38,7 +38,7 @@ class TCPConnection:
         self.tls_info: dict | None = None   # the peer summary, once the handshake is done
         self.domain = None              # TLS: the domain whose context the connection uses
         self.target: str | None = None  # outbound TLS: the host name the certificate must match
-        self.waiting: list = []         # requests sent before it was up: answered 477 if it fails
+        self.waiting: list[bytes] = []  # requests written before it was up: answered 477 if it fails
 
     @property
     def established(self) -> bool:

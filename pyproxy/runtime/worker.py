@@ -20,9 +20,9 @@ from collections import deque
 
 from ..config.ast import RouteKind
 from ..config.values import Proto
-from ..forward import forward_reply
+from ..forward import SEND_FAILED, forward_reply
 from ..script.context import Destination, ReceiveInfo, ScriptContext
-from ..sip import (MessageTooLarge, RemoteSIPError, Request, SIPError, parse_message,
+from ..sip import (MessageTooLarge, RemoteSIPError, Request, SIPError, make_response, parse_message,
                    parse_without_content_length)
 from . import ipc
 from .connections import StreamConnections
@@ -37,6 +37,7 @@ from .tcp import TCPConnection
 BOOT_FAILED = 3             # exit status of a worker that could not start: the master stops
 UDP_BURST = 32              # datagrams read per wake-up
 HANDOFF_BACKLOG = 20000     # hand-offs kept for a busy worker before they are dropped
+NOT_RECEIVED = ReceiveInfo("0.0.0.0", 0, "0.0.0.0", 0, Proto.UDP)     # for messages we make ourselves
 
 
 def wants_affinity(config) -> bool:
@@ -218,18 +219,23 @@ class Worker(StreamConnections):
             elif item[0] == ipc.SEND:
                 _, conn_id, data = item
                 conn = self.conns.get(conn_id)
-                if conn is None or not self.write(conn, data):
+                if conn is None:
+                    self.bounce(data, f"connection {conn_id:#x} is gone")
+                if conn is None or not self.write_waiting(conn, data):
                     self.stats.add(Stat.SEND_ERRORS)
-                    self.ratelog("gone", logging.INFO, f"connection {conn_id:#x} is gone; message dropped")
 
     # -- management commands (from the mi process) ---------------------------------------------
     def on_control(self, request_id: int, command: str) -> None:
-        if command == "tls_list":
-            result = [self.tls_entry(c) for c in self.conns.values() if c.pipe is not None]
-        elif command == "tls_reload":
-            result = self.reload_tls()
-        else:
-            result = {"error": f"unknown worker command {command}"}
+        try:
+            if command == "tls_list":
+                result = [self.tls_entry(c) for c in self.conns.values() if c.pipe is not None]
+            elif command == "tls_reload":
+                result = self.reload_tls()
+            else:
+                result = {"error": f"unknown worker command {command}"}
+        except Exception as e:      # the operator gets an answer, not a timeout
+            log.exception(f"management command {command} failed")
+            result = {"error": f"{command} failed in worker {self.index + 1}: {e}"}
         if self.mi_reply is not None:
             try:
                 self.mi_reply.send(ipc.dumps((request_id, self.index, result)))
@@ -244,7 +250,7 @@ class Worker(StreamConnections):
         return {"id": conn.conn_id, "worker": self.index + 1, "direction": "out" if conn.outbound else "in",
                 "local": f"{conn.local_ip}:{conn.local_port}", "peer": f"{conn.peer_ip}:{conn.peer_port}",
                 "domain": domain.label if domain is not None else None,
-                "sni": sni.decode("idna", "replace") if isinstance(sni, bytes) else sni,
+                "sni": sni.decode("ascii", "replace") if isinstance(sni, bytes) else sni,   # A-labels
                 "established": conn.pipe.handshake_done, "version": info.get("version"),
                 "cipher": info.get("cipher"), "peer_subject": info.get("subject"),
                 "verified": bool(info.get("verified")), "age": round(time.monotonic() - conn.opened, 1)}
@@ -326,6 +332,22 @@ class Worker(StreamConnections):
         else:
             self.stats.add(Stat.DROPPED)
             self.ratelog("malformed", logging.INFO, text + " (dropped)")
+
+    def bounce(self, data: bytes, why: str) -> None:
+        """A request we forwarded never left: its sender hears 477, as if from the next hop (a
+        response made from the forwarded bytes goes back along their Vias, without ours)."""
+        from ..modules.sl import stateless_to_tag
+        try:
+            request = parse_message(data)
+            if not isinstance(request, Request) or request.method == "ACK":
+                raise SIPError("not a request to answer")
+            response = parse_message(make_response(request, *SEND_FAILED, to_tag=stateless_to_tag(request)))
+        except SIPError:
+            self.ratelog("bounce", logging.INFO, f"a message could not be sent ({why}); dropped")
+            return
+        answered = forward_reply(ScriptContext(response, NOT_RECEIVED, self)) > 0
+        self.ratelog("bounce", logging.INFO, f"{request.method} {request.ruri} could not be sent ({why}); "
+                                             f"{'answered 477' if answered else 'its sender cannot be told'}")
 
     def reply(self, msg, rcv: ReceiveInfo, status: int, reason: str, why: str) -> None:
         from ..modules.sl import send_reply
@@ -427,19 +449,15 @@ class Worker(StreamConnections):
     def send_stream(self, proto: Proto, ip: str, port: int, data: bytes, ctx=None, host: str = "") -> bool:
         domain_name = self.client_domain_name(ctx)
         conn = self.peers.get((proto, ip, port))       # one of ours: no shared-table lookup needed
-        if conn is not None and self.reusable(proto, self.domain_index(conn), domain_name, ip, port):
-            return self.write(conn, data)
-        found = self.shm.lookup(proto, ip, port)
-        if found is not None and (found[1] != self.index or found[0] in self.conns) and \
-                self.reusable(proto, found[2], domain_name, ip, port):
-            return self.send_on(found[0], found[1], data)
-        conn = self.connect(proto, ip, port, host or ip, domain_name)
-        if conn is None:
-            return False
-        if ctx is not None and not conn.established and isinstance(ctx.msg, Request) and \
-                not data.startswith(b"SIP/2.0 "):
-            conn.waiting.append((ctx.msg, ctx.rcv))
-        return self.write(conn, data)
+        if conn is None or not self.reusable(proto, self.domain_index(conn), domain_name, ip, port):
+            found = self.shm.lookup(proto, ip, port)
+            if found is not None and (found[1] != self.index or found[0] in self.conns) and \
+                    self.reusable(proto, found[2], domain_name, ip, port):
+                return self.send_on(found[0], found[1], data)
+            conn = self.connect(proto, ip, port, host or ip, domain_name)
+            if conn is None:
+                return False
+        return self.write_waiting(conn, data)
 
     def reusable(self, proto: Proto, opened_with: int, domain_name: str | None, ip: str, port: int) -> bool:
         """The seed reuses a connection whatever the client domain; tls_match_domain_on_reuse asks

@@ -1,6 +1,7 @@
 """TLS through the running proxy, with real peers: Python's ssl and openssl s_client as clients,
 certificates made with pyproxyctl's own code (pyproxy.certs)."""
 
+import contextlib
 import re
 import socket
 import ssl
@@ -170,6 +171,36 @@ def test_untrusted_server_gets_the_request_answered_477(proxy_factory, pki):
         data, _ = u.recvfrom(65536)
         assert status_of(data) == 477
     listener.close()
+
+
+def test_every_request_waiting_for_a_failed_connection_is_answered_477(proxy_factory, pki):
+    """Requests sent while the connection is still being set up, by the worker that opened it or
+    handed to it by another, all hear 477 when the handshake then fails."""
+    port, server_port = free_port(), free_port()
+    proxy = proxy_factory(children=2, extra=tls_settings(pki, port))
+    server_ctx, listener = tls_server(pki, "impostor", server_port)
+    calls = [f"waiting-{n}-{uuid.uuid4().hex}" for n in range(6)]
+    with udp_socket(5.0) as u:
+        for call_id in calls:
+            u.sendto(options_request(proxy.port, call_id, "udp", u.getsockname()[1],
+                                     ruri=f"sips:bob@{LOOP}:{server_port}"), (LOOP, proxy.port))
+        # each worker may open a connection before it learns of the other's: take all of them
+        conns = []
+        listener.settimeout(1.0)
+        with contextlib.suppress(socket.timeout):
+            while len(conns) < 2:
+                conns.append(listener.accept()[0])
+        for conn in conns:              # every request is now queued on a connection
+            try:
+                server_ctx.wrap_socket(conn, server_side=True)
+            except (ssl.SSLError, OSError):
+                pass                    # the proxy refuses our certificate
+        answered = {}
+        for _ in calls:
+            data, _ = u.recvfrom(65536)
+            answered[re.search(rb"Call-ID: (\S+)", data).group(1).decode()] = status_of(data)
+    listener.close()
+    assert answered == dict.fromkeys(calls, 477)
 
 
 def test_wrong_name_server_never_sees_the_request_and_it_is_answered_477(proxy_factory, pki):
