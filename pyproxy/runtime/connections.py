@@ -75,7 +75,7 @@ class StreamConnections:
         try:
             conn.pipe.start()
         except TLSError as e:
-            self.close(conn, f"TLS handshake failed: {e}")
+            self.close(conn, f"TLS handshake failed: {e}", refused=True)
             return
         self.flush_tls(conn)
 
@@ -209,7 +209,7 @@ class StreamConnections:
             detail = verify_error(pipe.conn)    # OpenSSL's "certificate verify failed" says little
             reason = f"{e}: {detail}" if detail else str(e)
             self.close(conn, f"TLS handshake failed: {reason}{self.peer_subject(conn)}" if not was_done
-                       else f"TLS error: {reason}")
+                       else f"TLS error: {reason}", refused=not was_done)
             return b""
         if pipe.handshake_done and not was_done and not self.handshake_complete(conn):
             return b""
@@ -228,7 +228,7 @@ class StreamConnections:
                 cert = conn.pipe.conn.get_peer_certificate(as_cryptography=True)
                 if cert is None or not matches_sip_domain(cert, conn.target):
                     self.close(conn, f"TLS server certificate does not match {conn.target} (RFC 5922)"
-                                     f"{self.peer_subject(conn)}")
+                                     f"{self.peer_subject(conn)}", refused=True)
                     return False
         else:       # the domain SNI chose, as this table knows it (a reload may have replaced it since)
             conn.domain = self.tls.domain_of_connection(conn.pipe.conn) or conn.domain
@@ -314,13 +314,15 @@ class StreamConnections:
             self.loop.set_writer(conn.fd, lambda: self.on_writable(conn))
         return True
 
-    def close(self, conn: TCPConnection, why: str | None) -> None:
+    def close(self, conn: TCPConnection, why: str | None, refused: bool = False) -> None:
+        """``refused``: a peer that failed TLS checks, logged apart from routine closes so that a
+        flood of the ones cannot hide the others."""
         if conn.closed:
             return
         conn.closed = True
         if why:
-            self.ratelog("close", logging.INFO, f"closing {conn.proto.value} connection with "
-                                                f"{conn.peer_ip}:{conn.peer_port}: {why}")
+            self.ratelog("refused" if refused else "close", logging.INFO,
+                         f"closing {conn.proto.value} connection with {conn.peer_ip}:{conn.peer_port}: {why}")
         if conn.out:
             self.ratelog("lost", logging.WARNING, f"{len(conn.out)} queued bytes to "
                                                   f"{conn.peer_ip}:{conn.peer_port} dropped")

@@ -116,6 +116,23 @@ def test_client_certificate_required(proxy_factory, pki):
         raise ConnectionError("refused after the handshake")
 
 
+def test_a_refused_peer_is_logged_even_among_many_routine_closes(proxy_factory, pki):
+    """Close reasons are logged at most once a second per kind: TLS refusals are a kind of their
+    own, so a burst of broken TCP streams cannot hide them."""
+    port = free_port()
+    proxy = proxy_factory(children=1, extra=tls_settings(pki, port, 1, 1))
+    for _ in range(3):
+        with socket.create_connection((LOOP, proxy.port), timeout=5) as broken:
+            broken.sendall(b"INVITE sip:x SIP/2.0\r\nContent-Length: nope\r\n\r\n")
+            wait_closed(broken, 5)
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        tls_options(port, client_context(pki, cert="impostor"))
+    deadline = time.monotonic() + 5
+    while "certificate verify failed" not in proxy.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "bad stream" in proxy.log() and "TLS handshake failed: certificate verify failed" in proxy.log()
+
+
 def test_handshake_timeout(proxy_factory, pki):
     port = free_port()
     proxy = proxy_factory(children=2, extra=tls_settings(pki, port, more="tls_handshake_timeout=2"))
