@@ -1,7 +1,9 @@
 """Which hosts and ports are this proxy ("myself" in the script).
 
-Every listen address, every alias, and, for sockets bound to every address, the host's own
-names and addresses. A port of ``None`` means "any of our ports" (``src_ip==myself``).
+Every listen address, every alias, and the host's own names: for sockets bound to every address,
+all of them (names and addresses); for a socket bound to one address, the host's names that
+resolve to it (``localhost`` for a loopback address), as OpenSER's automatic aliases did. A port
+of ``None`` means "any of our ports" (``src_ip==myself``).
 """
 
 from __future__ import annotations
@@ -26,8 +28,12 @@ class Myself:
                 wildcard_ports.add(port)
             else:
                 self.ports.setdefault(_norm(s.host), set()).add(port)
-        for host in _local_names() if wildcard_ports else ():
+        names = _local_names()
+        for host in names if wildcard_ports else ():
             self.ports.setdefault(host, set()).update(wildcard_ports)
+        for ip, ports in list(self.ports.items()):
+            for name in names.get(ip, ()):
+                self.ports.setdefault(name, set()).update(ports)
         all_ports = {p for ports in self.ports.values() for p in ports}
         for a in aliases:
             # an alias without a port stands for the name on every port we listen on
@@ -40,14 +46,15 @@ class Myself:
         return port is None or port in ports
 
 
-def _local_names() -> set[str]:
-    names = {"localhost", "127.0.0.1", "::1"}
+def _local_names() -> dict[str, set[str]]:
+    """The host's names and addresses, each address with the names that resolve to it."""
+    names = {"127.0.0.1": {"localhost"}, "::1": {"localhost"}, "localhost": set()}
     try:
-        hostname = socket.gethostname()
-        names.add(hostname.lower())
-        names.add(socket.getfqdn().lower())
-        for info in socket.getaddrinfo(hostname, None):
-            names.add(info[4][0].lower())
+        hostname = socket.gethostname().lower()
+        for name in {hostname, socket.getfqdn().lower()}:
+            names.setdefault(name, set())
+            for info in socket.getaddrinfo(name, None):
+                names.setdefault(_norm(info[4][0]), set()).add(name)
     except OSError:
         pass
     return names

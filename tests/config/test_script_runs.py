@@ -292,3 +292,17 @@ def test_sip_warning_tells_who_answered_what(run):
             "out_uri=sip:bob@10.9.9.9:5070 via_cnt==1\"") in warning
     _, _, runtime = run('route { sl_send_reply("404", "Not Here"); }')
     assert parse_message(runtime.sent[0][1]).header("Warning") is None
+
+
+def test_myself_includes_the_host_names_of_each_listen_address():
+    """OpenSER's automatic aliases: a name of this host counts as myself on the ports of the
+    addresses it resolves to (localhost for loopback), not on others."""
+    import socket
+    from pyproxy.config.values import SocketSpec
+    from pyproxy.myself import Myself
+    me = Myself([SocketSpec(Proto.UDP, "127.0.0.1", 5070), SocketSpec(Proto.TLS, "192.0.2.1", 5061)])
+    assert me("localhost", 5070) and me("LOCALHOST.", 5070) and not me("localhost", 5061)
+    hostname = socket.gethostname()
+    addresses = {info[4][0] for info in socket.getaddrinfo(hostname, None)}
+    assert me(hostname, 5070) is ("127.0.0.1" in addresses)
+    assert Myself([SocketSpec(Proto.UDP, "0.0.0.0", 5070)])(hostname, 5070)
