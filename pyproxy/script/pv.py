@@ -100,7 +100,7 @@ def _tls(field: str, join: bool = False):
         value = info.get(field)
         if join:
             return ",".join(value) if value else None
-        return value
+        return None if value == "" else value      # no peer certificate: $null, as the SANs
     return get
 
 
