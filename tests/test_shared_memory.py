@@ -68,3 +68,26 @@ def test_call_id_without_parsing(raw, expected):
 
 def test_owner_is_crc32_of_call_id():
     assert ipc.owner_of(b"abc@h", 4) == zlib.crc32(b"abc@h") % 4
+
+
+def test_a_respawned_worker_never_reuses_its_predecessors_connection_ids():
+    """The supervisor may learn a new worker's first connection before it forgets the dead
+    one's: their ids must differ (forget_owner would otherwise drop the live connection)."""
+    import os
+    from types import SimpleNamespace
+    from pyproxy.runtime.connections import StreamConnections
+
+    def first_id() -> int:
+        return StreamConnections.new_conn_id(SimpleNamespace(index=1, next_conn=0))
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:        # the "respawned" worker 2
+        os.write(write, str(first_id()).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    theirs = int(os.read(read, 64))
+    os.close(read)
+    os.close(write)
+    ours = first_id()
+    assert ours != theirs and ours >> 48 == theirs >> 48 == 2

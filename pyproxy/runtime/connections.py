@@ -42,7 +42,9 @@ class StreamConnections:
 
     def new_conn_id(self) -> int:
         self.next_conn += 1
-        return ((self.index + 1) << 40) | self.next_conn
+        # the worker's number and this incarnation's pid: a respawned worker's ids never meet the
+        # ones its predecessor registered and the supervisor may not have forgotten yet
+        return ((self.index + 1) << 48) | ((os.getpid() & 0xFFFF) << 32) | (self.next_conn & 0xFFFFFFFF)
 
     def adopt(self, conn_id: int, sock: socket.socket, proto: Proto, peer: tuple, local: tuple,
               outbound: bool = False, connecting: bool = False, domain=None,
