@@ -47,12 +47,14 @@ class MIServer:
         self.clients: dict[int, tuple[socket.socket, bytearray]] = {}
 
     # -- process --------------------------------------------------------------------------------
-    def run(self) -> None:
+    def run(self, endpoints: "Endpoints") -> None:
         become("mi", self.loop.stop)
-        if self.settings.fifo:
-            self.open_fifo()
-        if self.settings.mi_socket:
-            self.open_socket()
+        if endpoints.fifo_fd is not None:
+            self.fifo_fd, self.fifo_buf = endpoints.fifo_fd, bytearray()
+            self.loop.add_reader(self.fifo_fd, self.on_fifo)
+        if endpoints.listener is not None:
+            self.listener = endpoints.listener
+            self.loop.add_reader(self.listener.fileno(), self.accept)
         try:
             self.loop.run()
         finally:
@@ -102,21 +104,6 @@ class MIServer:
         return commands.run(self, name, args)
 
     # -- the JSON-RPC socket --------------------------------------------------------------------
-    def open_socket(self) -> None:
-        path = self.settings.mi_socket
-        _unlink(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o777 & ~self.settings.mi_socket_mode)
-        try:
-            sock.bind(path)
-        finally:
-            os.umask(old)
-        os.chmod(path, self.settings.mi_socket_mode)
-        sock.listen(16)
-        sock.setblocking(False)
-        self.listener = sock
-        self.loop.add_reader(sock.fileno(), self.accept)
-
     def accept(self) -> None:
         try:
             client, _ = self.listener.accept()
@@ -172,20 +159,6 @@ class MIServer:
         return {"jsonrpc": "2.0", "result": result, "id": request.get("id")}
 
     # -- the FIFO -------------------------------------------------------------------------------
-    def open_fifo(self) -> None:
-        path = self.settings.fifo
-        if os.path.exists(path):
-            if not stat.S_ISFIFO(os.stat(path).st_mode):
-                log.error(f"fifo={path} exists and is not a FIFO: the FIFO interface is off")
-                return
-            _unlink(path)
-        os.mkfifo(path, self.settings.fifo_mode)
-        os.chmod(path, self.settings.fifo_mode)
-        # opened read-write so that the last writer closing does not give us EOF after EOF
-        self.fifo_fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
-        self.fifo_buf = bytearray()
-        self.loop.add_reader(self.fifo_fd, self.on_fifo)
-
     def on_fifo(self) -> None:
         try:
             data = os.read(self.fifo_fd, 65536)
@@ -238,6 +211,51 @@ def _text(result, indent: str = "") -> str:
 
 def _rpc_error(request_id, code: int, message: str) -> dict:
     return {"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": request_id}
+
+
+class MIStartError(Exception):
+    """A management endpoint cannot be created; the text names the parameter and the path."""
+
+
+class Endpoints:
+    """The management socket and FIFO, made by the master before it forks and drops privileges:
+    a bad path stops the start with its name, folders only root may write work, and a respawned
+    mi process serves the same ones."""
+
+    def __init__(self, settings) -> None:
+        self.listener = _open_socket(settings.mi_socket, settings.mi_socket_mode) if settings.mi_socket else None
+        self.fifo_fd = _open_fifo(settings.fifo, settings.fifo_mode) if settings.fifo else None
+
+
+def _open_socket(path: str, mode: int) -> socket.socket:
+    _unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o777 & ~mode)
+    try:
+        sock.bind(path)
+        os.chmod(path, mode)
+    except OSError as e:
+        sock.close()
+        raise MIStartError(f"mi_socket={path}: {e.strerror}") from None
+    finally:
+        os.umask(old)
+    sock.listen(16)
+    sock.setblocking(False)
+    return sock
+
+
+def _open_fifo(path: str, mode: int) -> int:
+    try:
+        if os.path.lexists(path):
+            if not stat.S_ISFIFO(os.lstat(path).st_mode):
+                raise MIStartError(f"fifo={path} exists and is not a FIFO (pyproxy does not replace it)")
+            os.unlink(path)
+        os.mkfifo(path, mode)
+        os.chmod(path, mode)
+        # opened read-write so that the last writer closing does not give us EOF after EOF
+        return os.open(path, os.O_RDWR | os.O_NONBLOCK)
+    except OSError as e:
+        raise MIStartError(f"fifo={path}: {e.strerror}") from None
 
 
 def _unlink(path: str) -> None:

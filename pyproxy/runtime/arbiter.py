@@ -9,6 +9,7 @@ message instead of being restarted forever.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import resource
@@ -18,10 +19,12 @@ import socket
 import sys
 import time
 
+from ..mi.server import Endpoints, MIServer, MIStartError
 from ..myself import Myself
 from . import ipc
 from .listeners import BindError, bind_all
-from .logs import log, set_role, setup as setup_logging
+from .logs import log, set_role
+from .logs import setup as setup_logging
 from .shm import OutOfSharedMemory, SharedMemory
 from .supervisor import LocalSupervisor, Supervisor
 from .worker import BOOT_FAILED, Worker
@@ -83,6 +86,12 @@ class Arbiter:
         self.supervisor_master_end.setblocking(False)
         self.with_mi = bool(s.fifo or s.mi_socket)
         self.mi_recv, self.mi_reply = ipc.datagram_pair() if self.with_mi else (None, None)
+        self.mi_endpoints = None
+        if self.with_mi and s.fork:
+            try:
+                self.mi_endpoints = Endpoints(s)
+            except MIStartError as e:
+                raise Halt(str(e)) from None
         self.started_at = time.time()
 
     def build_tls(self):
@@ -128,11 +137,11 @@ class Arbiter:
             self.build()
             if not self.settings.fork:
                 return self.run_single()
-            self.drop_privileges()
             if not self.args.foreground:
                 daemonize()
             self.enter_wdir()
-            self.write_pid_file()
+            self.write_pid_file()       # before the drop: its folder (/run) is often root's alone
+            self.drop_privileges()
             self.install_signals()
             from setproctitle import setproctitle
             setproctitle("pyproxy: master")
@@ -159,9 +168,9 @@ class Arbiter:
 
     def run_single(self) -> int:
         """fork=no: one process, one loop, UDP and TCP (debugging)."""
-        self.drop_privileges()
         self.enter_wdir()
         self.write_pid_file()
+        self.drop_privileges()
         if self.with_mi:
             log.warning("fifo/mi_socket: the management interface needs fork=yes; it is off")
         local = LocalSupervisor(self.shm, self.settings)
@@ -182,6 +191,7 @@ class Arbiter:
             self.started[(kind, index)] = time.monotonic()
             return
         status = 0
+        set_role(_role(kind, index))        # a failure before become() names this process too
         try:
             die_with_parent()
             for sig in self.SIGNALS:
@@ -197,14 +207,13 @@ class Arbiter:
                     return
                 worker.serve()
             elif kind == "mi":
-                from ..mi.server import MIServer
                 MIServer(self.config, os.getppid(), self.started_at, self.shm, self.workers,
-                         [h[1] for h in self.handoffs], self.mi_recv, signal.SIGUSR2).run()
+                         [h[1] for h in self.handoffs], self.mi_recv, signal.SIGUSR2).run(self.mi_endpoints)
             else:
                 Supervisor(self.listeners, [c[0] for c in self.channels], self.supervisor_master_end,
                            self.shm, self.settings, self.workers).run()
         except BaseException:
-            log.exception(f"{kind} {index + 1} crashed")
+            log.exception(f"{_role(kind, index)} crashed")
             status = 1
         finally:
             logging_flush()
@@ -275,7 +284,7 @@ class Arbiter:
             if kind is None or self.stopping:
                 continue
             code = os.waitstatus_to_exitcode(status)
-            name = {"worker": f"worker {index + 1}", "supervisor": "tcp main", "mi": "mi"}[kind]
+            name = _role(kind, index)
             if code == BOOT_FAILED:
                 raise Halt(f"{name} could not start (see the log above); stopping")
             self.note_death((kind, index), name)
@@ -383,10 +392,14 @@ def logging_flush() -> None:
             pass
 
 
+def _role(kind: str, index: int) -> str:
+    """A child's name in titles and logs."""
+    return {"worker": f"worker {index + 1}", "supervisor": "tcp main", "mi": "mi"}[kind]
+
+
 def die_with_parent() -> None:
     """Ask Linux to TERM this child if the master disappears (kill -9 of the master)."""
     try:
-        import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)       # PR_SET_PDEATHSIG
     except (OSError, AttributeError):

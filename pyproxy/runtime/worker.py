@@ -21,15 +21,24 @@ from collections import deque
 from ..config.ast import RouteKind
 from ..config.values import Proto
 from ..forward import SEND_FAILED, forward_reply
+from ..modules.sl import send_reply, stateless_to_tag
 from ..script.context import Destination, ReceiveInfo, ScriptContext
-from ..sip import (MessageTooLarge, RemoteSIPError, Request, SIPError, make_response, parse_message,
-                   parse_without_content_length)
+from ..sip import (
+    MessageTooLarge,
+    RemoteSIPError,
+    Request,
+    SIPError,
+    make_response,
+    parse_message,
+    parse_without_content_length,
+)
+from ..tls.domains import DomainTable, TLSConfigError
 from . import ipc
 from .connections import StreamConnections
 from .listeners import Listener
 from .logs import log
-from .process import become
 from .loop import EventLoop
+from .process import become
 from .resolver import Resolver
 from .shm import Stat
 from .tcp import TCPConnection
@@ -259,7 +268,6 @@ class Worker(StreamConnections):
         """New handshakes use freshly read files; connections keep the context they started with."""
         if self.tls is None:
             return {"ok": False, "error": "TLS is disabled"}
-        from ..tls.domains import DomainTable, TLSConfigError
         try:
             self.tls = DomainTable.build(self.settings, self.config.tls_domains, self.config.cfg_dir)
         except TLSConfigError as e:
@@ -336,7 +344,6 @@ class Worker(StreamConnections):
     def bounce(self, data: bytes, why: str) -> None:
         """A request we forwarded never left: its sender hears 477, as if from the next hop (a
         response made from the forwarded bytes goes back along their Vias, without ours)."""
-        from ..modules.sl import stateless_to_tag
         try:
             request = parse_message(data)
             if not isinstance(request, Request) or request.method == "ACK":
@@ -350,7 +357,6 @@ class Worker(StreamConnections):
                                              f"{'answered 477' if answered else 'its sender cannot be told'}")
 
     def reply(self, msg, rcv: ReceiveInfo, status: int, reason: str, why: str) -> None:
-        from ..modules.sl import send_reply
         if send_reply(ScriptContext(msg, rcv, self), status, reason) > 0:
             self.ratelog("reply", logging.INFO, f"{why}; answered {status}")
         else:

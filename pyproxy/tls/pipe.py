@@ -9,6 +9,7 @@ reason.
 
 from __future__ import annotations
 
+import encodings.idna  # noqa: F401 -- loaded before a worker drops privileges (SNI encodes with it)
 import ipaddress
 
 from OpenSSL import SSL
