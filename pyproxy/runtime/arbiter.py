@@ -55,6 +55,7 @@ class Arbiter:
         self.quick_deaths: dict[tuple[str, int], int] = {}
         self.signal_queue: list[int] = []
         self.stopping = False
+        self.start_report: int | None = None     # daemon mode: the pipe the starting command reads
 
     # -- building, before fork ------------------------------------------------------------------
     def build(self) -> None:
@@ -138,7 +139,10 @@ class Arbiter:
             if not self.settings.fork:
                 return self.run_single()
             if not self.args.foreground:
-                daemonize()
+                if self.settings.log_stderror:
+                    print("pyproxy: warning: log_stderror (-E) without -D: a daemon's standard error "
+                          "goes nowhere; use -D (systemd) or syslog", file=sys.stderr)
+                self.start_report = daemonize()
             self.enter_wdir()
             self.write_pid_file()       # before the drop: its folder (/run) is often root's alone
             self.drop_privileges()
@@ -147,6 +151,7 @@ class Arbiter:
             setproctitle("pyproxy: master")
             set_role("master")
             log.info(f"pyproxy started: {', '.join(map(str, self.listeners))}; {self.workers} workers")
+            self.report_start("ok")
             # Everything built so far lives as long as the server: out of the collector's sight,
             # no process walks (and so dirties, copy-on-write) those pages again (Python docs, gc.freeze)
             gc.freeze()
@@ -161,10 +166,21 @@ class Arbiter:
             log.critical(e.reason)
             if not (log.handlers and self.settings.log_stderror):
                 print(f"pyproxy: {e.reason}", file=sys.stderr)    # syslog alone would hide it
+            self.report_start(e.reason)
             self.stop()
             return e.status
         finally:
             self.remove_pid_file()
+
+    def report_start(self, outcome: str) -> None:
+        """Tell the command that started the daemon how the start went (it waits for this)."""
+        fd, self.start_report = self.start_report, None
+        if fd is not None:
+            try:
+                os.write(fd, outcome.encode("utf-8", "replace")[:4000] + b"\n")
+            except OSError:
+                pass
+            os.close(fd)
 
     def run_single(self) -> int:
         """fork=no: one process, one loop, UDP and TCP (debugging)."""
@@ -421,10 +437,20 @@ def raise_open_files_limit(wanted: int) -> None:
     log.info(f"open files limit raised from {soft} to {wanted}")
 
 
-def daemonize() -> None:
-    """Detach from the terminal (fork=yes without -D), as OpenSER did."""
+def daemonize() -> int:
+    """Detach from the terminal (fork=yes without -D), as OpenSER did. The command waits until the
+    daemon reports how its start went (a line on the pipe whose write end this returns): "ok"
+    exits 0, anything else is printed and exits 1, so a failure after the fork is not silent."""
+    report_r, report_w = os.pipe()
     if os.fork():
-        os._exit(0)
+        os.close(report_w)
+        with os.fdopen(report_r, "rb") as report:
+            outcome = report.readline().decode("utf-8", "replace").strip()
+        if outcome == "ok":
+            os._exit(0)
+        print(f"pyproxy: {outcome or 'the daemon exited while starting'}", file=sys.stderr)
+        os._exit(1)
+    os.close(report_r)
     os.setsid()
     if os.fork():
         os._exit(0)
@@ -432,6 +458,7 @@ def daemonize() -> None:
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     os.close(devnull)
+    return report_w
 
 
 def _spec(listener):

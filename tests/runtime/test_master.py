@@ -582,3 +582,29 @@ def test_sigusr1_logs_the_counters_of_every_process(reaper, tmp_path):
     assert delta("worker", "local_replies") == 7, (first, second)
     assert delta("tcp main", "tcp_accepted") == 2, (first, second)
     assert proxy.alive() and proxy.answers() == (200, 200)
+
+
+def test_a_daemon_that_fails_after_detaching_says_so_on_the_command(reaper, tmp_path):
+    """Without -D the command waits for the daemon's start: a failure after the fork (here the
+    pid file, written by the daemon) is printed by the command, which exits 1, nothing left running."""
+    folder = tmp_path / "d"
+    folder.mkdir()
+    cfg = write_config(folder, free_port(), 1)
+    def running() -> set[int]:
+        pids = set()
+        for p in psutil.process_iter():
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE and title(p).startswith("pyproxy"):
+                    pids.add(p.pid)
+            except psutil.Error:
+                pass
+        return pids
+
+    before = running()
+    launcher = reaper.popen([sys.executable, "-m", "pyproxy", "-f", str(cfg), "-P", str(tmp_path / "no" / "x.pid")],
+                            cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = launcher.communicate(timeout=10)
+    assert launcher.returncode == 1
+    assert f"cannot write the pid file {tmp_path}/no/x.pid: No such file or directory" in out.decode()
+    assert "log_stderror (-E) without -D" in out.decode()       # the harness config logs to stderr
+    assert wait_for(lambda: not running() - before, 5), "a pyproxy process was left running"
