@@ -15,7 +15,7 @@ from typing import Any, Callable
 from .ast import Assign
 from .errors import ErrorList
 from .tlsmethod import TLSMethodType, deprecation_warning
-from .values import Bool, Choice, HostPort, Int, LogFacility, Socket, Str
+from .values import AddressPort, Bool, Choice, HostPort, Int, LogFacility, Socket, Str
 
 
 class Scope(enum.Flag):
@@ -85,6 +85,10 @@ CORE = _params(
           "Accepted for compatibility: a socket bound to every address (0.0.0.0, ::) always sends from "
           "the address the kernel routes by, as mhomed=1 did; of several specific addresses of one "
           "transport and family, the first sends."),
+    Param("dns_server", AddressPort(), (),
+          "A DNS server pyproxy asks (RFC 3263: SRV, then A/AAAA), address[:port]; repeat for more, "
+          "asked in order when one does not answer. Without any, the servers of /etc/resolv.conf.",
+          repeat=True),
     Param("disable_tcp", Bool(), False, "Do not listen on or open TCP connections."),
     Param("tcp_connection_lifetime", Int(1), 120, "Seconds an idle TCP/TLS connection is kept open."),
     Param("tcp_max_connections", Int(1), 2048, "Most TCP/TLS connections open at once."),

@@ -157,6 +157,18 @@ class HostPort:
         return parse_host_port(v.text, allow_proto=False)
 
 
+class AddressPort:
+    describe = "address[:port] (an IP address: DNS servers cannot be found by name)"
+
+    def __call__(self, v: Value) -> SocketSpec:
+        spec = parse_host_port(v.text, allow_proto=False)
+        try:
+            ipaddress.ip_address(spec.host.strip("[]"))
+        except ValueError:
+            raise ValueError(f"expected an IP address, found {spec.host!r}") from None
+        return SocketSpec(None, spec.host.strip("[]"), spec.port)
+
+
 _FACILITIES = ("LOG_AUTH", "LOG_AUTHPRIV", "LOG_CRON", "LOG_DAEMON", "LOG_FTP", "LOG_KERN", "LOG_LPR",
                "LOG_MAIL", "LOG_NEWS", "LOG_SYSLOG", "LOG_USER", "LOG_UUCP",
                *(f"LOG_LOCAL{i}" for i in range(8)))

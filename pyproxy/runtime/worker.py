@@ -39,7 +39,7 @@ from .listeners import Listener
 from .logs import log
 from .loop import EventLoop
 from .process import become
-from .resolver import Resolver
+from .resolver import UNKNOWN, Resolver
 from .shm import Stat
 from .tcp import TCPConnection
 
@@ -102,8 +102,8 @@ class Worker(StreamConnections):
         self.peers: dict[tuple[Proto, str, int], TCPConnection] = {}    # our connections by peer
         self.backlogs: dict[int, deque] = {}      # hand-offs waiting for a busy worker's socket
         self.next_conn = 0
-        self.resolver = Resolver()
         self.loop = EventLoop()
+        self.resolver = Resolver(self.loop, [(d.host, d.port) for d in self.settings.dns_server])
         self.ratelog = RateLimitedLog()
         self.stats = shm.stats_of(index)
         self.source_cache: dict[str, str] = {}
@@ -373,7 +373,7 @@ class Worker(StreamConnections):
             raise SIPError(f"no {proto.value} socket to send from")
         host = listener.host
         if listener.wildcard:
-            host = self.source_address(dest.host, listener.family)
+            host = self.source_address(proto, dest, listener.family)
         return (f"[{host}]" if ":" in host else host), listener.port
 
     def listener_for(self, proto: Proto, host: str) -> Listener | None:
@@ -387,9 +387,12 @@ class Worker(StreamConnections):
             self.listener_cache[(proto, family)] = found
         return found
 
-    def source_address(self, host: str, family: int) -> str:
-        """The local address the kernel would send from (for sockets bound to every address)."""
-        ip = self.resolver.address(host) or ("::1" if family == socket.AF_INET6 else "127.0.0.1")
+    def source_address(self, proto: Proto, dest: Destination, family: int) -> str:
+        """The local address the kernel would send from (for sockets bound to every address); for
+        a name not resolved yet, the one it sends to the documentation network from (the default
+        route's), as the message must be built before DNS answers."""
+        target = self.resolver.target(proto, dest.host, dest.port)
+        ip = target[0] if isinstance(target, tuple) else ("2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1")
         cached = self.source_cache.get(ip)
         if cached is None:
             probe = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM)
@@ -408,18 +411,29 @@ class Worker(StreamConnections):
     def send(self, ctx, dest: Destination, data: bytes) -> bool:
         rcv = ctx.rcv
         if rcv.conn_id and dest.proto is rcv.proto and dest.host == rcv.src_ip and dest.port == rcv.src_port:
-            ok = self.send_on(rcv.conn_id, rcv.conn_owner, data)    # back on the connection it came on
+            return self.count_sent(ctx, data, self.send_on(rcv.conn_id, rcv.conn_owner, data))
+        target = self.resolver.target(dest.proto, dest.host, dest.port)
+        if target is UNKNOWN:       # DNS answers later; a request that cannot go is answered 477 then
+            self.resolver.resolve(dest.proto, dest.host, dest.port,
+                                  lambda found, why: self.send_to(ctx, dest, data, found, bounce=True))
+            return True
+        return self.send_to(ctx, dest, data, target)
+
+    def send_to(self, ctx, dest: Destination, data: bytes, target, bounce: bool = False) -> bool:
+        if target is None:
+            why = self.resolver.why(dest.proto, dest.host, dest.port)
+            self.ratelog("dns", logging.WARNING, f"cannot resolve {dest.proto.value}:{dest.host}"
+                                                 f"{f':{dest.port}' if dest.port else ''}: {why}")
+            if bounce:
+                self.bounce(data, f"cannot resolve {dest.host}: {why}")
+            return self.count_sent(ctx, data, False)
+        if dest.proto is Proto.UDP:
+            ok = self.send_udp(target[0], target[1], data)
         else:
-            ip = self.resolver.address(dest.host)
-            if ip is None:
-                self.ratelog("dns", logging.WARNING, f"cannot resolve {dest.host}")
-                self.stats.add(Stat.SEND_ERRORS)
-                return False
-            port = dest.port or dest.proto.default_port
-            if dest.proto is Proto.UDP:
-                ok = self.send_udp(ip, port, data)
-            else:
-                ok = self.send_stream(dest.proto, ip, port, data, ctx, dest.host)
+            ok = self.send_stream(dest.proto, target[0], target[1], data, ctx, dest.host)
+        return self.count_sent(ctx, data, ok)
+
+    def count_sent(self, ctx, data: bytes, ok: bool) -> bool:
         if not ok:
             self.stats.add(Stat.SEND_ERRORS)
         elif not isinstance(ctx.msg, Request):

@@ -1,0 +1,127 @@
+"""RFC 3263 through a running proxy and a DNS server of the test's own (dns_server=): SRV, then
+the target's address; a name with a port by its address; failures answered 477; a DNS server that
+never answers blocks nobody; sips: by _sips._tcp with the certificate checked against the domain."""
+
+import random
+import re
+import time
+import uuid
+
+import pytest
+
+from pyproxy.config.values import Proto
+from pyproxy.runtime.resolver import UNKNOWN, Resolver, order_srv, read_hosts
+
+from ._harness import LOOP, free_port, options_request, read_tcp_message, status_of, udp_socket
+from .dns_server import DNSServer
+from .test_tls import tls_server, tls_settings
+
+
+@pytest.fixture
+def dns_zone():
+    servers = []
+
+    def start(records):
+        server = DNSServer(records)
+        servers.append(server)
+        return server
+    yield start
+    for server in servers:
+        server.close()
+
+
+def send(proxy, u, ruri, call_id=None):
+    call_id = call_id or f"dns-{uuid.uuid4().hex}"
+    u.sendto(options_request(proxy.port, call_id, "udp", u.getsockname()[1], ruri=ruri), (LOOP, proxy.port))
+    return call_id
+
+
+def test_srv_then_the_targets_address_and_the_answers_are_cached(proxy_factory, dns_zone):
+    with udp_socket(5.0) as uas, udp_socket(5.0) as u:
+        zone = dns_zone({("_sip._udp.example.test", "SRV"): [f"10 0 {uas.getsockname()[1]} box1.example.test.",
+                                                              "20 0 9 box2.example.test."],
+                         ("box1.example.test", "A"): [LOOP]})
+        proxy = proxy_factory(children=1, extra=f"dns_server={LOOP}:{zone.port}\n")
+        for _ in range(3):
+            call_id = send(proxy, u, "sip:bob@example.test")
+            got, _ = uas.recvfrom(65536)
+            assert got.startswith(b"OPTIONS sip:bob@example.test SIP/2.0") and call_id.encode() in got
+    assert zone.questions == {("_sip._udp.example.test", "SRV"): 1, ("box1.example.test", "A"): 1}
+
+
+def test_a_name_with_a_port_goes_by_its_address(proxy_factory, dns_zone):
+    with udp_socket(5.0) as uas, udp_socket(5.0) as u:
+        zone = dns_zone({("uas.example.test", "A"): [LOOP]})
+        proxy = proxy_factory(children=1, extra=f"dns_server={LOOP}:{zone.port}\n")
+        send(proxy, u, f"sip:bob@uas.example.test:{uas.getsockname()[1]}")
+        assert uas.recvfrom(65536)[0].startswith(b"OPTIONS sip:bob@uas.example.test:")
+    assert ("_sip._udp.uas.example.test", "SRV") not in zone.questions
+
+
+def test_a_name_that_does_not_resolve_is_answered_477(proxy_factory, dns_zone):
+    zone = dns_zone({})
+    proxy = proxy_factory(children=1, extra=f"dns_server={LOOP}:{zone.port}\n")
+    with udp_socket(5.0) as u:
+        send(proxy, u, "sip:bob@nowhere.example.test")
+        assert status_of(u.recvfrom(65536)[0]) == 477
+    assert "nowhere.example.test does not exist" in proxy.log()
+
+
+def test_a_dns_server_that_never_answers_blocks_nobody(proxy_factory, dns_zone):
+    """One worker: while its question waits (1.5 s per server), it answers OPTIONS at once."""
+    zone = dns_zone({})
+    zone.silent = True
+    proxy = proxy_factory(children=1, extra=f"dns_server={LOOP}:{zone.port}\n")
+    with udp_socket(5.0) as u:
+        waiting = send(proxy, u, "sip:bob@slow.example.test")
+        started = time.monotonic()
+        send(proxy, u, f"sip:{LOOP}:{proxy.port}")
+        data, _ = u.recvfrom(65536)
+        assert status_of(data) == 200 and time.monotonic() - started < 1.0
+        data, _ = u.recvfrom(65536)
+        assert status_of(data) == 477 and waiting.encode() in data
+        assert 1.0 < time.monotonic() - started < 4.0
+    assert zone.questions[("_sip._udp.slow.example.test", "SRV")] == 1
+
+
+def test_sips_by_srv_and_the_certificate_checked_against_the_domain(proxy_factory, dns_zone, pki):
+    """RFC 5922: the server at the SRV target must prove the SIP domain (biloxi.example.com), not
+    the target's name."""
+    port, server_port = free_port(), free_port()
+    zone = dns_zone({("_sips._tcp.biloxi.example.com", "SRV"): [f"0 0 {server_port} sip1.biloxi.example.com."],
+                     ("sip1.biloxi.example.com", "A"): [LOOP]})
+    proxy = proxy_factory(children=1, extra=tls_settings(pki, port) + f"tls_verify_server=1\n"
+                                                                      f"dns_server={LOOP}:{zone.port}\n")
+    server_ctx, listener = tls_server(pki, "biloxi.example.com", server_port)
+    with udp_socket(5.0) as u:
+        send(proxy, u, "sips:bob@biloxi.example.com")
+        conn, _ = listener.accept()
+        with server_ctx.wrap_socket(conn, server_side=True) as tls:
+            got = read_tcp_message(tls, time.monotonic() + 5, bytearray())
+    listener.close()
+    assert got is not None and got.startswith(b"OPTIONS sips:bob@biloxi.example.com SIP/2.0")
+    assert re.search(rb"Via: SIP/2.0/TLS 127\.0\.0\.1:\d+;branch=", got)
+
+
+# -- the pure parts -------------------------------------------------------------------------------
+
+def test_srv_order_is_priority_then_weight():
+    records = [(20, 0, 1, "c"), (10, 1, 2, "a"), (10, 3, 3, "b"), (10, 0, 4, "z")]
+    firsts = [order_srv(records, random.Random(seed))[0][3] for seed in range(400)]
+    assert set(firsts) == {"a", "b"}
+    assert 0.6 < firsts.count("b") / len(firsts) < 0.9           # weight 3 of 4
+    for seed in range(50):
+        ordered = order_srv(records, random.Random(seed))
+        assert [r[0] for r in ordered] == [10, 10, 10, 20] and ordered[2][3] == "z"   # zero weight last
+
+
+def test_addresses_and_the_hosts_file_need_no_dns(tmp_path):
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n# a comment\n192.0.2.7  pbx.example.test pbx  # trailing\n::1 ip6-localhost\n")
+    names = read_hosts(str(hosts))
+    assert names == {"localhost": "127.0.0.1", "pbx.example.test": "192.0.2.7", "pbx": "192.0.2.7",
+                     "ip6-localhost": "::1"}
+    resolver = Resolver(None, [("127.0.0.1", 9)], names)
+    assert resolver.target(Proto.TLS, "PBX.example.test.", None) == ("192.0.2.7", 5061)
+    assert resolver.target(Proto.UDP, "[::1]", 5070) == ("::1", 5070)
+    assert resolver.target(Proto.UDP, "elsewhere.example.test", None) is UNKNOWN
