@@ -83,18 +83,27 @@ def order_srv(records: list[tuple[int, int, int, str]], rng=random) -> list[tupl
 
 
 def nameservers(configured: list[tuple[str, int | None]]) -> list[tuple[str, int]]:
-    """The dns_server entries, else the servers of /etc/resolv.conf."""
-    if configured:
-        return [(host, port or 53) for host, port in configured]
-    try:
-        found = dns.resolver.Resolver(configure=True).nameservers
-    except (dns.exception.DNSException, OSError):
-        found = []
-    return [(str(s), 53) for s in found] or [("127.0.0.1", 53)]
+    """The dns_server entries, else the servers of /etc/resolv.conf; addresses in the form the
+    kernel reports answers from (``[0:0::1]`` is ``::1``)."""
+    if not configured:
+        try:
+            configured = [(str(s), None) for s in dns.resolver.Resolver(configure=True).nameservers]
+        except (dns.exception.DNSException, OSError):
+            configured = []
+    found = []
+    for host, port in configured:
+        address = literal(host)
+        if address is not None:
+            found.append((address, port or 53))
+    return found or [("127.0.0.1", 53)]
+
+
+def _name(host: str) -> str:
+    return host.lower().rstrip(".")
 
 
 class Lookup:
-    """One RFC 3263 resolution in flight: the queries it still needs, and who waits for it."""
+    """One RFC 3263 resolution in flight, and who waits for it."""
 
     __slots__ = ("key", "waiting", "ttl")
 
@@ -104,73 +113,89 @@ class Lookup:
         self.ttl = MAX_TTL
 
 
+class Query:
+    """One question to one server, on a socket of its own (a fresh source port: a forged answer
+    must guess it as well as the 16-bit id)."""
+
+    __slots__ = ("message", "server", "sock", "timer", "on_answer", "next_server")
+
+    def __init__(self, message, server, sock, on_answer, next_server) -> None:
+        self.message, self.server, self.sock = message, server, sock
+        self.on_answer, self.next_server = on_answer, next_server
+        self.timer = None
+
+
 class Resolver:
     def __init__(self, loop=None, servers: list[tuple[str, int | None]] = (), hosts: dict[str, str] | None = None):
         self.loop = loop
         self.servers = nameservers(list(servers))
         self.hosts = read_hosts() if hosts is None else hosts
-        self.cache: dict[tuple, tuple[float | None, Target | None, str]] = {}  # key -> (expiry, target, why)
+        self.literals: dict[str, str] = {}          # host as written -> address (no expiry)
+        self.cache: dict[tuple, tuple[float, Target | None, str]] = {}   # key -> (expiry, target, why)
         self.lookups: dict[tuple, Lookup] = {}
-        self.queries: dict[int, tuple] = {}         # DNS id -> (socket, lookup step state)
-        self.sockets: dict[int, socket.socket] = {}  # family -> our query socket
 
     # -- what is known now (the hot path) --------------------------------------------------------
     def target(self, proto: Proto, host: str, port: int | None):
         """(address, port), None (known not to resolve), or UNKNOWN (call resolve())."""
-        key = (proto, host, port)
-        hit = self.cache.get(key)
-        if hit is not None and (hit[0] is None or hit[0] > time.monotonic()):
-            return hit[1]
-        if len(self.cache) > 10000:
-            self.cache.clear()
-        address = literal(host) or self.hosts.get(host.lower().rstrip("."))
+        address = self.literals.get(host)
+        if address is None:
+            address = literal(host)
+            if address is not None:
+                if len(self.literals) > 10000:
+                    self.literals.clear()
+                self.literals[host] = address
+            else:
+                address = self.hosts.get(_name(host))
         if address is not None:
-            found = (address, port or proto.default_port)
-            self.cache[key] = (None, found, "")
-            return found
+            return address, port or proto.default_port
+        hit = self.cache.get((proto, _name(host), port))
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
         return UNKNOWN
 
     def why(self, proto: Proto, host: str, port: int | None) -> str:
-        hit = self.cache.get((proto, host, port))
+        hit = self.cache.get((proto, _name(host), port))
         return hit[2] if hit else ""
 
     # -- asking DNS ----------------------------------------------------------------------------
     def resolve(self, proto: Proto, host: str, port: int | None, callback: Callback) -> None:
         """Calls ``callback(target, why)`` once the name is resolved or known not to be."""
-        key = (proto, host, port)
         known = self.target(proto, host, port)
         if known is not UNKNOWN:
             callback(known, self.why(proto, host, port))
             return
+        key = (proto, _name(host), port)
         lookup = self.lookups.get(key)
         if lookup is not None:
             lookup.waiting.append(callback)
             return
         lookup = self.lookups[key] = Lookup(key)
         lookup.waiting.append(callback)
-        name = host.rstrip(".")
+        name = _name(host)
         if port is not None:
             self.ask_address(lookup, name, port)
         else:
-            self.ask(lookup, _SRV_PREFIX[proto] + name, dns.rdatatype.SRV,
+            self.ask(_SRV_PREFIX[proto] + name, dns.rdatatype.SRV,
                      lambda answer, why: self.on_srv(lookup, name, answer, why))
 
     def on_srv(self, lookup: Lookup, name: str, answer, why: str) -> None:
-        records = [] if answer is None else [
-            (rd.priority, rd.weight, rd.port, rd.target.to_text(omit_final_dot=True))
-            for rrset in answer.answer if rrset.rdtype == dns.rdatatype.SRV for rd in rrset]
+        if answer is None:          # no server answered, or they failed: not "no such service"
+            self.finish(lookup, None, why)
+            return
+        records = [(rd.priority, rd.weight, rd.port, rd.target.to_text(omit_final_dot=True))
+                   for rrset in answer.answer if rrset.rdtype == dns.rdatatype.SRV for rd in rrset]
         records = [r for r in records if r[3] not in ("", ".")]     # "." : no such service here
         if not records:     # RFC 3263 4.2: no SRV, the name's own address on the default port
             self.ask_address(lookup, name, lookup.key[0].default_port)
             return
         lookup.ttl = min(lookup.ttl, *(rrset.ttl for rrset in answer.answer))
         _, _, port, target = order_srv(records)[0]
+        target = _name(target)
         glue = [rd.address for rrset in answer.additional if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)
-                and rrset.name.to_text(omit_final_dot=True).lower() == target.lower() for rd in rrset]
-        if glue:
-            self.finish(lookup, (glue[0], port), "")
-        elif literal(target) or target.lower() in self.hosts:
-            self.finish(lookup, (literal(target) or self.hosts[target.lower()], port), "")
+                and _name(rrset.name.to_text()) == target for rd in rrset]
+        address = glue[0] if glue else literal(target) or self.hosts.get(target)
+        if address is not None:
+            self.finish(lookup, (address, port), "")
         else:
             self.ask_address(lookup, target, port)
 
@@ -182,74 +207,86 @@ class Resolver:
                 lookup.ttl = min(lookup.ttl, addresses[0][1])
                 self.finish(lookup, (addresses[0][0], port), "")
             elif rdtype == dns.rdatatype.A and answer is not None and not why:
-                self.ask_address(lookup, name, port, dns.rdatatype.AAAA)
+                self.ask_address(lookup, name, port, dns.rdatatype.AAAA)    # NOERROR, no A: IPv6 only?
             else:
                 self.finish(lookup, None, why or f"{name} has no address")
-        self.ask(lookup, name, rdtype, on_answer)
+        self.ask(name, rdtype, on_answer)
 
     def finish(self, lookup: Lookup, found: Target | None, why: str) -> None:
         ttl = max(MIN_TTL, min(MAX_TTL, lookup.ttl)) if found else NEGATIVE_TTL
+        if len(self.cache) > 10000:
+            self.cache.clear()
         self.cache[lookup.key] = (time.monotonic() + ttl, found, why)
         del self.lookups[lookup.key]
         for callback in lookup.waiting:
-            callback(found, why)
+            try:
+                callback(found, why)
+            except Exception:       # one waiter's failure must not lose the others' messages
+                log.exception(f"sending to {lookup.key[1]} after DNS answered failed")
 
     # -- the wire ------------------------------------------------------------------------------
-    def ask(self, lookup: Lookup, name: str, rdtype, on_answer, server: int = 0) -> None:
-        """One question to one server; on_answer(response or None, why) once, whatever happens."""
+    def ask(self, name: str, rdtype, on_answer, server: int = 0) -> None:
+        """One question to one server; ``on_answer(response or None, why)`` exactly once, whatever
+        happens: a response (NOERROR or NXDOMAIN), else None when every server failed."""
         if server >= len(self.servers):
             on_answer(None, f"no DNS server answered for {name}")
             return
-        query = dns.message.make_query(name, rdtype)
-        while query.id in self.queries:
-            query.id = random.getrandbits(16)
         host, port = self.servers[server]
-        sock = self.socket_for(host)
         try:
-            sock.sendto(query.to_wire(), (host, port))
+            # EDNS: SRV sets larger than 512 bytes arrive whole
+            message = dns.message.make_query(name, rdtype, use_edns=0, payload=1232)
+            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+        except dns.exception.DNSException as e:      # a label over 63 bytes, a name over 255...
+            on_answer(None, f"{name}: not a DNS name ({e})")
+            return
+        except OSError as e:
+            on_answer(None, f"cannot ask DNS: {e.strerror}")
+            return
+        query = Query(message, (host, port), sock, on_answer,
+                      lambda: self.ask(name, rdtype, on_answer, server + 1))
+        try:
+            sock.setblocking(False)
+            sock.sendto(message.to_wire(), (host, port))
         except OSError as e:
             log.warning(f"DNS server {host}:{port}: {e.strerror}")
-            self.ask(lookup, name, rdtype, on_answer, server + 1)
+            self.done(query).next_server()
             return
-        timer = self.loop.call_later(QUERY_TIMEOUT, lambda: self.on_timeout(query.id))
-        self.queries[query.id] = (query, (host, port), timer, on_answer,
-                                  lambda: self.ask(lookup, name, rdtype, on_answer, server + 1))
+        self.loop.add_reader(sock.fileno(), lambda: self.on_readable(query))
+        query.timer = self.loop.call_later(QUERY_TIMEOUT, lambda: self.done(query).next_server())
 
-    def on_timeout(self, query_id: int) -> None:
-        pending = self.queries.pop(query_id, None)
-        if pending is not None:
-            pending[4]()                                    # the next server
+    def done(self, query: Query) -> Query:
+        if query.timer is not None:
+            query.timer.cancel()
+        if query.sock.fileno() >= 0:
+            self.loop.remove(query.sock.fileno())
+            query.sock.close()
+        return query
 
-    def socket_for(self, host: str) -> socket.socket:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = self.sockets.get(family)
-        if sock is None:
-            sock = self.sockets[family] = socket.socket(family, socket.SOCK_DGRAM)
-            sock.setblocking(False)
-            self.loop.add_reader(sock.fileno(), lambda: self.on_readable(sock))
-        return sock
-
-    def on_readable(self, sock: socket.socket) -> None:
+    def on_readable(self, query: Query) -> None:
         while True:
             try:
-                data, source = sock.recvfrom(65535)
+                data, source = query.sock.recvfrom(65535)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
-                continue                                    # an ICMP error of an earlier query
+            except OSError:         # ICMP port unreachable: nobody serves DNS there
+                self.done(query).next_server()
+                return
+            if (source[0], source[1]) != query.server:
+                continue
             try:
                 response = dns.message.from_wire(data)
             except dns.exception.DNSException:
                 continue
-            pending = self.queries.get(response.id)
-            if pending is None or (source[0], source[1]) != pending[1] or not pending[0].is_response(response):
-                continue                                    # late, spoofed or someone else's
-            del self.queries[response.id]
-            pending[2].cancel()
+            if not query.message.is_response(response):
+                continue                                    # late or forged
+            self.done(query)
             rcode = response.rcode()
-            if rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-                pending[3](response, "" if rcode == dns.rcode.NOERROR else
-                           f"{pending[0].question[0].name.to_text(omit_final_dot=True)} does not exist")
+            if rcode == dns.rcode.NOERROR:
+                query.on_answer(response, "")
+            elif rcode == dns.rcode.NXDOMAIN:
+                query.on_answer(response, f"{query.message.question[0].name.to_text(omit_final_dot=True)} "
+                                          f"does not exist")
             else:
                 log.log(logging.INFO, f"DNS server {source[0]}:{source[1]} answered {dns.rcode.to_text(rcode)}")
-                pending[4]()
+                query.next_server()
+            return

@@ -47,6 +47,8 @@ BOOT_FAILED = 3             # exit status of a worker that could not start: the 
 UDP_BURST = 32              # datagrams read per wake-up
 HANDOFF_BACKLOG = 20000     # hand-offs kept for a busy worker before they are dropped
 NOT_RECEIVED = ReceiveInfo("0.0.0.0", 0, "0.0.0.0", 0, Proto.UDP)     # for messages we make ourselves
+SOURCE_PENDING = "source.pyproxy.invalid"   # a Via host to fill in once DNS says where it goes
+FROM_CTX = object()         # send_stream(): the TLS client domain named by the context's AVP now
 
 
 def wants_affinity(config) -> bool:
@@ -373,7 +375,9 @@ class Worker(StreamConnections):
             raise SIPError(f"no {proto.value} socket to send from")
         host = listener.host
         if listener.wildcard:
-            host = self.source_address(proto, dest, listener.family)
+            target = self.resolver.target(proto, dest.host, dest.port)
+            # a name DNS has not answered for yet: the address is written in when it has (send_to)
+            host = self.source_address(target[0]) if isinstance(target, tuple) else SOURCE_PENDING
         return (f"[{host}]" if ":" in host else host), listener.port
 
     def listener_for(self, proto: Proto, host: str) -> Listener | None:
@@ -387,12 +391,8 @@ class Worker(StreamConnections):
             self.listener_cache[(proto, family)] = found
         return found
 
-    def source_address(self, proto: Proto, dest: Destination, family: int) -> str:
-        """The local address the kernel would send from (for sockets bound to every address); for
-        a name not resolved yet, the one it sends to the documentation network from (the default
-        route's), as the message must be built before DNS answers."""
-        target = self.resolver.target(proto, dest.host, dest.port)
-        ip = target[0] if isinstance(target, tuple) else ("2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1")
+    def source_address(self, ip: str) -> str:
+        """The local address the kernel sends to ``ip`` from (for sockets bound to every address)."""
         cached = self.source_cache.get(ip)
         if cached is None:
             probe = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM)
@@ -413,24 +413,36 @@ class Worker(StreamConnections):
         if rcv.conn_id and dest.proto is rcv.proto and dest.host == rcv.src_ip and dest.port == rcv.src_port:
             return self.count_sent(ctx, data, self.send_on(rcv.conn_id, rcv.conn_owner, data))
         target = self.resolver.target(dest.proto, dest.host, dest.port)
-        if target is UNKNOWN:       # DNS answers later; a request that cannot go is answered 477 then
+        if target is UNKNOWN:       # DNS answers later: send then (a request that cannot go hears 477)
+            domain_name = self.client_domain_name(ctx)      # as the script left it at forward()
             self.resolver.resolve(dest.proto, dest.host, dest.port,
-                                  lambda found, why: self.send_to(ctx, dest, data, found, bounce=True))
+                                  lambda found, why: self.send_later(ctx, dest, data, found, why, domain_name))
             return True
         return self.send_to(ctx, dest, data, target)
 
-    def send_to(self, ctx, dest: Destination, data: bytes, target, bounce: bool = False) -> bool:
+    def send_later(self, ctx, dest: Destination, data: bytes, target, why: str, domain_name) -> None:
+        pending = SOURCE_PENDING.encode() in data
         if target is None:
-            why = self.resolver.why(dest.proto, dest.host, dest.port)
-            self.ratelog("dns", logging.WARNING, f"cannot resolve {dest.proto.value}:{dest.host}"
-                                                 f"{f':{dest.port}' if dest.port else ''}: {why}")
-            if bounce:
-                self.bounce(data, f"cannot resolve {dest.host}: {why}")
+            self.ratelog("dns", logging.WARNING, f"cannot resolve {dest.proto.value}:{dest.host}: {why}")
+            if pending:     # any of our addresses will do for the answer we make ourselves
+                data = data.replace(SOURCE_PENDING.encode(), b"127.0.0.1", 1)
+            self.bounce(data, f"cannot resolve {dest.host}: {why}")
+            self.count_sent(ctx, data, False)
+            return
+        if pending:
+            data = data.replace(SOURCE_PENDING.encode(), self.source_address(target[0]).encode(), 1)
+        if not self.send_to(ctx, dest, data, target, domain_name) and dest.proto is Proto.UDP:
+            self.bounce(data, f"sending to {target[0]}:{target[1]} failed")  # streams answer on close
+
+    def send_to(self, ctx, dest: Destination, data: bytes, target, domain_name=FROM_CTX) -> bool:
+        if target is None:
+            self.ratelog("dns", logging.WARNING, f"cannot resolve {dest.proto.value}:{dest.host}: "
+                                                 f"{self.resolver.why(dest.proto, dest.host, dest.port)}")
             return self.count_sent(ctx, data, False)
         if dest.proto is Proto.UDP:
             ok = self.send_udp(target[0], target[1], data)
         else:
-            ok = self.send_stream(dest.proto, target[0], target[1], data, ctx, dest.host)
+            ok = self.send_stream(dest.proto, target[0], target[1], data, ctx, dest.host, domain_name)
         return self.count_sent(ctx, data, ok)
 
     def count_sent(self, ctx, data: bytes, ok: bool) -> bool:
@@ -466,8 +478,10 @@ class Worker(StreamConnections):
             self.ratelog("udpsend", logging.WARNING, f"sending to udp:{ip}:{port}: {e.strerror}")
             return False
 
-    def send_stream(self, proto: Proto, ip: str, port: int, data: bytes, ctx=None, host: str = "") -> bool:
-        domain_name = self.client_domain_name(ctx)
+    def send_stream(self, proto: Proto, ip: str, port: int, data: bytes, ctx=None, host: str = "",
+                    domain_name=FROM_CTX) -> bool:
+        if domain_name is FROM_CTX:
+            domain_name = self.client_domain_name(ctx)
         conn = self.peers.get((proto, ip, port))       # one of ours: no shared-table lookup needed
         if conn is None or not self.reusable(proto, self.domain_index(conn), domain_name, ip, port):
             found = self.shm.lookup(proto, ip, port)

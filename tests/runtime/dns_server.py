@@ -18,6 +18,7 @@ class DNSServer:
         self.records = {(name.lower().rstrip("."), rdtype): values for (name, rdtype), values in records.items()}
         self.ttl = ttl
         self.silent = False
+        self.servfail: set[str] = set()     # names answered SERVFAIL
         self.questions: Counter = Counter()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
@@ -43,7 +44,9 @@ class DNSServer:
                 continue
             response = dns.message.make_response(query)
             values = self.records.get((name, rdtype))
-            if values:
+            if name in self.servfail:
+                response.set_rcode(dns.rcode.SERVFAIL)
+            elif values:
                 response.answer.append(dns.rrset.from_text(name + ".", self.ttl, "IN", rdtype, *values))
             elif not any(n == name for n, _ in self.records):
                 response.set_rcode(dns.rcode.NXDOMAIN)

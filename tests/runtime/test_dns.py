@@ -10,7 +10,8 @@ import uuid
 import pytest
 
 from pyproxy.config.values import Proto
-from pyproxy.runtime.resolver import UNKNOWN, Resolver, order_srv, read_hosts
+from pyproxy.runtime.loop import EventLoop
+from pyproxy.runtime.resolver import UNKNOWN, Resolver, nameservers, order_srv, read_hosts
 
 from ._harness import LOOP, free_port, options_request, read_tcp_message, status_of, udp_socket
 from .dns_server import DNSServer
@@ -125,3 +126,45 @@ def test_addresses_and_the_hosts_file_need_no_dns(tmp_path):
     assert resolver.target(Proto.TLS, "PBX.example.test.", None) == ("192.0.2.7", 5061)
     assert resolver.target(Proto.UDP, "[::1]", 5070) == ("::1", 5070)
     assert resolver.target(Proto.UDP, "elsewhere.example.test", None) is UNKNOWN
+
+
+def resolve_all(resolver, loop, questions, timeout=5.0):
+    """Run the loop until every (proto, host, port) question is answered: {question: (target, why)}."""
+    answers = {}
+    for q in questions:
+        resolver.resolve(*q, lambda found, why, q=q: answers.setdefault(q, (found, why)))
+    deadline = time.monotonic() + timeout
+    while len(answers) < len(questions) and time.monotonic() < deadline:
+        loop.running = True
+        loop.call_later(0.05, loop.stop)
+        loop.run()
+    return answers
+
+
+def test_resolver_cases_against_a_real_dns_server(dns_zone):
+    zone = dns_zone({("v6only.example.test", "AAAA"): ["::1"],
+                     ("_sip._tcp.shared.example.test", "SRV"): ["0 0 5070 shared.example.test."],
+                     ("shared.example.test", "A"): ["192.0.2.9"],
+                     ("broken.example.test", "A"): [LOOP]})
+    zone.servfail.add("_sip._udp.broken.example.test")
+    loop = EventLoop()
+    resolver = Resolver(loop, [(LOOP, zone.port)], {})
+    long_label = "x" * 64 + ".example.test"
+    shared = [(Proto.TCP, "shared.example.test", None)] * 3
+    answers = resolve_all(resolver, loop, [(Proto.UDP, "v6only.example.test", 5060),
+                                           (Proto.UDP, "broken.example.test", None),
+                                           (Proto.UDP, long_label, None), *shared])
+    assert answers[(Proto.UDP, "v6only.example.test", 5060)] == (("::1", 5060), "")
+    found, why = answers[(Proto.UDP, "broken.example.test", None)]
+    assert found is None and "no DNS server answered" in why          # SERVFAIL is not "no SRV"
+    found, why = answers[(Proto.UDP, long_label, None)]
+    assert found is None and "not a DNS name" in why and not resolver.lookups
+    assert answers[shared[0]] == (("192.0.2.9", 5070), "")
+    assert zone.questions[("_sip._tcp.shared.example.test", "SRV")] == 1      # one query for three
+    assert resolver.target(Proto.TCP, "SHARED.example.test.", None) == ("192.0.2.9", 5070)
+    assert ("broken.example.test", "A") not in zone.questions
+    loop.close()
+
+
+def test_dns_servers_are_written_as_the_kernel_reports_answers():
+    assert nameservers([("0:0::1", None), ("127.0.0.1", 5353)]) == [("::1", 53), ("127.0.0.1", 5353)]
