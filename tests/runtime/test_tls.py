@@ -54,6 +54,12 @@ def tls_options(port, ctx, server_name=None, timeout=5.0):
         return (status_of(reply) if reply else None), cn
 
 
+def send_sips(proxy, u, server_port, call_id):
+    """An OPTIONS over UDP from ``u`` to the proxy, for sips:bob@127.0.0.1:server_port."""
+    u.sendto(options_request(proxy.port, call_id, "udp", u.getsockname()[1],
+                             ruri=f"sips:bob@{LOOP}:{server_port}"), (LOOP, proxy.port))
+
+
 def test_options_over_tls(proxy_factory, pki):
     port = free_port()
     proxy = proxy_factory(children=2, extra=tls_settings(pki, port))
@@ -178,8 +184,7 @@ def test_untrusted_server_gets_the_request_answered_477(proxy_factory, pki):
     proxy = proxy_factory(children=1, extra=tls_settings(pki, port))
     server_ctx, listener = tls_server(pki, "impostor", server_port)
     with udp_socket(5.0) as u:
-        u.sendto(options_request(proxy.port, f"evil-{uuid.uuid4().hex}", "udp", u.getsockname()[1],
-                                 ruri=f"sips:bob@{LOOP}:{server_port}"), (LOOP, proxy.port))
+        send_sips(proxy, u, server_port, f"evil-{uuid.uuid4().hex}")
         conn, _ = listener.accept()
         try:
             server_ctx.wrap_socket(conn, server_side=True)
@@ -199,8 +204,7 @@ def test_every_request_waiting_for_a_failed_connection_is_answered_477(proxy_fac
     calls = [f"waiting-{n}-{uuid.uuid4().hex}" for n in range(6)]
     with udp_socket(5.0) as u:
         for call_id in calls:
-            u.sendto(options_request(proxy.port, call_id, "udp", u.getsockname()[1],
-                                     ruri=f"sips:bob@{LOOP}:{server_port}"), (LOOP, proxy.port))
+            send_sips(proxy, u, server_port, call_id)
         # each worker may open a connection before it learns of the other's: take all of them
         conns = []
         listener.settimeout(1.0)
@@ -227,8 +231,7 @@ def test_wrong_name_server_never_sees_the_request_and_it_is_answered_477(proxy_f
     proxy = proxy_factory(children=1, extra=tls_settings(pki, port))
     server_ctx, listener = tls_server(pki, "biloxi.example.com", server_port)
     with udp_socket(5.0) as u:
-        u.sendto(options_request(proxy.port, f"wrongname-{uuid.uuid4().hex}", "udp", u.getsockname()[1],
-                                 ruri=f"sips:bob@{LOOP}:{server_port}"), (LOOP, proxy.port))
+        send_sips(proxy, u, server_port, f"wrongname-{uuid.uuid4().hex}")
         conn, _ = listener.accept()
         received = b""
         try:
@@ -260,8 +263,7 @@ def test_without_a_ca_list_the_client_side_trusts_the_system_cas(proxy_factory, 
         server_port = free_port()
         server_ctx, listener = tls_server(pki, cert, server_port)
         with udp_socket(5.0) as u:
-            u.sendto(options_request(proxy.port, f"system-{uuid.uuid4().hex}", "udp", u.getsockname()[1],
-                                     ruri=f"sips:bob@{LOOP}:{server_port}"), (LOOP, proxy.port))
+            send_sips(proxy, u, server_port, f"system-{uuid.uuid4().hex}")
             conn, _ = listener.accept()
             got = None
             try:
