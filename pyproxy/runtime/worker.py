@@ -421,18 +421,13 @@ class Worker(StreamConnections):
         return self.send_to(ctx, dest, data, target)
 
     def send_later(self, ctx, dest: Destination, data: bytes, target, why: str, domain_name) -> None:
-        pending = SOURCE_PENDING.encode() in data
-        if target is None:
-            self.ratelog("dns", logging.WARNING, f"cannot resolve {dest.proto.value}:{dest.host}: {why}")
-            if pending:     # any of our addresses will do for the answer we make ourselves
-                data = data.replace(SOURCE_PENDING.encode(), b"127.0.0.1", 1)
-            self.bounce(data, f"cannot resolve {dest.host}: {why}")
-            self.count_sent(ctx, data, False)
-            return
-        if pending:
-            data = data.replace(SOURCE_PENDING.encode(), self.source_address(target[0]).encode(), 1)
-        if not self.send_to(ctx, dest, data, target, domain_name) and dest.proto is Proto.UDP:
-            self.bounce(data, f"sending to {target[0]}:{target[1]} failed")  # streams answer on close
+        placeholder = SOURCE_PENDING.encode()
+        if placeholder in data:     # without a target, any of our addresses will do for our own 477
+            data = data.replace(placeholder, self.source_address(target[0]).encode() if target else b"127.0.0.1", 1)
+        # a stream answers what it could not send when it closes
+        if not self.send_to(ctx, dest, data, target, domain_name) and (target is None or dest.proto is Proto.UDP):
+            self.bounce(data, f"cannot resolve {dest.host}: {why}" if target is None else
+                        f"sending to {target[0]}:{target[1]} failed")
 
     def send_to(self, ctx, dest: Destination, data: bytes, target, domain_name=FROM_CTX) -> bool:
         if target is None:
