@@ -82,14 +82,18 @@ def order_srv(records: list[tuple[int, int, int, str]], rng=random) -> list[tupl
     return ordered
 
 
-def nameservers(configured: list[tuple[str, int | None]]) -> list[tuple[str, int]]:
+def resolv_conf() -> dns.resolver.Resolver | None:
+    try:
+        return dns.resolver.Resolver(configure=True)
+    except (dns.exception.DNSException, OSError):
+        return None
+
+
+def nameservers(configured: list[tuple[str, int | None]], system=None) -> list[tuple[str, int]]:
     """The dns_server entries, else the servers of /etc/resolv.conf; addresses in the form the
     kernel reports answers from (``[0:0::1]`` is ``::1``)."""
-    if not configured:
-        try:
-            configured = [(str(s), None) for s in dns.resolver.Resolver(configure=True).nameservers]
-        except (dns.exception.DNSException, OSError):
-            configured = []
+    if not configured and system is not None:
+        configured = [(str(s), None) for s in system.nameservers]
     found = []
     for host, port in configured:
         address = literal(host)
@@ -102,15 +106,25 @@ def _name(host: str) -> str:
     return host.lower().rstrip(".")
 
 
+def candidates(name: str, search: list[str], ndots: int) -> list[str]:
+    """The names to try for ``name``, as the system resolver does with resolv.conf's search list:
+    a name with ``ndots`` dots or more as written first, a shorter one after the search domains."""
+    if not search:
+        return [name]
+    searched = [f"{name}.{domain}" for domain in search]
+    return [name, *searched] if name.count(".") >= ndots else [*searched, name]
+
+
 class Lookup:
-    """One RFC 3263 resolution in flight, and who waits for it."""
+    """One RFC 3263 resolution in flight, the names still to try, and who waits for it."""
 
-    __slots__ = ("key", "waiting", "ttl")
+    __slots__ = ("key", "waiting", "ttl", "names")
 
-    def __init__(self, key: tuple) -> None:
+    def __init__(self, key: tuple, names: list[str]) -> None:
         self.key = key
         self.waiting: list[Callback] = []
         self.ttl = MAX_TTL
+        self.names = names
 
 
 class Query:
@@ -128,7 +142,10 @@ class Query:
 class Resolver:
     def __init__(self, loop=None, servers: list[tuple[str, int | None]] = (), hosts: dict[str, str] | None = None):
         self.loop = loop
-        self.servers = nameservers(list(servers))
+        system = resolv_conf()
+        self.servers = nameservers(list(servers), system)
+        self.search = [str(d).rstrip(".") for d in system.search] if system is not None else []
+        self.ndots = (system.ndots or 1) if system is not None else 1
         self.hosts = read_hosts() if hosts is None else hosts
         self.literals: dict[str, str] = {}          # host as written -> address (no expiry)
         self.cache: dict[tuple, tuple[float, Target | None, str]] = {}   # key -> (expiry, target, why)
@@ -169,9 +186,14 @@ class Resolver:
         if lookup is not None:
             lookup.waiting.append(callback)
             return
-        lookup = self.lookups[key] = Lookup(key)
+        lookup = self.lookups[key] = Lookup(key, candidates(_name(host), self.search, self.ndots))
         lookup.waiting.append(callback)
-        name = _name(host)
+        self.start(lookup)
+
+    def start(self, lookup: Lookup) -> None:
+        """RFC 3263 for the next name to try."""
+        proto, _, port = lookup.key
+        name = lookup.names.pop(0)
         if port is not None:
             self.ask_address(lookup, name, port)
         else:
@@ -208,6 +230,8 @@ class Resolver:
                 self.finish(lookup, (addresses[0][0], port), "")
             elif rdtype == dns.rdatatype.A and answer is not None and not why:
                 self.ask_address(lookup, name, port, dns.rdatatype.AAAA)    # NOERROR, no A: IPv6 only?
+            elif answer is not None and lookup.names:
+                self.start(lookup)      # no such name: the next of the search list
             else:
                 self.finish(lookup, None, why or f"{name} has no address")
         self.ask(name, rdtype, on_answer)

@@ -11,7 +11,7 @@ import pytest
 
 from pyproxy.config.values import Proto
 from pyproxy.runtime.loop import EventLoop
-from pyproxy.runtime.resolver import UNKNOWN, Resolver, nameservers, order_srv, read_hosts
+from pyproxy.runtime.resolver import UNKNOWN, Resolver, candidates, nameservers, order_srv, read_hosts
 
 from ._harness import LOOP, free_port, options_request, read_tcp_message, status_of, udp_socket
 from .dns_server import DNSServer
@@ -168,3 +168,23 @@ def test_resolver_cases_against_a_real_dns_server(dns_zone):
 
 def test_dns_servers_are_written_as_the_kernel_reports_answers():
     assert nameservers([("0:0::1", None), ("127.0.0.1", 5353)]) == [("::1", 53), ("127.0.0.1", 5353)]
+
+
+def test_short_names_go_through_the_search_list(dns_zone):
+    """As the system resolver with resolv.conf's search and ndots: pbx -> pbx.corp.test (after
+    pbx.lab.test does not exist); a name with enough dots is tried as written first."""
+    assert candidates("pbx", ["lab.test", "corp.test"], 1) == ["pbx.lab.test", "pbx.corp.test", "pbx"]
+    assert candidates("sip.example.com", ["corp.test"], 1) == ["sip.example.com", "sip.example.com.corp.test"]
+    assert candidates("svc.ns", ["cluster.local"], 5) == ["svc.ns.cluster.local", "svc.ns"]
+    zone = dns_zone({("pbx.corp.test", "A"): ["192.0.2.44"],
+                     ("_sip._udp.media.corp.test", "SRV"): ["0 0 5080 pbx.corp.test."]})
+    loop = EventLoop()
+    resolver = Resolver(loop, [(LOOP, zone.port)], {})
+    resolver.search = ["lab.test", "corp.test"]
+    answers = resolve_all(resolver, loop, [(Proto.UDP, "pbx", None), (Proto.UDP, "media", None),
+                                           (Proto.UDP, "nothing", 5060)])
+    assert answers[(Proto.UDP, "pbx", None)] == (("192.0.2.44", 5060), "")
+    assert answers[(Proto.UDP, "media", None)] == (("192.0.2.44", 5080), "")
+    found, why = answers[(Proto.UDP, "nothing", 5060)]
+    assert found is None and "nothing does not exist" in why
+    loop.close()
