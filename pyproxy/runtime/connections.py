@@ -290,11 +290,26 @@ class StreamConnections:
         if not conn.out:
             self.loop.set_writer(conn.fd, None)
 
+    def fail_over(self, conn: TCPConnection, why: str) -> None:
+        """The requests a connection never carried go to the host's next DNS target (RFC 3263
+        4.3); with none left, their senders hear 477."""
+        following = None
+        if conn.route is not None:
+            host, port, domain_name = conn.route
+            following = self.resolver.failed(conn.proto, host, port, (conn.peer_ip, conn.peer_port))
+        for data in conn.waiting:
+            if following is None or not self.send_stream(conn.proto, following[0], following[1], data,
+                                                         None, host, domain_name, port):
+                self.bounce(data, why)
+
     def write_waiting(self, conn: TCPConnection, data: bytes) -> bool:
         """write(), keeping a request written before the connection is up (from this worker or
-        handed over by another) to answer it 477 if the connection fails."""
+        handed over by another): its fate is the connection's then (sent, sent to the next
+        target, or answered 477), so this says True. False: not sent, and nobody will answer."""
         if not conn.established and not data.startswith(b"SIP/2.0 "):
             conn.waiting.append(data)
+            self.write(conn, data)
+            return True
         return self.write(conn, data)
 
     def write(self, conn: TCPConnection, data: bytes) -> bool:
@@ -333,9 +348,8 @@ class StreamConnections:
                 conn.sock.send(conn.pipe.shutdown())
             except OSError:
                 pass
-        if not conn.established:
-            for data in conn.waiting:       # requests that never left: tell their senders
-                self.bounce(data, f"to {conn.proto.value}:{conn.peer_ip}:{conn.peer_port}: {why}")
+        if not conn.established and conn.waiting:
+            self.fail_over(conn, f"to {conn.proto.value}:{conn.peer_ip}:{conn.peer_port}: {why}")
         conn.waiting = []
         self.loop.remove(conn.fd)
         try:

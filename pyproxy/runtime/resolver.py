@@ -6,8 +6,9 @@ An address needs nothing. A name is looked up in /etc/hosts, then in DNS: with a
 address of the chosen target, else the name's own address on the transport's default port. As
 OpenSER with ``dns_try_naptr=no``, the transport comes from the URI, not from NAPTR records.
 
-Answers are cached for their TTL (failures for ``NEGATIVE_TTL``), and concurrent lookups of one
-target share one query. The worker's event loop carries the queries: ``target()`` answers from
+Answers are cached for their TTL (failures for ``NEGATIVE_TTL``) as the ordered list of every
+target's addresses, and concurrent lookups of one target share one query. A target a connection
+could not reach is skipped for ``NEGATIVE_TTL`` (``failed()`` gives the next one: RFC 3263 4.3). The worker's event loop carries the queries: ``target()`` answers from
 what is known, ``resolve()`` calls back when DNS has answered or every server has been tried.
 dnspython encodes and decodes the messages; the sockets and timers are the worker's.
 """
@@ -33,6 +34,7 @@ from .logs import log
 NEGATIVE_TTL = 30.0         # seconds a failed lookup is remembered
 MIN_TTL, MAX_TTL = 5.0, 3600.0
 QUERY_TIMEOUT = 1.5         # seconds per server before the next one is asked
+MAX_SRV = 8                 # SRV records of one name looked at
 UNKNOWN = object()          # target(): not known yet, resolve() it
 _SRV_PREFIX = {Proto.UDP: "_sip._udp.", Proto.TCP: "_sip._tcp.", Proto.TLS: "_sips._tcp."}
 
@@ -148,7 +150,8 @@ class Resolver:
         self.ndots = (system.ndots or 1) if system is not None else 1
         self.hosts = read_hosts() if hosts is None else hosts
         self.literals: dict[str, str] = {}          # host as written -> address (no expiry)
-        self.cache: dict[tuple, tuple[float, Target | None, str]] = {}   # key -> (expiry, target, why)
+        self.cache: dict[tuple, tuple[float, tuple[Target, ...] | None, str]] = {}  # key -> (expiry, targets, why)
+        self.failing: dict[Target, float] = {}      # target -> until when it is skipped
         self.lookups: dict[tuple, Lookup] = {}
 
     # -- what is known now (the hot path) --------------------------------------------------------
@@ -167,8 +170,27 @@ class Resolver:
             return address, port or proto.default_port
         hit = self.cache.get((proto, _name(host), port))
         if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
+            return self.usable(hit[1])
         return UNKNOWN
+
+    def usable(self, targets: tuple[Target, ...] | None) -> Target | None:
+        """The first target not known to be failing; all failing, the first again."""
+        if not targets:
+            return None
+        now = time.monotonic()
+        for target in targets:
+            if self.failing.get(target, 0.0) <= now:
+                return target
+        return targets[0]
+
+    def failed(self, proto: Proto, host: str, port: int | None, target: Target) -> Target | None:
+        """``target`` did not take a connection (RFC 3263 4.3): the next one for this host, if any."""
+        now = time.monotonic()
+        if len(self.failing) > 10000:
+            self.failing.clear()
+        self.failing[target] = now + NEGATIVE_TTL
+        hit = self.cache.get((proto, _name(host), port))
+        return next((t for t in hit[1] or () if self.failing.get(t, 0.0) <= now), None) if hit else None
 
     def why(self, proto: Proto, host: str, port: int | None) -> str:
         hit = self.cache.get((proto, _name(host), port))
@@ -195,53 +217,85 @@ class Resolver:
         proto, _, port = lookup.key
         name = lookup.names.pop(0)
         if port is not None:
-            self.ask_address(lookup, name, port)
+            self.by_address(lookup, name, port)
         else:
             self.ask(_SRV_PREFIX[proto] + name, dns.rdatatype.SRV,
                      lambda answer, why: self.on_srv(lookup, name, answer, why))
 
+    def by_address(self, lookup: Lookup, name: str, port: int) -> None:
+        """The name's own addresses on ``port``; a name that does not exist: the next candidate."""
+        def on_addresses(addresses, ttl, why, missing):
+            if addresses:
+                lookup.ttl = min(lookup.ttl, ttl)
+                self.finish(lookup, [(a, port) for a in addresses], "")
+            elif missing and lookup.names:
+                self.start(lookup)      # the next of the search list
+            else:
+                self.finish(lookup, [], why)
+        self.addresses_of(name, on_addresses)
+
     def on_srv(self, lookup: Lookup, name: str, answer, why: str) -> None:
         if answer is None:          # no server answered, or they failed: not "no such service"
-            self.finish(lookup, None, why)
+            self.finish(lookup, [], why)
             return
-        records = [(rd.priority, rd.weight, rd.port, rd.target.to_text(omit_final_dot=True))
+        records = [(rd.priority, rd.weight, rd.port, _name(rd.target.to_text()))
                    for rrset in answer.answer if rrset.rdtype == dns.rdatatype.SRV for rd in rrset]
-        records = [r for r in records if r[3] not in ("", ".")]     # "." : no such service here
+        records = [r for r in records if r[3]][:MAX_SRV]            # "." : no such service here
         if not records:     # RFC 3263 4.2: no SRV, the name's own address on the default port
-            self.ask_address(lookup, name, lookup.key[0].default_port)
+            self.by_address(lookup, name, lookup.key[0].default_port)
             return
         lookup.ttl = min(lookup.ttl, *(rrset.ttl for rrset in answer.answer))
-        _, _, port, target = order_srv(records)[0]
-        target = _name(target)
-        glue = [rd.address for rrset in answer.additional if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)
-                and _name(rrset.name.to_text()) == target for rd in rrset]
-        address = glue[0] if glue else literal(target) or self.hosts.get(target)
-        if address is not None:
-            self.finish(lookup, (address, port), "")
-        else:
-            self.ask_address(lookup, target, port)
+        glue: dict[str, list[str]] = {}
+        for rrset in answer.additional:
+            if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+                glue.setdefault(_name(rrset.name.to_text()), []).extend(rd.address for rd in rrset)
+        ordered = order_srv(records)
+        found: list[list[Target]] = [[] for _ in ordered]     # per record, in RFC 2782 order
+        waiting = set()
 
-    def ask_address(self, lookup: Lookup, name: str, port: int, rdtype=dns.rdatatype.A) -> None:
-        def on_answer(answer, why):
+        def done(index: int, addresses, ttl) -> None:
+            found[index] = [(a, ordered[index][2]) for a in addresses]
+            lookup.ttl = min(lookup.ttl, ttl)
+            waiting.discard(index)
+            if not waiting:
+                targets = [t for per_record in found for t in per_record]
+                self.finish(lookup, targets, "" if targets else f"no SRV target of {name} has an address")
+
+        for index, (_, _, _, target) in enumerate(ordered):
+            known = glue.get(target) or [a for a in (literal(target) or self.hosts.get(target),) if a]
+            if known:
+                found[index] = [(a, ordered[index][2]) for a in known]
+            else:
+                waiting.add(index)
+        if not waiting:
+            done(0, [a for a, _ in found[0]], lookup.ttl)
+            return
+        for index in sorted(waiting):
+            self.addresses_of(ordered[index][3],
+                              lambda addresses, ttl, why, missing, i=index: done(i, addresses, ttl))
+
+    def addresses_of(self, name: str, callback) -> None:
+        """A records, else AAAA: ``callback(addresses, ttl, why, missing)``, ``missing`` when DNS
+        said the name has none (not when it could not be asked)."""
+        def on_answer(answer, why, rdtype):
             addresses = [] if answer is None else [
                 (rd.address, rrset.ttl) for rrset in answer.answer if rrset.rdtype == rdtype for rd in rrset]
             if addresses:
-                lookup.ttl = min(lookup.ttl, addresses[0][1])
-                self.finish(lookup, (addresses[0][0], port), "")
+                callback([a for a, _ in addresses], min(t for _, t in addresses), "", False)
             elif rdtype == dns.rdatatype.A and answer is not None and not why:
-                self.ask_address(lookup, name, port, dns.rdatatype.AAAA)    # NOERROR, no A: IPv6 only?
-            elif answer is not None and lookup.names:
-                self.start(lookup)      # no such name: the next of the search list
+                self.ask(name, dns.rdatatype.AAAA,
+                         lambda a, w: on_answer(a, w, dns.rdatatype.AAAA))  # NOERROR, no A: IPv6 only?
             else:
-                self.finish(lookup, None, why or f"{name} has no address")
-        self.ask(name, rdtype, on_answer)
+                callback([], MAX_TTL, why or f"{name} has no address", answer is not None)
+        self.ask(name, dns.rdatatype.A, lambda a, w: on_answer(a, w, dns.rdatatype.A))
 
-    def finish(self, lookup: Lookup, found: Target | None, why: str) -> None:
-        ttl = max(MIN_TTL, min(MAX_TTL, lookup.ttl)) if found else NEGATIVE_TTL
+    def finish(self, lookup: Lookup, targets: list[Target], why: str) -> None:
+        ttl = max(MIN_TTL, min(MAX_TTL, lookup.ttl)) if targets else NEGATIVE_TTL
         if len(self.cache) > 10000:
             self.cache.clear()
-        self.cache[lookup.key] = (time.monotonic() + ttl, found, why)
+        self.cache[lookup.key] = (time.monotonic() + ttl, tuple(targets) or None, why)
         del self.lookups[lookup.key]
+        found = self.usable(tuple(targets))
         for callback in lookup.waiting:
             try:
                 callback(found, why)

@@ -424,8 +424,7 @@ class Worker(StreamConnections):
         placeholder = SOURCE_PENDING.encode()
         if placeholder in data:     # without a target, any of our addresses will do for our own 477
             data = data.replace(placeholder, self.source_address(target[0]).encode() if target else b"127.0.0.1", 1)
-        # a stream answers what it could not send when it closes
-        if not self.send_to(ctx, dest, data, target, domain_name) and (target is None or dest.proto is Proto.UDP):
+        if not self.send_to(ctx, dest, data, target, domain_name):
             self.bounce(data, f"cannot resolve {dest.host}: {why}" if target is None else
                         f"sending to {target[0]}:{target[1]} failed")
 
@@ -437,7 +436,7 @@ class Worker(StreamConnections):
         if dest.proto is Proto.UDP:
             ok = self.send_udp(target[0], target[1], data)
         else:
-            ok = self.send_stream(dest.proto, target[0], target[1], data, ctx, dest.host, domain_name)
+            ok = self.send_stream(dest.proto, target[0], target[1], data, ctx, dest.host, domain_name, dest.port)
         return self.count_sent(ctx, data, ok)
 
     def count_sent(self, ctx, data: bytes, ok: bool) -> bool:
@@ -474,7 +473,9 @@ class Worker(StreamConnections):
             return False
 
     def send_stream(self, proto: Proto, ip: str, port: int, data: bytes, ctx=None, host: str = "",
-                    domain_name=FROM_CTX) -> bool:
+                    domain_name=FROM_CTX, dest_port: int | None = None) -> bool:
+        """``host`` and ``dest_port``: the destination as the script named it (the certificate
+        must match the host; a new connection remembers both to fail over to the next target)."""
         if domain_name is FROM_CTX:
             domain_name = self.client_domain_name(ctx)
         conn = self.peers.get((proto, ip, port))       # one of ours: no shared-table lookup needed
@@ -484,8 +485,13 @@ class Worker(StreamConnections):
                     self.reusable(proto, found[2], domain_name, ip, port):
                 return self.send_on(found[0], found[1], data)
             conn = self.connect(proto, ip, port, host or ip, domain_name)
+            named = host and host != ip     # a target DNS chose: there may be another
             if conn is None:
-                return False
+                following = self.resolver.failed(proto, host, dest_port, (ip, port)) if named else None
+                return following is not None and self.send_stream(proto, *following, data, ctx, host,
+                                                                  domain_name, dest_port)
+            if named:
+                conn.route = (host, dest_port, domain_name)
         return self.write_waiting(conn, data)
 
     def reusable(self, proto: Proto, opened_with: int, domain_name: str | None, ip: str, port: int) -> bool:

@@ -4,6 +4,7 @@ never answers blocks nobody; sips: by _sips._tcp with the certificate checked ag
 
 import random
 import re
+import socket
 import time
 import uuid
 
@@ -47,7 +48,9 @@ def test_srv_then_the_targets_address_and_the_answers_are_cached(proxy_factory, 
             call_id = send(proxy, u, "sip:bob@example.test")
             got, _ = uas.recvfrom(65536)
             assert got.startswith(b"OPTIONS sip:bob@example.test SIP/2.0") and call_id.encode() in got
-    assert zone.questions == {("_sip._udp.example.test", "SRV"): 1, ("box1.example.test", "A"): 1}
+    # every SRV target's address is asked once (the next ones are for failover), then cached
+    assert zone.questions == {("_sip._udp.example.test", "SRV"): 1, ("box1.example.test", "A"): 1,
+                              ("box2.example.test", "A"): 1}
 
 
 def test_a_name_with_a_port_goes_by_its_address(proxy_factory, dns_zone):
@@ -188,3 +191,24 @@ def test_short_names_go_through_the_search_list(dns_zone):
     found, why = answers[(Proto.UDP, "nothing", 5060)]
     assert found is None and "nothing does not exist" in why
     loop.close()
+
+
+def test_a_target_that_refuses_the_connection_fails_over_to_the_next(proxy_factory, dns_zone):
+    """RFC 3263 4.3: the SRV target of the lowest priority refuses TCP: the request goes to the
+    next one; when every target refuses, the sender hears 477."""
+    closed, closed2 = free_port(), free_port()
+    with socket.create_server((LOOP, 0)) as listener, udp_socket(5.0) as u:
+        listener.settimeout(5)
+        zone = dns_zone({("_sip._tcp.fail.example.test", "SRV"): [f"0 0 {closed} a.fail.example.test.",
+                                                                  f"10 0 {listener.getsockname()[1]} b.fail.example.test."],
+                         ("a.fail.example.test", "A"): [LOOP], ("b.fail.example.test", "A"): [LOOP],
+                         ("_sip._tcp.dead.example.test", "SRV"): [f"0 0 {closed} a.fail.example.test.",
+                                                                  f"10 0 {closed2} a.fail.example.test."]})
+        proxy = proxy_factory(children=1, extra=f"dns_server={LOOP}:{zone.port}\n")
+        call_id = send(proxy, u, "sip:bob@fail.example.test;transport=tcp")
+        conn, _ = listener.accept()
+        with conn:
+            got = read_tcp_message(conn, time.monotonic() + 5, bytearray())
+        assert got is not None and call_id.encode() in got
+        send(proxy, u, "sip:bob@dead.example.test;transport=tcp")
+        assert status_of(u.recvfrom(65536)[0]) == 477
