@@ -291,23 +291,27 @@ class StreamConnections:
             self.loop.set_writer(conn.fd, None)
 
     def fail_over(self, conn: TCPConnection, why: str) -> None:
-        """The requests a connection never carried go to the host's next DNS target (RFC 3263
-        4.3); with none left, their senders hear 477."""
-        following = None
-        if conn.route is not None:
-            host, port, domain_name = conn.route
-            following = self.resolver.failed(conn.proto, host, port, (conn.peer_ip, conn.peer_port))
-        for data in conn.waiting:
-            if following is None or not self.send_stream(conn.proto, following[0], following[1], data,
-                                                         None, host, domain_name, port):
+        """The requests a connection never carried go to their host's next DNS target, one this
+        request has not tried (RFC 3263 4.3); with none left, their senders hear 477."""
+        if conn.outbound:
+            self.resolver.failed(conn.proto, (conn.peer_ip, conn.peer_port))
+        for data, route, tried in conn.waiting:
+            following = self.resolver.next_target(conn.proto, route[0], route[1], tried) if route else None
+            if following is None or not self.send_stream(conn.proto, *following, data, None, route[0],
+                                                         route[2], route[1], tried):
                 self.bounce(data, why)
 
-    def write_waiting(self, conn: TCPConnection, data: bytes) -> bool:
+    def write_waiting(self, conn: TCPConnection, data: bytes, route: tuple | None = None,
+                      tried: tuple = ()) -> bool:
         """write(), keeping a request written before the connection is up (from this worker or
-        handed over by another): its fate is the connection's then (sent, sent to the next
-        target, or answered 477), so this says True. False: not sent, and nobody will answer."""
+        handed over by another) with where it was going (``route``: host, port and client domain
+        as the script named them, None when only the address is known) and the targets it tried.
+        Its fate is the connection's then (sent, sent to the next target, or answered 477), so
+        this says True. False: not sent, and nobody will answer."""
+        if conn.closed:
+            return False
         if not conn.established and not data.startswith(b"SIP/2.0 "):
-            conn.waiting.append(data)
+            conn.waiting.append((data, route, (*tried, (conn.peer_ip, conn.peer_port))))
             self.write(conn, data)
             return True
         return self.write(conn, data)

@@ -151,7 +151,7 @@ class Resolver:
         self.hosts = read_hosts() if hosts is None else hosts
         self.literals: dict[str, str] = {}          # host as written -> address (no expiry)
         self.cache: dict[tuple, tuple[float, tuple[Target, ...] | None, str]] = {}  # key -> (expiry, targets, why)
-        self.failing: dict[Target, float] = {}      # target -> until when it is skipped
+        self.failing: dict[tuple[Proto, Target], float] = {}   # -> until when it is skipped
         self.lookups: dict[tuple, Lookup] = {}
 
     # -- what is known now (the hot path) --------------------------------------------------------
@@ -170,27 +170,31 @@ class Resolver:
             return address, port or proto.default_port
         hit = self.cache.get((proto, _name(host), port))
         if hit is not None and hit[0] > time.monotonic():
-            return self.usable(hit[1])
+            return self.usable(proto, hit[1])
         return UNKNOWN
 
-    def usable(self, targets: tuple[Target, ...] | None) -> Target | None:
+    def usable(self, proto: Proto, targets: tuple[Target, ...] | None) -> Target | None:
         """The first target not known to be failing; all failing, the first again."""
         if not targets:
             return None
         now = time.monotonic()
         for target in targets:
-            if self.failing.get(target, 0.0) <= now:
+            if self.failing.get((proto, target), 0.0) <= now:
                 return target
         return targets[0]
 
-    def failed(self, proto: Proto, host: str, port: int | None, target: Target) -> Target | None:
-        """``target`` did not take a connection (RFC 3263 4.3): the next one for this host, if any."""
-        now = time.monotonic()
+    def failed(self, proto: Proto, target: Target) -> None:
+        """``target`` did not take a connection: skipped for a while (RFC 3263 4.3)."""
         if len(self.failing) > 10000:
             self.failing.clear()
-        self.failing[target] = now + NEGATIVE_TTL
+        self.failing[(proto, target)] = time.monotonic() + NEGATIVE_TTL
+
+    def next_target(self, proto: Proto, host: str, port: int | None, tried: tuple) -> Target | None:
+        """The first target of ``host`` neither tried by this request nor failing, if any."""
         hit = self.cache.get((proto, _name(host), port))
-        return next((t for t in hit[1] or () if self.failing.get(t, 0.0) <= now), None) if hit else None
+        now = time.monotonic()
+        return next((t for t in (hit[1] or ()) if t not in tried and self.failing.get((proto, t), 0.0) <= now),
+                    None) if hit else None
 
     def why(self, proto: Proto, host: str, port: int | None) -> str:
         hit = self.cache.get((proto, _name(host), port))
@@ -240,7 +244,7 @@ class Resolver:
             return
         records = [(rd.priority, rd.weight, rd.port, _name(rd.target.to_text()))
                    for rrset in answer.answer if rrset.rdtype == dns.rdatatype.SRV for rd in rrset]
-        records = [r for r in records if r[3]][:MAX_SRV]            # "." : no such service here
+        records = [r for r in records if r[3]]                      # "." : no such service here
         if not records:     # RFC 3263 4.2: no SRV, the name's own address on the default port
             self.by_address(lookup, name, lookup.key[0].default_port)
             return
@@ -249,14 +253,18 @@ class Resolver:
         for rrset in answer.additional:
             if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
                 glue.setdefault(_name(rrset.name.to_text()), []).extend(rd.address for rd in rrset)
-        ordered = order_srv(records)
+        ordered = order_srv(records)[:MAX_SRV]
         found: list[list[Target]] = [[] for _ in ordered]     # per record, in RFC 2782 order
-        waiting = set()
+        waiting: set[int] = set()
 
-        def done(index: int, addresses, ttl) -> None:
+        def done(index: int, addresses, ttl, unsure: bool) -> None:
+            """Record ``index``'s addresses; when every record's are known, the waiters get the
+            first (the rest are there to fail over to, so they are waited for: a few ms, or one
+            query timeout when a backup's DNS is silent, once per TTL)."""
             found[index] = [(a, ordered[index][2]) for a in addresses]
-            lookup.ttl = min(lookup.ttl, ttl)
             waiting.discard(index)
+            # a backup DNS could not tell about: ask again soon rather than go without it a whole TTL
+            lookup.ttl = min(lookup.ttl, min(ttl, NEGATIVE_TTL) if unsure else ttl)
             if not waiting:
                 targets = [t for per_record in found for t in per_record]
                 self.finish(lookup, targets, "" if targets else f"no SRV target of {name} has an address")
@@ -268,11 +276,11 @@ class Resolver:
             else:
                 waiting.add(index)
         if not waiting:
-            done(0, [a for a, _ in found[0]], lookup.ttl)
+            done(0, [a for a, _ in found[0]], lookup.ttl, False)
             return
         for index in sorted(waiting):
-            self.addresses_of(ordered[index][3],
-                              lambda addresses, ttl, why, missing, i=index: done(i, addresses, ttl))
+            self.addresses_of(ordered[index][3], lambda addresses, ttl, why, missing, i=index:
+                              done(i, addresses, ttl, bool(why) and not missing))
 
     def addresses_of(self, name: str, callback) -> None:
         """A records, else AAAA: ``callback(addresses, ttl, why, missing)``, ``missing`` when DNS
@@ -295,7 +303,7 @@ class Resolver:
             self.cache.clear()
         self.cache[lookup.key] = (time.monotonic() + ttl, tuple(targets) or None, why)
         del self.lookups[lookup.key]
-        found = self.usable(tuple(targets))
+        found = self.usable(lookup.key[0], tuple(targets))
         for callback in lookup.waiting:
             try:
                 callback(found, why)

@@ -16,7 +16,7 @@ from ..sip import StreamParser
 class TCPConnection:
     __slots__ = ("conn_id", "sock", "fd", "proto", "peer_ip", "peer_port", "local_ip", "local_port",
                  "parser", "out", "last_active", "stalled_since", "connecting", "closed", "outbound",
-                 "opened", "pipe", "tls_info", "domain", "target", "waiting", "route")
+                 "opened", "pipe", "tls_info", "domain", "target", "waiting")
 
     def __init__(self, conn_id: int, sock, proto: Proto, peer: tuple, local: tuple, max_size: int,
                  outbound: bool = False, connecting: bool = False, pipe=None):
@@ -38,8 +38,7 @@ class TCPConnection:
         self.tls_info: dict | None = None   # the peer summary, once the handshake is done
         self.domain = None              # TLS: the domain whose context the connection uses
         self.target: str | None = None  # outbound TLS: the host name the certificate must match
-        self.waiting: list[bytes] = []  # requests written before it was up: answered 477 if it fails
-        self.route = None               # outbound: (host, port, client domain name) as the script named them
+        self.waiting: list[tuple] = []  # requests written before it was up: (data, route, tried)
 
     @property
     def established(self) -> bool:

@@ -39,7 +39,7 @@ from .listeners import Listener
 from .logs import log
 from .loop import EventLoop
 from .process import become
-from .resolver import UNKNOWN, Resolver
+from .resolver import UNKNOWN, Resolver, literal
 from .shm import Stat
 from .tcp import TCPConnection
 
@@ -473,11 +473,13 @@ class Worker(StreamConnections):
             return False
 
     def send_stream(self, proto: Proto, ip: str, port: int, data: bytes, ctx=None, host: str = "",
-                    domain_name=FROM_CTX, dest_port: int | None = None) -> bool:
+                    domain_name=FROM_CTX, dest_port: int | None = None, tried: tuple = ()) -> bool:
         """``host`` and ``dest_port``: the destination as the script named it (the certificate
-        must match the host; a new connection remembers both to fail over to the next target)."""
+        must match the host; a request waiting on a new connection keeps both, and the targets
+        it ``tried``, to fail over to the next one)."""
         if domain_name is FROM_CTX:
             domain_name = self.client_domain_name(ctx)
+        named = bool(host) and literal(host) is None        # a target DNS chose: there may be another
         conn = self.peers.get((proto, ip, port))       # one of ours: no shared-table lookup needed
         if conn is None or not self.reusable(proto, self.domain_index(conn), domain_name, ip, port):
             found = self.shm.lookup(proto, ip, port)
@@ -485,14 +487,15 @@ class Worker(StreamConnections):
                     self.reusable(proto, found[2], domain_name, ip, port):
                 return self.send_on(found[0], found[1], data)
             conn = self.connect(proto, ip, port, host or ip, domain_name)
-            named = host and host != ip     # a target DNS chose: there may be another
             if conn is None:
-                following = self.resolver.failed(proto, host, dest_port, (ip, port)) if named else None
+                tried = (*tried, (ip, port))
+                if not named:
+                    return False
+                self.resolver.failed(proto, (ip, port))
+                following = self.resolver.next_target(proto, host, dest_port, tried)
                 return following is not None and self.send_stream(proto, *following, data, ctx, host,
-                                                                  domain_name, dest_port)
-            if named:
-                conn.route = (host, dest_port, domain_name)
-        return self.write_waiting(conn, data)
+                                                                  domain_name, dest_port, tried)
+        return self.write_waiting(conn, data, (host, dest_port, domain_name) if named else None, tried)
 
     def reusable(self, proto: Proto, opened_with: int, domain_name: str | None, ip: str, port: int) -> bool:
         """The seed reuses a connection whatever the client domain; tls_match_domain_on_reuse asks

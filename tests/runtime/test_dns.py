@@ -210,5 +210,27 @@ def test_a_target_that_refuses_the_connection_fails_over_to_the_next(proxy_facto
         with conn:
             got = read_tcp_message(conn, time.monotonic() + 5, bytearray())
         assert got is not None and call_id.encode() in got
-        send(proxy, u, "sip:bob@dead.example.test;transport=tcp")
-        assert status_of(u.recvfrom(65536)[0]) == 477
+        dead = send(proxy, u, "sip:bob@dead.example.test;transport=tcp")
+        data, _ = u.recvfrom(65536)
+        assert status_of(data) == 477 and dead.encode() in data
+        u.settimeout(1.0)
+        with pytest.raises(socket.timeout):     # each target tried once, one answer
+            u.recvfrom(65536)
+
+
+def test_failover_moves_forward_never_in_circles():
+    """Each request tries each target once; a failing target is skipped by new requests of the
+    same transport only, and all failing, the first is tried again."""
+    resolver = Resolver(None, [(LOOP, 9)], {})
+    a, b = ("192.0.2.1", 5060), ("192.0.2.2", 5060)
+    resolver.cache[(Proto.TLS, "sbc.example.test", None)] = (time.monotonic() + 60, (a, b), "")
+    assert resolver.target(Proto.TLS, "sbc.example.test", None) == a
+    resolver.failed(Proto.TLS, a)
+    assert resolver.next_target(Proto.TLS, "sbc.example.test", None, (a,)) == b
+    assert resolver.target(Proto.TLS, "SBC.example.test", None) == b            # new requests skip a
+    resolver.failed(Proto.TLS, b)
+    assert resolver.next_target(Proto.TLS, "sbc.example.test", None, (a, b)) is None
+    assert resolver.next_target(Proto.TLS, "sbc.example.test", None, (b,)) is None   # a is failing
+    assert resolver.target(Proto.TLS, "sbc.example.test", None) == a            # all failing: the first
+    resolver.cache[(Proto.UDP, "sbc.example.test", None)] = (time.monotonic() + 60, (a, b), "")
+    assert resolver.target(Proto.UDP, "sbc.example.test", None) == a            # TLS failures only
