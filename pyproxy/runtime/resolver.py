@@ -1,16 +1,19 @@
 """Where a SIP target goes: RFC 3263's address and port, found without blocking the worker.
 
-An address needs nothing. A name is looked up in /etc/hosts, then in DNS: with a port, its A
-(else AAAA) records; without one, the SRV records of its transport (``_sip._udp``, ``_sip._tcp``,
-``_sips._tcp``) — the lowest priority first, weighted at random within it (RFC 2782) — and the
-address of the chosen target, else the name's own address on the transport's default port. As
-OpenSER with ``dns_try_naptr=no``, the transport comes from the URI, not from NAPTR records.
+An address needs nothing. A name is looked up in /etc/hosts, then in DNS (through resolv.conf's
+search list): with a port, its A (else AAAA) records; without one, the SRV records of its
+transport (``_sip._udp``, ``_sip._tcp``, ``_sips._tcp``) in RFC 2782 order (the lowest priority
+first, weighted at random within it) and their targets' addresses, else the name's own addresses
+on the transport's default port. As OpenSER with ``dns_try_naptr=no``, the transport comes from
+the URI, not from NAPTR records.
 
 Answers are cached for their TTL (failures for ``NEGATIVE_TTL``) as the ordered list of every
 target's addresses, and concurrent lookups of one target share one query. A target a connection
-could not reach is skipped for ``NEGATIVE_TTL`` (``failed()`` gives the next one: RFC 3263 4.3). The worker's event loop carries the queries: ``target()`` answers from
-what is known, ``resolve()`` calls back when DNS has answered or every server has been tried.
-dnspython encodes and decodes the messages; the sockets and timers are the worker's.
+could not reach is skipped for ``NEGATIVE_TTL`` (``failed()``; ``next_target()`` gives a request
+the next one it has not tried: RFC 3263 4.3). The worker's event loop carries the queries:
+``target()`` answers from what is known, ``resolve()`` calls back when DNS has answered or every
+server has been tried. dnspython encodes and decodes the messages; the sockets and timers are
+the worker's.
 """
 
 from __future__ import annotations
