@@ -230,7 +230,7 @@ class StreamConnections:
                 cert = conn.pipe.conn.get_peer_certificate(as_cryptography=True)
                 if cert is None or not matches_sip_domain(cert, conn.target):
                     self.close(conn, f"TLS server certificate does not match {conn.target} (RFC 5922)"
-                                     f"{self.peer_subject(conn)}", refused=True)
+                                     f"{self.peer_subject(conn)}", refused=True, wrong_host=True)
                     return False
         else:       # the domain SNI chose, as this table knows it (a reload may have replaced it since)
             conn.domain = self.tls.domain_of_connection(conn.pipe.conn) or conn.domain
@@ -290,10 +290,11 @@ class StreamConnections:
         if not conn.out:
             self.loop.set_writer(conn.fd, None)
 
-    def fail_over(self, conn: TCPConnection, why: str) -> None:
+    def fail_over(self, conn: TCPConnection, why: str, unreachable: bool = True) -> None:
         """The requests a connection never carried go to their host's next DNS target, one this
-        request has not tried (RFC 3263 4.3); with none left, their senders hear 477."""
-        if conn.outbound:
+        request has not tried (RFC 3263 4.3); with none left, their senders hear 477. An
+        ``unreachable`` target is skipped by every request for a while."""
+        if conn.outbound and unreachable:
             self.resolver.failed(conn.proto, (conn.peer_ip, conn.peer_port))
         for data, route, tried in conn.waiting:
             following = self.resolver.next_target(conn.proto, route[0], route[1], tried) if route else None
@@ -335,9 +336,10 @@ class StreamConnections:
             self.loop.set_writer(conn.fd, lambda: self.on_writable(conn))
         return True
 
-    def close(self, conn: TCPConnection, why: str | None, refused: bool = False) -> None:
+    def close(self, conn: TCPConnection, why: str | None, refused: bool = False, wrong_host: bool = False) -> None:
         """``refused``: a peer that failed TLS checks, logged apart from routine closes so that a
-        flood of the ones cannot hide the others."""
+        flood of the ones cannot hide the others. ``wrong_host``: its certificate names another
+        host, so the target may well serve other hosts: not marked as failing."""
         if conn.closed:
             return
         conn.closed = True
@@ -353,7 +355,7 @@ class StreamConnections:
             except OSError:
                 pass
         if not conn.established and conn.waiting:
-            self.fail_over(conn, f"to {conn.proto.value}:{conn.peer_ip}:{conn.peer_port}: {why}")
+            self.fail_over(conn, f"to {conn.proto.value}:{conn.peer_ip}:{conn.peer_port}: {why}", not wrong_host)
         conn.waiting = []
         self.loop.remove(conn.fd)
         try:

@@ -5,6 +5,7 @@ never answers blocks nobody; sips: by _sips._tcp with the certificate checked ag
 import random
 import re
 import socket
+import ssl
 import time
 import uuid
 
@@ -234,3 +235,39 @@ def test_failover_moves_forward_never_in_circles():
     assert resolver.target(Proto.TLS, "sbc.example.test", None) == a            # all failing: the first
     resolver.cache[(Proto.UDP, "sbc.example.test", None)] = (time.monotonic() + 60, (a, b), "")
     assert resolver.target(Proto.UDP, "sbc.example.test", None) == a            # TLS failures only
+
+
+def test_tls_failover_past_a_server_of_another_domain_which_stays_usable(proxy_factory, dns_zone, pki):
+    """biloxi's first SRV target presents atlanta's certificate (RFC 5922 refuses it): the request
+    goes to biloxi's second target. That server is not down, only not biloxi's: atlanta's
+    requests still go to it first (its backup refuses connections)."""
+    port, closed = free_port(), free_port()
+    atlanta_ctx, atlanta = tls_server(pki, "atlanta.example.com", free_port())
+    biloxi_ctx, biloxi = tls_server(pki, "biloxi.example.com", free_port())
+    p_atlanta, p_biloxi = atlanta.getsockname()[1], biloxi.getsockname()[1]
+    zone = dns_zone({("_sips._tcp.biloxi.example.com", "SRV"): [f"0 0 {p_atlanta} sip.atlanta.example.com.",
+                                                                f"10 0 {p_biloxi} sip.biloxi.example.com."],
+                     ("_sips._tcp.atlanta.example.com", "SRV"): [f"0 0 {p_atlanta} sip.atlanta.example.com.",
+                                                                 f"10 0 {closed} sip.atlanta.example.com."],
+                     ("sip.atlanta.example.com", "A"): [LOOP], ("sip.biloxi.example.com", "A"): [LOOP]})
+    proxy = proxy_factory(children=1, extra=tls_settings(pki, port) + f"tls_verify_server=1\n"
+                                                                      f"dns_server={LOOP}:{zone.port}\n")
+
+    def delivered(ctx, listener) -> bytes | None:
+        conn, _ = listener.accept()
+        try:
+            with ctx.wrap_socket(conn, server_side=True) as tls:
+                return read_tcp_message(tls, time.monotonic() + 5, bytearray())
+        except (ssl.SSLError, OSError):
+            return None
+
+    with udp_socket(5.0) as u:
+        call_id = send(proxy, u, "sips:bob@biloxi.example.com")
+        assert delivered(atlanta_ctx, atlanta) is None                 # refused: wrong name
+        got = delivered(biloxi_ctx, biloxi)
+        assert got is not None and call_id.encode() in got
+        call_id = send(proxy, u, "sips:carol@atlanta.example.com")
+        got = delivered(atlanta_ctx, atlanta)
+        assert got is not None and call_id.encode() in got
+    atlanta.close()
+    biloxi.close()
