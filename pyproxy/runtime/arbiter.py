@@ -56,6 +56,7 @@ class Arbiter:
         self.signal_queue: list[int] = []
         self.stopping = False
         self.start_report: int | None = None     # daemon mode: the pipe the starting command reads
+        self.incarnations: dict[int, int] = {}    # worker index -> how many times it was respawned
 
     # -- building, before fork ------------------------------------------------------------------
     def build(self) -> None:
@@ -130,7 +131,8 @@ class Arbiter:
     def new_worker(self, index: int, local=None) -> Worker:
         return Worker(index, self.workers, self.config, self.listeners, self.shm, self.myself,
                       self.handoffs[index][0], [h[1] for h in self.handoffs],
-                      None if local else self.channels[index][1], local, self.tls, self.mi_reply)
+                      None if local else self.channels[index][1], local, self.tls, self.mi_reply,
+                      self.incarnations.get(index, 0))
 
     # -- running --------------------------------------------------------------------------------
     def run(self) -> int:
@@ -307,7 +309,8 @@ class Arbiter:
             how = f"signal {-code}" if code < 0 else f"status {code}"
             log.error(f"{name} (pid {pid}) died with {how}; respawning it")
             if kind == "worker":
-                self.tell_supervisor((ipc.WORKER_DIED, index))
+                self.incarnations[index] = self.incarnations.get(index, 0) + 1
+                self.tell_supervisor((ipc.WORKER_DIED, index, self.incarnations[index]))
             self.spawn(kind, index)
 
     def note_death(self, key, name: str) -> None:

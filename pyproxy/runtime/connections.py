@@ -150,7 +150,10 @@ class StreamConnections:
                 self.loop.stop()        # the supervisor is gone: the master restarts us all
                 return
             item = ipc.loads(payload)
-            if item[0] == ipc.NEW_CONN and fds:
+            if item[0] == ipc.EPOCH:
+                if item[1] == self.incarnation:
+                    self.start_adopting()
+            elif item[0] == ipc.NEW_CONN and fds and self.adopting:
                 _, conn_id, proto, peer_ip, peer_port, local_ip, local_port = item
                 # family and type given: socket(fileno=) would ask the kernel for them (3 calls)
                 family = socket.AF_INET6 if ":" in peer_ip else socket.AF_INET

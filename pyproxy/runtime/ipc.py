@@ -6,7 +6,8 @@
 - **supervisor channel** (one SOCK_SEQPACKET pair per worker): new connections (the fd rides along
   with SCM_RIGHTS) from the supervisor; connection events (opened outbound, closed, alias) from
   the worker.
-- **master -> supervisor**: a worker died, forget its connections.
+- **master -> supervisor**: a worker died, forget its connections; the supervisor then tells the
+  channel's next reader (the respawned worker) where its predecessor's unread connections end.
 
 Payloads are ``marshal``-encoded tuples: fast, and only our own processes speak on these sockets.
 """
@@ -29,7 +30,8 @@ NEW_CONN = 1        # supervisor -> worker: (NEW_CONN, conn_id, proto, peer_ip, 
 OUTBOUND = 2        # worker -> supervisor: (OUTBOUND, conn_id, owner, proto, peer_ip, peer_port)
 CLOSED = 3          # worker -> supervisor: (CLOSED, conn_id)
 ALIAS = 4           # worker -> supervisor: (ALIAS, conn_id, proto, ip, port)
-WORKER_DIED = 5     # master -> supervisor: (WORKER_DIED, index)
+WORKER_DIED = 5     # master -> supervisor: (WORKER_DIED, index, incarnation of its successor)
+EPOCH = 6           # supervisor -> worker: (EPOCH, incarnation): what follows is for that incarnation
 
 MAX_DATAGRAM = 256 * 1024
 dumps, loads = marshal.dumps, marshal.loads

@@ -162,8 +162,13 @@ class Supervisor:
             return
         item = ipc.loads(payload)
         if item[0] == ipc.WORKER_DIED:
-            dropped = self.table.forget_owner(item[1])
-            log.info(f"worker {item[1] + 1} died: forgot its {dropped} connection(s)")
+            _, index, incarnation = item
+            dropped = self.table.forget_owner(index)
+            log.info(f"worker {index + 1} died: forgot its {dropped} connection(s)")
+            try:    # connections passed before this were the dead worker's: its successor closes them
+                self.channels[index].send(ipc.dumps((ipc.EPOCH, incarnation)))
+            except OSError as e:
+                log.warning(f"cannot tell worker {index + 1} where its connections start: {e.strerror}")
 
 
 class LocalSupervisor:

@@ -46,6 +46,7 @@ from .tcp import TCPConnection
 BOOT_FAILED = 3             # exit status of a worker that could not start: the master stops
 UDP_BURST = 32              # datagrams read per wake-up
 HANDOFF_BACKLOG = 20000     # hand-offs kept for a busy worker before they are dropped
+EPOCH_WAIT = 2.0            # seconds a respawned worker waits for the supervisor's EPOCH at most
 NOT_RECEIVED = ReceiveInfo("0.0.0.0", 0, "0.0.0.0", 0, Proto.UDP)     # for messages we make ourselves
 SOURCE_PENDING = "source.pyproxy.invalid"   # a Via host to fill in once DNS says where it goes
 FROM_CTX = object()         # send_stream(): the TLS client domain named by the context's AVP now
@@ -81,7 +82,8 @@ class RateLimitedLog:
 
 class Worker(StreamConnections):
     def __init__(self, index: int, count: int, config, listeners: list[Listener], shm, myself,
-                 handoff_recv, handoff_send: list, channel, supervisor_local=None, tls=None, mi_reply=None):
+                 handoff_recv, handoff_send: list, channel, supervisor_local=None, tls=None, mi_reply=None,
+                 incarnation: int = 0):
         self.index = index                  # 0-based; titles and logs say index + 1
         self.count = count
         self.affinity = count > 1 and wants_affinity(config)
@@ -112,6 +114,10 @@ class Worker(StreamConnections):
         self.tls = tls                      # the DomainTable, or None when TLS is disabled
         self.mi_reply = mi_reply            # where answers to management commands go
         self.tls_avp = self.settings.tls_client_domain_avp
+        # a respawned worker: connections on its channel before the supervisor's EPOCH were passed
+        # to its predecessor, and the supervisor has forgotten them (as a fallback, it waits EPOCH_WAIT)
+        self.incarnation = incarnation
+        self.adopting = incarnation == 0
 
     # -- start ----------------------------------------------------------------------------------
     def run(self) -> None:
@@ -145,6 +151,11 @@ class Worker(StreamConnections):
         if self.channel is not None:
             loop.add_reader(self.channel.fileno(), self.on_channel)
         loop.call_later(1.0, self.tick)
+        if not self.adopting:
+            loop.call_later(EPOCH_WAIT, self.start_adopting)
+
+    def start_adopting(self) -> None:
+        self.adopting = True
 
     # -- input ----------------------------------------------------------------------------------
     def on_udp(self, listener: Listener) -> None:

@@ -7,13 +7,29 @@ workers go on."""
 import os
 import re
 import signal
+import socket
 import time
 import uuid
+from types import SimpleNamespace
 
 import psutil
 
-from ._harness import (LOOP, free_port, options_request, owner, read_tcp_message, run_uac, start_uas,
-                       status_of, tcp_connect, udp_socket)
+from pyproxy.config.loader import load_config_text
+from pyproxy.runtime import ipc
+from pyproxy.runtime.arbiter import Arbiter
+
+from ._harness import (
+    LOOP,
+    free_port,
+    options_request,
+    owner,
+    read_tcp_message,
+    run_uac,
+    start_uas,
+    status_of,
+    tcp_connect,
+    udp_socket,
+)
 from .test_mi import Peer, call_id_for, mi, send_to, tls_lines
 from .test_tls import client_context
 
@@ -159,3 +175,41 @@ def test_killed_worker_connections_are_forgotten(proxy_factory, pki, tmp_path):
             for _, c in clients:
                 c.close()
     assert proxy.alive() and proxy.answers() == (200, 200)
+
+
+def test_a_respawned_worker_closes_the_connections_passed_to_its_predecessor():
+    """The supervisor forgets a dead worker's connections, then sends EPOCH on its channel: the
+    respawned worker closes what was passed before (nobody could find those connections), and
+    adopts what comes after."""
+    port = free_port()
+    arbiter = Arbiter(load_config_text(f"fork=yes\nchildren=1\nlisten=udp:127.0.0.1:{port}\nroute {{ drop; }}\n",
+                                       "<test>"), SimpleNamespace(shm_mb=8, foreground=1))
+    arbiter.build()
+    arbiter.incarnations[0] = 1
+    worker = arbiter.new_worker(0)
+    supervisor_end = arbiter.channels[0][0]
+
+    listener = socket.create_server((LOOP, 0))
+
+    def pass_connection(conn_id: int) -> socket.socket:
+        client = socket.create_connection(listener.getsockname(), timeout=2)
+        accepted, peer = listener.accept()
+        socket.send_fds(supervisor_end, [ipc.dumps((ipc.NEW_CONN, conn_id, "tcp", peer[0], peer[1], LOOP, port))],
+                        [accepted.fileno()])
+        accepted.close()
+        return client
+
+    try:
+        stale = pass_connection(1)
+        supervisor_end.send(ipc.dumps((ipc.EPOCH, 1)))
+        fresh = pass_connection(2)
+        worker.on_channel()
+        assert stale.recv(10) == b""                # closed: it was the dead worker's
+        assert list(worker.conns) == [2]            # adopted
+        fresh.close()
+    finally:
+        for conn in list(worker.conns.values()):
+            conn.sock.close()
+        listener.close()
+        for bound in arbiter.listeners:
+            bound.sock.close()
