@@ -354,8 +354,6 @@ def test_log_facility_sends_every_line_to_syslog_with_role_and_pid(reaper, tmp_p
                     pytest.fail(f"cannot listen on {LOOP}:514/udp to receive syslog: {e}")
                 time.sleep(0.2)
         receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-    else:
-        print("syslog goes to /dev/log (or we are not root): only stdout/stderr silence and serving are checked")
     try:
         proxy = launch(reaper, tmp_path / "p", "-D", separate_stderr=True,
                        extra="log_stderror=no\nlog_facility=LOG_LOCAL3\n")
@@ -491,7 +489,6 @@ def test_quick_worker_deaths_are_respawned_with_back_off_and_without_spinning(re
     cpu0 = sum(master.cpu_times()[:2])
     took = kill_as_soon_as_respawned(proxy, 2, RESPAWN_LIMIT - 1)
     cpu = sum(master.cpu_times()[:2]) - cpu0
-    print(f"respawn delays after quick deaths: {[round(t, 3) for t in took]}; master CPU {cpu:.3f} s")
     assert len(took) == RESPAWN_LIMIT - 1 and all(t < 3 for t in took), f"{took}\n{proxy.tail()}"
     for k, t in enumerate(took, 1):
         assert 0.1 * k - 0.02 <= t <= 0.1 * k + 0.5, f"quick death {k}: respawned after {t:.3f} s\n{proxy.tail()}"
