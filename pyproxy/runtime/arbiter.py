@@ -19,8 +19,11 @@ import socket
 import sys
 import time
 
+from setproctitle import setproctitle
+
 from ..mi.server import Endpoints, MIServer, MIStartError
 from ..myself import Myself
+from ..tls.domains import DomainTable, TLSConfigError
 from . import ipc
 from .listeners import BindError, bind_all
 from .logs import log, set_role
@@ -101,7 +104,6 @@ class Arbiter:
         s = self.settings
         if s.disable_tls:
             return None
-        from ..tls.domains import DomainTable, TLSConfigError
         if s.tls_autogenerate:
             self.autogenerate_certificates()
         try:
@@ -149,7 +151,6 @@ class Arbiter:
             self.write_pid_file()       # before the drop: its folder (/run) is often root's alone
             self.drop_privileges()
             self.install_signals()
-            from setproctitle import setproctitle
             setproctitle("pyproxy: master")
             set_role("master")
             log.info(f"pyproxy started: {', '.join(map(str, self.listeners))}; {self.workers} workers")
@@ -279,7 +280,6 @@ class Arbiter:
     def handle_usr2(self) -> None:
         """Sent by the mi process after tls_reload: workers started from now on use the new files."""
         if self.tls is not None:
-            from ..tls.domains import TLSConfigError
             try:
                 self.tls = self.build_tls()
                 log.info("TLS domains reloaded in the master")

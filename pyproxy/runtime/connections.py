@@ -16,10 +16,11 @@ import time
 from ..config.values import Proto
 from ..script.context import ReceiveInfo
 from ..sip import MessageTooLarge, RemoteSIPError, Request
-from ..tls.pipe import TLSError, TLSPipe, is_ip
+from ..tls.pipe import TLSError, TLSPipe
 from ..tls.verify import matches_sip_domain, peer_summary, verify_error
 from . import ipc
 from .logs import log
+from .resolver import literal
 from .shm import NO_DOMAIN, Stat
 from .tcp import TCPConnection
 
@@ -32,7 +33,7 @@ def client_sni(domain, target: str | None) -> str | None:
     named = domain.params.get("tls_server_name")
     if named:
         return named
-    if target and not is_ip(target):
+    if target and literal(target) is None:
         return target
     return domain.name
 

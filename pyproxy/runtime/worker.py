@@ -243,7 +243,8 @@ class Worker(StreamConnections):
                 conn = self.conns.get(conn_id)
                 if conn is None:
                     self.bounce(data, f"connection {conn_id:#x} is gone")
-                if conn is None or not self.write_waiting(conn, data):
+                    self.stats.add(Stat.SEND_ERRORS)
+                elif not self.write_waiting(conn, data):
                     self.stats.add(Stat.SEND_ERRORS)
 
     # -- management commands (from the mi process) ---------------------------------------------
@@ -267,11 +268,10 @@ class Worker(StreamConnections):
     def tls_entry(self, conn: TCPConnection) -> dict:
         info = conn.tls_info or {}
         ssl_conn = conn.pipe.conn
-        domain = conn.domain
         sni = ssl_conn.get_servername()
         return {"id": conn.conn_id, "worker": self.index + 1, "direction": "out" if conn.outbound else "in",
                 "local": f"{conn.local_ip}:{conn.local_port}", "peer": f"{conn.peer_ip}:{conn.peer_port}",
-                "domain": domain.label if domain is not None else None,
+                "domain": conn.domain.label if conn.domain is not None else None,
                 "sni": sni.decode("ascii", "replace") if isinstance(sni, bytes) else sni,   # A-labels
                 "established": conn.pipe.handshake_done, "version": info.get("version"),
                 "cipher": info.get("cipher"), "peer_subject": info.get("subject"),

@@ -29,7 +29,7 @@ def describe(error: SSL.Error) -> str:
     return "; ".join(p for p in parts if p) or str(error) or type(error).__name__
 
 
-def is_ip(host: str) -> bool:
+def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
         return True
@@ -47,7 +47,7 @@ class TLSPipe:
         else:
             conn.set_connect_state()
             # RFC 6066: SNI carries host names only, never addresses
-            if server_name and not is_ip(server_name):
+            if server_name and not _is_ip(server_name):
                 try:
                     conn.set_tlsext_host_name(server_name.rstrip(".").encode("idna"))
                 except UnicodeError:
