@@ -5,7 +5,6 @@ never answers blocks nobody; sips: by _sips._tcp with the certificate checked ag
 import random
 import re
 import socket
-import ssl
 import time
 import uuid
 
@@ -17,7 +16,7 @@ from pyproxy.runtime.resolver import UNKNOWN, Resolver, candidates, nameservers,
 
 from ._harness import LOOP, free_port, options_request, read_tcp_message, status_of, udp_socket
 from .dns_server import DNSServer
-from .test_tls import tls_server, tls_settings
+from .test_tls import accept_request, tls_server, tls_settings
 
 
 @pytest.fixture
@@ -100,9 +99,7 @@ def test_sips_by_srv_and_the_certificate_checked_against_the_domain(proxy_factor
     server_ctx, listener = tls_server(pki, "biloxi.example.com", server_port)
     with udp_socket(5.0) as u:
         send(proxy, u, "sips:bob@biloxi.example.com")
-        conn, _ = listener.accept()
-        with server_ctx.wrap_socket(conn, server_side=True) as tls:
-            got = read_tcp_message(tls, time.monotonic() + 5, bytearray())
+        got = accept_request(server_ctx, listener)
     listener.close()
     assert got is not None and got.startswith(b"OPTIONS sips:bob@biloxi.example.com SIP/2.0")
     assert re.search(rb"Via: SIP/2.0/TLS 127\.0\.0\.1:\d+;branch=", got)
@@ -253,21 +250,13 @@ def test_tls_failover_past_a_server_of_another_domain_which_stays_usable(proxy_f
     proxy = proxy_factory(children=1, extra=tls_settings(pki, port) + f"tls_verify_server=1\n"
                                                                       f"dns_server={LOOP}:{zone.port}\n")
 
-    def delivered(ctx, listener) -> bytes | None:
-        conn, _ = listener.accept()
-        try:
-            with ctx.wrap_socket(conn, server_side=True) as tls:
-                return read_tcp_message(tls, time.monotonic() + 5, bytearray())
-        except (ssl.SSLError, OSError):
-            return None
-
     with udp_socket(5.0) as u:
         call_id = send(proxy, u, "sips:bob@biloxi.example.com")
-        assert delivered(atlanta_ctx, atlanta) is None                 # refused: wrong name
-        got = delivered(biloxi_ctx, biloxi)
+        assert accept_request(atlanta_ctx, atlanta) is None                 # refused: wrong name
+        got = accept_request(biloxi_ctx, biloxi)
         assert got is not None and call_id.encode() in got
         call_id = send(proxy, u, "sips:carol@atlanta.example.com")
-        got = delivered(atlanta_ctx, atlanta)
+        got = accept_request(atlanta_ctx, atlanta)
         assert got is not None and call_id.encode() in got
     atlanta.close()
     biloxi.close()

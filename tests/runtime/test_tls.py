@@ -44,6 +44,17 @@ def tls_server(pki, cert, port):
     return ctx, listener
 
 
+def accept_request(server_ctx, listener, timeout=5.0):
+    """The SIP message the proxy sends on its next connection to our TLS server; None when the
+    handshake fails or the connection ends first."""
+    conn, _ = listener.accept()
+    try:
+        with server_ctx.wrap_socket(conn, server_side=True) as tls:
+            return read_tcp_message(tls, time.monotonic() + timeout, bytearray())
+    except (ssl.SSLError, OSError):
+        return None
+
+
 def tls_options(port, ctx, server_name=None, timeout=5.0):
     """OPTIONS over a new TLS connection: (status or None, the server certificate's CN)."""
     raw = socket.create_connection((LOOP, port), timeout=timeout)
@@ -185,11 +196,7 @@ def test_untrusted_server_gets_the_request_answered_477(proxy_factory, pki):
     server_ctx, listener = tls_server(pki, "impostor", server_port)
     with udp_socket(5.0) as u:
         send_sips(proxy, u, server_port, f"evil-{uuid.uuid4().hex}")
-        conn, _ = listener.accept()
-        try:
-            server_ctx.wrap_socket(conn, server_side=True)
-        except (ssl.SSLError, OSError):
-            pass                        # the proxy refuses our certificate
+        accept_request(server_ctx, listener)        # the proxy refuses our certificate
         data, _ = u.recvfrom(65536)
         assert status_of(data) == 477
     listener.close()
@@ -264,13 +271,7 @@ def test_without_a_ca_list_the_client_side_trusts_the_system_cas(proxy_factory, 
         server_ctx, listener = tls_server(pki, cert, server_port)
         with udp_socket(5.0) as u:
             send_sips(proxy, u, server_port, f"system-{uuid.uuid4().hex}")
-            conn, _ = listener.accept()
-            got = None
-            try:
-                with server_ctx.wrap_socket(conn, server_side=True) as tls:
-                    got = read_tcp_message(tls, time.monotonic() + 5, bytearray())
-            except (ssl.SSLError, OSError):
-                pass
+            got = accept_request(server_ctx, listener)
             assert (got is not None and got.startswith(b"OPTIONS sips:bob@")) is delivered, cert
             if not delivered:
                 assert status_of(u.recvfrom(65536)[0]) == 477
