@@ -17,6 +17,7 @@ from ..forward import destination_of_uri
 from ..script.engine import Script, end_script, truth
 from ..script.exports import FixupError, Function, LoadEnv, RouteType, ROUTE_TYPE_OF
 from ..script.pv import PVError, compile_pv
+from ..script.regex import compile_posix
 from ..sip import SIPError
 from .ast import (BoolOp, Call, Compare, Control, If, Myself, Not, PVar, Return, RouteBlock,
                   RouteCall, RouteKind, SetPV, Stop, Value, ValueKind)
@@ -272,7 +273,7 @@ class Compiler:
             raise ConfigError(c.pos, f"'{c.op}' needs a regular expression in quotes on its right")
         try:
             # OpenSER used POSIX extended regexes, case-insensitive, searching anywhere
-            regex = re.compile(c.right.text, re.IGNORECASE)
+            regex = compile_posix(c.right.text, re.IGNORECASE)
         except re.error as e:
             raise ConfigError(c.right.pos, f'bad regular expression "{c.right.text}": {e}') from None
         test = f"{self.const(_regex_search(regex), 're')}({subject})"

@@ -12,6 +12,7 @@ import re
 
 from ..script.exports import FixupError, Function, ModuleExports, RouteType
 from ..script.fixups import format_string, text
+from ..script.regex import compile_posix
 from ..sip import SIPError, parse_without_content_length
 
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!%*_+`'~.\-]+")
@@ -80,7 +81,7 @@ def subst(ctx, regex, template, count):
 def _regex(arg, i):
     pattern = text(arg, i)
     try:
-        return re.compile(pattern, re.IGNORECASE | re.MULTILINE)
+        return compile_posix(pattern, re.IGNORECASE | re.MULTILINE)
     except re.error as e:
         raise FixupError(f'argument {i + 1}: bad regular expression "{pattern}": {e}', i) from None
 
@@ -112,7 +113,7 @@ def _subst_fixup(args, env):
     if set(flags) - set("ig"):
         raise FixupError(f"argument 1: unknown subst flags '{flags}' (use i and g)", 0)
     try:
-        regex = re.compile(pattern, re.MULTILINE | (re.IGNORECASE if "i" in flags else 0))
+        regex = compile_posix(pattern, re.MULTILINE | (re.IGNORECASE if "i" in flags else 0))
     except re.error as e:
         raise FixupError(f'argument 1: bad regular expression "{pattern}": {e}', 0) from None
     replacement = replacement.replace(f"\\{sep}", sep)

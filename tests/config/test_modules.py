@@ -41,6 +41,12 @@ def test_subst_replace_search_append(run):
     assert out.serialize().count(b"Content-Length") == 1
 
 
+def test_regexes_read_posix_classes(run):
+    out, ctx, _ = forwarded(run, r'subst("/^(Contact: <sip:)[[:lower:]]+@/\1x@/"); '
+                                 r'if (search("^CSeq: [[:digit:]]+ INVITE")) setflag(1);')
+    assert out.header("Contact") == "<sip:x@10.0.0.1:5062>" and ctx.flags == 2
+
+
 def test_subst_on_the_body_fixes_content_length(run):
     msg = INVITE.replace("Content-Length: 0\r\n\r\n", "Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello")
     out, _, _ = forwarded(run, 'subst("/hello/hello world/");', msg)
@@ -66,6 +72,7 @@ def test_xlog(run):
     ('subst("/a/b");', "must look like /regex/replacement/flags"),
     ('subst("/a/b/x");', "unknown subst flags 'x'"),
     ('search("(");', "bad regular expression"),
+    ('search("[[:digits:]]");', "unknown character class [:digits:]"),
     ('remove_hf("Bad Name");', "must be a header name"),
     ('avp_write("$fd", "$xyz");', 'must name an AVP'),
     ('avp_write("$nope", "$avp(i:1)");', "unknown pseudo-variable $nope"),

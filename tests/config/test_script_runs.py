@@ -24,6 +24,9 @@ def flags_of(run, cond, **kw):
     ('uri=~"^sip:bob@"', True),
     ('uri=~"@atlanta"', False),
     ('uri!~"@atlanta"', True),
+    ('uri=~"^sip:[[:alpha:]]+@[[:alnum:].-]+$"', True),    # POSIX classes, as OpenSER read them
+    ('uri=~"^sip:[[:digit:]]+@"', False),
+    ('$ci=~"^[[:xdigit:]]+@[^[:space:]]+$"', True),
     ('uri=="sip:bob@biloxi.example.com"', True),
     ("uri==myself", False),
     ("uri!=myself", True),

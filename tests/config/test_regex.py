@@ -1,0 +1,43 @@
+"""OpenSER's POSIX regexes rewritten for Python's re (pyproxy.script.regex)."""
+
+import re
+import warnings
+
+import pytest
+
+from pyproxy.script.regex import compile_posix, translate
+
+
+@pytest.mark.parametrize("posix,python", [
+    ("^sip:[[:digit:]]+@", "^sip:[0-9]+@"),
+    ("[^[:space:]]", r"[^ \t\n\r\f\v]"),
+    ("[[:alpha:][:digit:]_-]", "[a-zA-Z0-9_-]"),
+    ("[]a]", r"[\]a]"),                 # ']' first is a member
+    ("[^]a]", r"[^\]a]"),
+    ("[a[b]", r"[a\[b]"),               # '[' inside brackets is a literal
+    ("[a&&b|~]", r"[a\&\&b\|\~]"),      # so are these (re warns of set operations)
+    (r"[\.]", r"[\.]"),                 # backslash escapes as re reads them
+    (r"\[[:digit:]\]", r"\[[:digit:]\]"),   # no bracket expression here
+    ("a|b(c)*", "a|b(c)*"),
+])
+def test_translate(posix, python):
+    assert translate(posix) == python
+
+
+def test_posix_classes_match_what_they_name():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")      # nothing left for re to warn about
+        punct = compile_posix("^[[:punct:]]+$")
+        assert punct.match("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~") and not punct.match("a")
+        assert compile_posix("^[[:upper:]][[:lower:]]$").match("Ab")
+        assert compile_posix("[[:cntrl:]]").search("a\x7fb") and not compile_posix("[[:graph:]]").search(" \t")
+
+
+@pytest.mark.parametrize("pattern,message", [
+    ("[[:digits:]]", "unknown character class [:digits:]"),
+    ("[[:digit]", "no ':]' closes"),
+    ("[abc", "unterminated character set"),
+])
+def test_errors(pattern, message):
+    with pytest.raises(re.error, match=re.escape(message)):
+        compile_posix(pattern)
