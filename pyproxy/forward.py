@@ -61,7 +61,7 @@ def forward_request(ctx: ScriptContext, dest: Destination | None = None) -> int:
         if dest is None:
             dest = destination_of_uri(msg.uri)
         stamp_received(msg, ctx.rcv)
-        host, port = runtime.via_address(dest.proto, dest)
+        host, port, source = runtime.via_address(dest.proto, dest, ctx.rcv)
         branch = stateless_branch(msg, f"{dest.proto.value}:{dest.host}:{dest.port}")
         via = f"SIP/2.0/{dest.proto.name} {host}:{port};branch={branch}"
         if ctx.rcv.proto is not Proto.UDP and msg.top_via.rport is None:
@@ -73,7 +73,7 @@ def forward_request(ctx: ScriptContext, dest: Destination | None = None) -> int:
         runtime.log(40, f"cannot forward {msg.method}: {e}")
         ctx.last_error = (400, "Bad Request-URI")
         return -1
-    if runtime.send(ctx, dest, data):
+    if runtime.send(ctx, dest, data, source):
         return 1
     ctx.last_error = SEND_FAILED     # what sl_reply_error() answers, as OpenSER did
     return -1

@@ -81,12 +81,12 @@ class NullRuntime:
         self.is_myself = Myself([SocketSpec(Proto.UDP, "127.0.0.1", 5070)])
         self.last = b""
 
-    def send(self, ctx, dest, data):
+    def send(self, ctx, dest, data, source=None):
         self.last = data
         return True
 
-    def via_address(self, proto, dest):
-        return "127.0.0.1", 5070
+    def via_address(self, proto, dest, rcv):
+        return "127.0.0.1", 5070, None
 
     def log(self, level, text):
         pass

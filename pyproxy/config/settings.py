@@ -82,9 +82,12 @@ CORE = _params(
           "Accepted for compatibility, no effect, as dns.",
           warn=lambda on: _NO_EFFECT.format("rev_dns") if on else None),
     Param("mhomed", Bool(), False,
-          "Accepted for compatibility: a socket bound to every address (0.0.0.0, ::) always sends from "
-          "the address the kernel routes by, as mhomed=1 did; of several specific addresses of one "
-          "transport and family, the first sends."),
+          "With several UDP sockets, send from the one bound to the address the kernel routes the "
+          "destination by (for a host name, once DNS has answered for it). Without it, as in "
+          "OpenSER, a UDP message leaves from the socket it came in on when that has the "
+          "destination's address family, else from the first. A socket bound to every address "
+          "(0.0.0.0, ::) always names the kernel's source address in its Via. TCP and TLS "
+          "connections are opened from the address the kernel chooses."),
     Param("dns_server", AddressPort(), (),
           "A DNS server pyproxy asks (RFC 3263: SRV, then A/AAAA), address[:port]; repeat for more, "
           "asked in order when one does not answer. Without any, the servers of /etc/resolv.conf.",

@@ -91,7 +91,9 @@ class Worker(StreamConnections):
         self.settings = config.settings
         self.script = config.script
         self.listeners = listeners
-        self.udp = {l.family: l for l in reversed(listeners) if l.proto is Proto.UDP}
+        self.udp = {l.family: l for l in reversed(listeners) if l.proto is Proto.UDP}    # the first
+        self.udp_at = {(l.host, l.port): l for l in listeners if l.proto is Proto.UDP}
+        self.udp_on_host = {l.host: l for l in reversed(listeners) if l.proto is Proto.UDP and not l.wildcard}
         self.listener_cache: dict[tuple[Proto, int], Listener | None] = {}
         self.shm = shm
         self.is_myself = myself
@@ -380,20 +382,43 @@ class Worker(StreamConnections):
     def log(self, level: int, text: str) -> None:
         log.log(level, text)
 
-    def via_address(self, proto: Proto, dest: Destination) -> tuple[str, int]:
-        listener = self.listener_for(proto, dest.host)
+    def via_address(self, proto: Proto, dest: Destination, rcv: ReceiveInfo) -> tuple[str, int, Listener]:
+        """Our Via's host and port for a request to ``dest``, and the socket that sends it."""
+        if proto is Proto.UDP and len(self.udp_at) > 1:
+            listener = self.udp_socket_for(self.known_ip(proto, dest), dest.host, rcv)
+        else:
+            listener = self.listener_for(proto, dest.host)
         if listener is None:
             raise SIPError(f"no {proto.value} socket to send from")
         host = listener.host
         if listener.wildcard:
-            target = self.resolver.target(proto, dest.host, dest.port)
             # a name DNS has not answered for yet: the address is written in when it has (send_to)
-            host = self.source_address(target[0]) if isinstance(target, tuple) else SOURCE_PENDING
-        return (f"[{host}]" if ":" in host else host), listener.port
+            ip = self.known_ip(proto, dest)
+            host = self.source_address(ip) if ip else SOURCE_PENDING
+        return (f"[{host}]" if ":" in host else host), listener.port, listener
+
+    def known_ip(self, proto: Proto, dest: Destination) -> str | None:
+        """The address ``dest`` goes to, if it is one or DNS has answered for it."""
+        target = self.resolver.target(proto, dest.host, dest.port)
+        return target[0] if isinstance(target, tuple) else None
+
+    def udp_socket_for(self, ip: str | None, host: str, rcv: ReceiveInfo) -> Listener | None:
+        """Of several UDP sockets, the one to send to ``ip`` from, as OpenSER chose it: with
+        mhomed=yes the one bound to the address the kernel routes ``ip`` by (when DNS has answered
+        for a name); else the one the message came in on, if of the destination's family; else the
+        first of that family."""
+        if ip and self.settings.mhomed:
+            found = self.udp_on_host.get(self.source_address(ip))
+            if found is not None:
+                return found
+        found = self.udp_at.get((rcv.dst_ip, rcv.dst_port)) if rcv.proto is Proto.UDP else None
+        if found is not None and (":" in found.host) == (":" in (ip or host)):
+            return found
+        return self.listener_for(Proto.UDP, ip or host)
 
     def listener_for(self, proto: Proto, host: str) -> Listener | None:
-        """The socket a message to ``host`` goes out from (its Via): the first of that transport
-        and address family, else the first of that transport."""
+        """The first socket of that transport and of the address family of ``host``, else the
+        first of that transport."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         found = self.listener_cache.get((proto, family), False)
         if found is False:
@@ -419,7 +444,8 @@ class Worker(StreamConnections):
             self.source_cache[ip] = cached
         return cached
 
-    def send(self, ctx, dest: Destination, data: bytes) -> bool:
+    def send(self, ctx, dest: Destination, data: bytes, source: Listener | None = None) -> bool:
+        """``source``: the socket our Via names (forwarded requests); else UDP picks one here."""
         rcv = ctx.rcv
         if rcv.conn_id and dest.proto is rcv.proto and dest.host == rcv.src_ip and dest.port == rcv.src_port:
             return self.count_sent(ctx, data, self.send_on(rcv.conn_id, rcv.conn_owner, data))
@@ -427,25 +453,30 @@ class Worker(StreamConnections):
         if target is UNKNOWN:       # DNS answers later: send then (a request that cannot go hears 477)
             domain_name = self.client_domain_name(ctx)      # as the script left it at forward()
             self.resolver.resolve(dest.proto, dest.host, dest.port,
-                                  lambda found, why: self.send_later(ctx, dest, data, found, why, domain_name))
+                                  lambda found, why: self.send_later(ctx, dest, data, found, why, domain_name,
+                                                                     source))
             return True
-        return self.send_to(ctx, dest, data, target)
+        return self.send_to(ctx, dest, data, target, source=source)
 
-    def send_later(self, ctx, dest: Destination, data: bytes, target, why: str, domain_name) -> None:
+    def send_later(self, ctx, dest: Destination, data: bytes, target, why: str, domain_name,
+                   source: Listener | None) -> None:
         placeholder = SOURCE_PENDING.encode()
         if placeholder in data:     # without a target, any of our addresses will do for our own 477
             data = data.replace(placeholder, self.source_address(target[0]).encode() if target else b"127.0.0.1", 1)
-        if not self.send_to(ctx, dest, data, target, domain_name):
+        if not self.send_to(ctx, dest, data, target, domain_name, source):
             self.bounce(data, f"cannot resolve {dest.host}: {why}" if target is None else
                         f"sending to {target[0]}:{target[1]} failed")
 
-    def send_to(self, ctx, dest: Destination, data: bytes, target, domain_name=FROM_CTX) -> bool:
+    def send_to(self, ctx, dest: Destination, data: bytes, target, domain_name=FROM_CTX,
+                source: Listener | None = None) -> bool:
         if target is None:
             self.ratelog("dns", logging.WARNING, f"cannot resolve {dest.proto.value}:{dest.host}: "
                                                  f"{self.resolver.why(dest.proto, dest.host, dest.port)}")
             return self.count_sent(ctx, data, False)
         if dest.proto is Proto.UDP:
-            ok = self.send_udp(target[0], target[1], data)
+            if source is None and len(self.udp_at) > 1:
+                source = self.udp_socket_for(target[0], target[0], ctx.rcv)
+            ok = self.send_udp(target[0], target[1], data, source)
         else:
             ok = self.send_stream(dest.proto, target[0], target[1], data, ctx, dest.host, domain_name, dest.port)
         return self.count_sent(ctx, data, ok)
@@ -470,8 +501,8 @@ class Worker(StreamConnections):
         self.hand_off(owner, (ipc.SEND, conn_id, data))
         return True
 
-    def send_udp(self, ip: str, port: int, data: bytes) -> bool:
-        listener = self.udp.get(socket.AF_INET6 if ":" in ip else socket.AF_INET) or \
+    def send_udp(self, ip: str, port: int, data: bytes, listener: Listener | None = None) -> bool:
+        listener = listener or self.udp.get(socket.AF_INET6 if ":" in ip else socket.AF_INET) or \
             next(iter(self.udp.values()), None)
         if listener is None:
             self.ratelog("noudp", logging.ERROR, "no UDP socket to send from")

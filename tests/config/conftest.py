@@ -23,12 +23,12 @@ class RecordingRuntime:
         self.logs = []
         self.connections = set()    # (proto, ip, port) that connected() reports open
 
-    def send(self, ctx, dest, data):
+    def send(self, ctx, dest, data, source=None):
         self.sent.append((dest, data))
         return True
 
-    def via_address(self, proto, dest):
-        return "127.0.0.1", 5060
+    def via_address(self, proto, dest, rcv):
+        return "127.0.0.1", 5060, None
 
     def connected(self, proto, ip, port):
         return (proto, ip, port) in self.connections

@@ -221,7 +221,7 @@ def test_sl_reply_error_after_failed_forward(run, monkeypatch):
     from conftest import RecordingRuntime
     sends = []
 
-    def send(self, ctx, dest, data):
+    def send(self, ctx, dest, data, source=None):
         sends.append(data)
         return len(sends) > 1      # the forward fails, the reply goes out
     monkeypatch.setattr(RecordingRuntime, "send", send)
