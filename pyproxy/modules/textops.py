@@ -13,7 +13,7 @@ import re
 from ..script.exports import FixupError, Function, ModuleExports, RouteType
 from ..script.fixups import format_string, text
 from ..script.regex import compile_posix
-from ..sip import SIPError, parse_without_content_length
+from ..sip import Request, SIPError, parse_without_content_length
 
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!%*_+`'~.\-]+")
 
@@ -69,19 +69,27 @@ def replace(ctx, regex, render):
     return _rewrite(ctx, new) if n else -1
 
 
-def subst(ctx, regex, template, count):
-    current = _text_of(ctx)
-    try:
-        new, n = regex.subn(template, current, count=count)
-    except (re.error, IndexError):
-        return -1
+def subst(ctx, regex, parts, count):
+    new, n = regex.subn(lambda m: _expand(parts, m, ctx), _text_of(ctx), count=count)
     return _rewrite(ctx, new) if n else -1
+
+
+def _expand(parts: tuple, m: re.Match, ctx) -> str:
+    out = []
+    for part in parts:
+        if part.__class__ is str:
+            out.append(part)
+        elif part is _URI:
+            out.append(ctx.msg.ruri if isinstance(ctx.msg, Request) else "")
+        else:
+            out.append(m.group(part) or "")
+    return "".join(out)
 
 
 def _regex(arg, i):
     pattern = text(arg, i)
     try:
-        return compile_posix(pattern, re.IGNORECASE | re.MULTILINE)
+        return compile_posix(pattern, re.IGNORECASE | re.MULTILINE, newline=True)
     except re.error as e:
         raise FixupError(f'argument {i + 1}: bad regular expression "{pattern}": {e}', i) from None
 
@@ -101,7 +109,9 @@ def _append_fixup(args, env):
 
 
 def _subst_fixup(args, env):
-    """``/regex/replacement/flags`` (any delimiter), flags i (ignore case) and g (every match)."""
+    """``/regex/replacement/flags`` (any delimiter) as SER's subst_parser read it: flags i (ignore
+    case), g (every match) and s (the regex may span lines: without it, as with REG_NEWLINE,
+    '^' and '$' match at each line and neither '.' nor ``[^...]`` matches a newline)."""
     expr = text(args[0], 0)
     if len(expr) < 4:
         raise FixupError("argument 1 must look like /regex/replacement/flags", 0)
@@ -110,16 +120,48 @@ def _subst_fixup(args, env):
     if len(parts) != 3:
         raise FixupError(f"argument 1 must look like {sep}regex{sep}replacement{sep}flags, found '{expr}'", 0)
     pattern, replacement, flags = parts
-    if set(flags) - set("ig"):
-        raise FixupError(f"argument 1: unknown subst flags '{flags}' (use i and g)", 0)
+    if set(flags) - set("igs"):
+        raise FixupError(f"argument 1: unknown subst flags '{flags}' (use i, g and s)", 0)
+    lines = "s" not in flags
     try:
-        regex = compile_posix(pattern, re.MULTILINE | (re.IGNORECASE if "i" in flags else 0))
+        regex = compile_posix(pattern, (re.MULTILINE if lines else re.DOTALL) |
+                              (re.IGNORECASE if "i" in flags else 0), newline=lines)
     except re.error as e:
         raise FixupError(f'argument 1: bad regular expression "{pattern}": {e}', 0) from None
-    replacement = replacement.replace(f"\\{sep}", sep)
-    # OpenSER's back-references are one digit: \1192 is group 1 then "192", never group 11
-    replacement = re.sub(r"\\(\d)", r"\\g<\1>", replacement)
-    return regex, replacement, 0 if "g" in flags else 1
+    parts = _replacement(replacement)
+    groups = [p for p in parts if p.__class__ is int and p > regex.groups]
+    if groups:
+        raise FixupError(f"argument 1: the replacement refers to \\{groups[0]}, but the regex has "
+                         f"{regex.groups} group{'s' if regex.groups != 1 else ''}", 0)
+    return regex, parts, 0 if "g" in flags else 1
+
+
+_URI = object()         # \u in a subst replacement: the Request-URI
+_CHAR_ESCAPES = {"n": "\n", "r": "\r", "t": "\t"}
+
+
+def _replacement(text: str) -> tuple:
+    """SER's escapes: \\0 (the match) to \\9 (one digit: \\1192 is group 1 then "192"), \\n \\r
+    \\t, \\u (the Request-URI); any other escaped character stands for itself (\\\\, \\/)."""
+    parts, literal, i = [], [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch != "\\" or i + 1 == len(text):
+            literal.append(ch)
+            i += 1
+            continue
+        escaped = text[i + 1]
+        i += 2
+        if escaped.isdigit() or escaped == "u":
+            if literal:
+                parts.append("".join(literal))
+                literal = []
+            parts.append(_URI if escaped == "u" else int(escaped))
+        else:
+            literal.append(_CHAR_ESCAPES.get(escaped, escaped))
+    if literal:
+        parts.append("".join(literal))
+    return tuple(parts)
 
 
 def _two(conv_second):

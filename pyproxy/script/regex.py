@@ -8,6 +8,10 @@ would silently never match. Bracket expressions are therefore rewritten before c
 ``[:name:]`` becomes its ASCII ranges, and '[', '&', '~', '|' become escaped literals (literals
 in POSIX; in re they draw a FutureWarning about set operations). Backslash escapes are kept as re
 reads them, which is what people who write ``[\\.]`` mean.
+
+textops compiled with REG_NEWLINE, which re.MULTILINE matches for '^' and '$' and re's '.' already
+honours, but under which a non-matching list such as ``[^;]`` does not match a newline either:
+``newline=True`` adds it, so that ``^From:[^;]*`` stops at the end of its line as in OpenSER.
 """
 
 from __future__ import annotations
@@ -31,12 +35,13 @@ POSIX_CLASSES = {
 }
 
 
-def compile_posix(pattern: str, flags: int = 0) -> re.Pattern:
-    """re.compile() of an OpenSER script regex; raises re.error for what neither can read."""
-    return re.compile(translate(pattern), flags)
+def compile_posix(pattern: str, flags: int = 0, newline: bool = False) -> re.Pattern:
+    """re.compile() of an OpenSER script regex; raises re.error for what neither can read.
+    ``newline``: POSIX REG_NEWLINE (pass re.MULTILINE in ``flags`` too)."""
+    return re.compile(translate(pattern, newline), flags)
 
 
-def translate(pattern: str) -> str:
+def translate(pattern: str, newline: bool = False) -> str:
     out = []
     i, n = 0, len(pattern)
     while i < n:
@@ -45,19 +50,19 @@ def translate(pattern: str) -> str:
             out.append(pattern[i:i + 2])
             i += 2
         elif ch == "[":
-            i = _bracket(pattern, i + 1, out)
+            i = _bracket(pattern, i + 1, out, newline)
         else:
             out.append(ch)
             i += 1
     return "".join(out)
 
 
-def _bracket(pattern: str, i: int, out: list) -> int:
+def _bracket(pattern: str, i: int, out: list, newline: bool) -> int:
     """Copy the bracket expression starting after its '[' at ``i``; returns where it ends."""
     n = len(pattern)
     out.append("[")
     if pattern.startswith("^", i):
-        out.append("^")
+        out.append(r"^\n" if newline else "^")
         i += 1
     if pattern.startswith("]", i):         # first, ']' is a member (POSIX and re agree)
         out.append(r"\]")

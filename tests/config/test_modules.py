@@ -47,6 +47,25 @@ def test_regexes_read_posix_classes(run):
     assert out.header("Contact") == "<sip:x@10.0.0.1:5062>" and ctx.flags == 2
 
 
+def test_lists_do_not_cross_lines_as_with_reg_newline(run):
+    # To has no ';' on its line: [^;]* must stop there, not run on into From's ;tag=
+    _, ctx, _ = run('route { if (search("^To:[^;]*;")) setflag(1); if (search("^From:[^;]*;tag=")) setflag(2); }',
+                    modules=MODULES)
+    assert ctx.flags == 1 << 2
+
+
+def test_subst_reads_sers_escapes_and_flags(run):
+    msg = INVITE.replace("Call-ID", "Subject: hi\r\nX-Drop: a\r\nX-Drop: b\r\nCall-ID")
+    out, _, _ = forwarded(run, r'subst("/^Subject: ([a-z]+)/X-Target: \u;\1/"); '
+                               r'subst("/^from: ([a-z]+)/X-Two: \/\1\r\nFrom: \1/i"); '
+                               r'subst("/^X-Drop: a.X-Drop: b\r\n//"); ', msg)
+    assert out.header("X-Target") == "sip:bob@biloxi.example.com;hi"     # \u: the Request-URI
+    assert out.header("X-Two") == "/Alice" and out.from_.display == "Alice"   # flag i; \/ is a /
+    assert out.header_values("X-Drop") == ["a", "b"]    # '.' matched no newline
+    out, _, _ = forwarded(run, r'subst("/X-Drop: a.*X-Drop: b\r\n//s");', msg)
+    assert out.header_values("X-Drop") == []        # flag s: now it does
+
+
 def test_subst_on_the_body_fixes_content_length(run):
     msg = INVITE.replace("Content-Length: 0\r\n\r\n", "Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello")
     out, _, _ = forwarded(run, 'subst("/hello/hello world/");', msg)
@@ -71,6 +90,7 @@ def test_xlog(run):
     ('append_hf("P-hint: no line end");', 'must end with "\\r\\n"'),
     ('subst("/a/b");', "must look like /regex/replacement/flags"),
     ('subst("/a/b/x");', "unknown subst flags 'x'"),
+    ('subst("/(a)b/\\2/");', "refers to \\2, but the regex has 1 group"),
     ('search("(");', "bad regular expression"),
     ('search("[[:digits:]]");', "unknown character class [:digits:]"),
     ('remove_hf("Bad Name");', "must be a header name"),

@@ -24,6 +24,12 @@ def test_translate(posix, python):
     assert translate(posix) == python
 
 
+def test_reg_newline_keeps_non_matching_lists_off_newlines():
+    assert translate("^From:[^;]*", newline=True) == r"^From:[^\n;]*"
+    assert translate("[^]a]", newline=True) == r"[^\n\]a]"
+    assert translate("[a^]", newline=True) == "[a^]"       # not a non-matching list
+
+
 def test_posix_classes_match_what_they_name():
     with warnings.catch_warnings():
         warnings.simplefilter("error")      # nothing left for re to warn about
