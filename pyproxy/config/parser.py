@@ -398,6 +398,10 @@ class Parser:
             return Compare(left, "!=", Value(ValueKind.WORD, "$null", tok.pos), tok.pos)  # "$x" alone: is set
         if tok.kind is T.ID:
             nxt = self.peek()
+            if tok.text == "msg" and nxt.text == ":" and self.peek(2).text == "len" and \
+                    self.peek(3).kind is T.OP and self.peek(3).text in COMPARISON_OPS:
+                self.i += 3         # OpenSER spelled msg_len msg:len
+                return self.comparison(Keyword("msg_len", tok.pos))
             if tok.text in KEYWORDS and nxt.kind is T.OP and nxt.text in COMPARISON_OPS:
                 self.advance()
                 return self.comparison(Keyword(tok.text, tok.pos))

@@ -7,7 +7,8 @@ from __future__ import annotations
 import logging
 
 from ..config.values import Proto, parse_host_port
-from ..forward import forward_request
+from ..config.ast import Value, ValueKind
+from ..forward import destination_of_uri, forward_request
 from ..sip import SIPError
 from .context import Destination
 from .exports import FixupError, Function, RouteType
@@ -101,14 +102,47 @@ def _forward_fixup(proto: Proto | None):
     def fixup(args, env):
         if not args:
             return (None,)
-        host, port = _hostport(args[0], 0)
-        if len(args) > 1:
+        from_uri = _is_word(args[0], "uri:host")
+        port_from_uri = len(args) > 1 and _is_word(args[1], "uri:port")
+        if from_uri:
+            host, port = None, None
+        else:
+            if port_from_uri:
+                raise FixupError("argument 2: uri:port goes with uri:host", 1)
+            host, port = _hostport(args[0], 0)
+        if len(args) > 1 and not port_from_uri:
             port = integer(args[1], 1, 1, 65535, "a port")
+        if from_uri:        # OpenSER's forward(uri:host, uri:port): read at each call
+            return (UriDestination(proto, None if port_from_uri else port),)
         return (Destination(proto or Proto.UDP, host, port),)
     return fixup
 
 
+def _is_word(arg, word: str) -> bool:
+    return isinstance(arg, Value) and arg.kind is ValueKind.WORD and arg.text.lower() == word
+
+
+class UriDestination:
+    """The Request-URI's host (and port, unless a fixed one is given) at the time of forwarding;
+    its transport unless the function names one (forward_udp/tcp/tls)."""
+
+    __slots__ = ("proto", "port")
+
+    def __init__(self, proto: Proto | None, port: int | None):
+        self.proto, self.port = proto, port
+
+    def resolve(self, msg) -> Destination:
+        dest = destination_of_uri(msg.uri)
+        return Destination(self.proto or dest.proto, dest.host, self.port or dest.port)
+
+
 def forward(ctx, dest):
+    if dest.__class__ is UriDestination:
+        try:
+            dest = dest.resolve(ctx.msg)
+        except SIPError:
+            ctx.last_error = (400, "Bad Request-URI")
+            return -1
     return forward_request(ctx, dest)
 
 

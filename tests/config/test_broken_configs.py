@@ -73,6 +73,8 @@ CASES = [
     ("bad sethost", HEAD + 'route {\n  sethost("a b");\n}\n', "4:11", "expected an IP address or host name"),
     ("bad seturi", HEAD + 'route {\n  seturi("not a uri");\n}\n', "4:10", "argument 1 is not a valid URI"),
     ("bad forward host", HEAD + 'route {\n  forward("no such host");\n}\n', "4:11", "expected an IP address or host name"),
+    ("uri:port without uri:host", HEAD + 'route {\n  forward("10.0.0.1", uri:port);\n}\n', "4:23",
+     "argument 2: uri:port goes with uri:host"),
     # --- TLS domains --------------------------------------------------------------------------
     ("verify_server in server domain",
      "listen=tls:127.0.0.1:5061\ntls_server_domain[127.0.0.1:5061] {\n  tls_verify_server = 1\n}\n", "3:3",

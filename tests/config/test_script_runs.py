@@ -151,6 +151,22 @@ def test_forward_to_host_and_transport(run):
     assert parse_message(data).top_via.transport == "TCP"
 
 
+@pytest.mark.parametrize("call,expected", [
+    ("forward(uri:host, uri:port)", (Proto.UDP, "10.9.9.9", 5099)),     # OpenSER's spelling
+    ("forward(uri:host, 5080)", (Proto.UDP, "10.9.9.9", 5080)),
+    ("forward_tcp(uri:host, uri:port)", (Proto.TCP, "10.9.9.9", 5099)),
+])
+def test_forward_to_the_request_uri_read_when_forwarding(run, call, expected):
+    _, _, runtime = run(f'route {{ rewritehostport("10.9.9.9:5099"); {call}; }}')
+    dest = runtime.sent[0][0]
+    assert (dest.proto, dest.host, dest.port) == expected
+
+
+def test_msg_len_in_openser_spelling(run):
+    _, ctx, _ = run("route { if (msg:len > 100 && msg_len < 10000) setflag(1); if (msg:len>=10000) setflag(2); }")
+    assert ctx.flags == 1 << 1
+
+
 def test_forward_stamps_received_and_rport(run):
     msg = INVITE.replace("10.0.0.1:5062;branch", "pc33.atlanta.example.com;rport;branch")
     _, _, runtime = run("route { forward(); }", msg=msg, src_ip="192.0.2.4", src_port=40000)
