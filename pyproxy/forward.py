@@ -61,9 +61,9 @@ def forward_request(ctx: ScriptContext, dest: Destination | None = None) -> int:
         if dest is None:
             dest = destination_of_uri(msg.uri)
         stamp_received(msg, ctx.rcv)
-        host, port, source = runtime.via_address(dest.proto, dest, ctx.rcv)
+        sent_by, source = runtime.via_sent_by(dest.proto, dest, ctx.rcv)
         branch = stateless_branch(msg, f"{dest.proto.value}:{dest.host}:{dest.port}")
-        via = f"SIP/2.0/{dest.proto.name} {host}:{port};branch={branch}"
+        via = f"SIP/2.0/{dest.proto.name} {sent_by};branch={branch}"
         if ctx.rcv.proto is not Proto.UDP and msg.top_via.rport is None:
             via += f";{CONN_PORT}={ctx.rcv.src_port}"
         msg.insert_via(via)

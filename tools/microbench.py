@@ -85,8 +85,8 @@ class NullRuntime:
         self.last = data
         return True
 
-    def via_address(self, proto, dest, rcv):
-        return "127.0.0.1", 5070, None
+    def via_sent_by(self, proto, dest, rcv):
+        return "127.0.0.1:5070", None
 
     def log(self, level, text):
         pass

@@ -83,11 +83,12 @@ CORE = _params(
           warn=lambda on: _NO_EFFECT.format("rev_dns") if on else None),
     Param("mhomed", Bool(), False,
           "With several UDP sockets, send from the one bound to the address the kernel routes the "
-          "destination by (for a host name, once DNS has answered for it). Without it, as in "
-          "OpenSER, a UDP message leaves from the socket it came in on when that has the "
-          "destination's address family, else from the first. A socket bound to every address "
-          "(0.0.0.0, ::) always names the kernel's source address in its Via. TCP and TLS "
-          "connections are opened from the address the kernel chooses."),
+          "destination by. Without it, as in OpenSER, a UDP message leaves from the socket it came "
+          "in on when that has the destination's address family, else from the first socket of "
+          "that family, else from the first. For a host name the socket is chosen once DNS has "
+          "answered for it. A socket bound to every address (0.0.0.0, ::) always names the "
+          "kernel's source address in its Via. TCP and TLS connections are opened from the "
+          "address the kernel chooses."),
     Param("dns_server", AddressPort(), (),
           "A DNS server pyproxy asks (RFC 3263: SRV, then A/AAAA), address[:port]; repeat for more, "
           "asked in order when one does not answer. Without any, the servers of /etc/resolv.conf.",

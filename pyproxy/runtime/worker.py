@@ -48,7 +48,7 @@ UDP_BURST = 32              # datagrams read per wake-up
 HANDOFF_BACKLOG = 20000     # hand-offs kept for a busy worker before they are dropped
 EPOCH_WAIT = 2.0            # seconds a respawned worker waits for the supervisor's EPOCH at most
 NOT_RECEIVED = ReceiveInfo("0.0.0.0", 0, "0.0.0.0", 0, Proto.UDP)     # for messages we make ourselves
-SOURCE_PENDING = "source.pyproxy.invalid"   # a Via host to fill in once DNS says where it goes
+SOURCE_PENDING = "source.pyproxy.invalid"   # a Via sent-by to write in once DNS says where it goes
 FROM_CTX = object()         # send_stream(): the TLS client domain named by the context's AVP now
 
 
@@ -356,9 +356,10 @@ class Worker(StreamConnections):
             self.stats.add(Stat.DROPPED)
             self.ratelog("malformed", logging.INFO, text + " (dropped)")
 
-    def bounce(self, data: bytes, why: str) -> None:
+    def bounce(self, data: bytes, why: str, rcv: ReceiveInfo = NOT_RECEIVED) -> None:
         """A request we forwarded never left: its sender hears 477, as if from the next hop (a
-        response made from the forwarded bytes goes back along their Vias, without ours)."""
+        response made from the forwarded bytes goes back along their Vias, without ours; from
+        the socket the request came in on, ``rcv``, when known)."""
         try:
             request = parse_message(data)
             if not isinstance(request, Request) or request.method == "ACK":
@@ -367,7 +368,7 @@ class Worker(StreamConnections):
         except SIPError:
             self.ratelog("bounce", logging.INFO, f"a message could not be sent ({why}); dropped")
             return
-        answered = forward_reply(ScriptContext(response, NOT_RECEIVED, self)) > 0
+        answered = forward_reply(ScriptContext(response, rcv, self)) > 0
         self.ratelog("bounce", logging.INFO, f"{request.method} {request.ruri} could not be sent ({why}); "
                                              f"{'answered 477' if answered else 'its sender cannot be told'}")
 
@@ -382,39 +383,50 @@ class Worker(StreamConnections):
     def log(self, level: int, text: str) -> None:
         log.log(level, text)
 
-    def via_address(self, proto: Proto, dest: Destination, rcv: ReceiveInfo) -> tuple[str, int, Listener]:
-        """Our Via's host and port for a request to ``dest``, and the socket that sends it."""
+    def via_sent_by(self, proto: Proto, dest: Destination, rcv: ReceiveInfo) -> tuple[str, Listener | None]:
+        """Our Via's sent-by for a request to ``dest``, and the socket that sends it. While DNS
+        has not said where a name goes, the sent-by is SOURCE_PENDING (written in by send_later),
+        and so is the socket when several UDP sockets could send it."""
+        ip = None
         if proto is Proto.UDP and len(self.udp_at) > 1:
-            listener = self.udp_socket_for(self.known_ip(proto, dest), dest.host, rcv)
+            ip = self.known_ip(proto, dest)
+            if ip is None:
+                return SOURCE_PENDING, None
+            listener = self.udp_socket_for(ip, rcv)
         else:
             listener = self.listener_for(proto, dest.host)
         if listener is None:
             raise SIPError(f"no {proto.value} socket to send from")
-        host = listener.host
         if listener.wildcard:
-            # a name DNS has not answered for yet: the address is written in when it has (send_to)
-            ip = self.known_ip(proto, dest)
-            host = self.source_address(ip) if ip else SOURCE_PENDING
-        return (f"[{host}]" if ":" in host else host), listener.port, listener
+            ip = ip or self.known_ip(proto, dest)
+            if ip is None:
+                return SOURCE_PENDING, listener
+        return self.sent_by(listener, ip), listener
+
+    def sent_by(self, listener: Listener, ip: str | None) -> str:
+        """host:port of ``listener`` in a Via; for a socket bound to every address, the local
+        address that reaches ``ip``."""
+        host = self.source_address(ip) if listener.wildcard else listener.host
+        return f"[{host}]:{listener.port}" if ":" in host else f"{host}:{listener.port}"
 
     def known_ip(self, proto: Proto, dest: Destination) -> str | None:
         """The address ``dest`` goes to, if it is one or DNS has answered for it."""
         target = self.resolver.target(proto, dest.host, dest.port)
         return target[0] if isinstance(target, tuple) else None
 
-    def udp_socket_for(self, ip: str | None, host: str, rcv: ReceiveInfo) -> Listener | None:
+    def udp_socket_for(self, ip: str, rcv: ReceiveInfo) -> Listener | None:
         """Of several UDP sockets, the one to send to ``ip`` from, as OpenSER chose it: with
-        mhomed=yes the one bound to the address the kernel routes ``ip`` by (when DNS has answered
-        for a name); else the one the message came in on, if of the destination's family; else the
-        first of that family."""
-        if ip and self.settings.mhomed:
+        mhomed=yes the one bound to the address the kernel routes ``ip`` by; else the one the
+        message came in on, if of the family of ``ip``; else the first of that family, else the
+        first."""
+        if self.settings.mhomed:
             found = self.udp_on_host.get(self.source_address(ip))
             if found is not None:
                 return found
         found = self.udp_at.get((rcv.dst_ip, rcv.dst_port)) if rcv.proto is Proto.UDP else None
-        if found is not None and (":" in found.host) == (":" in (ip or host)):
+        if found is not None and (":" in found.host) == (":" in ip):
             return found
-        return self.listener_for(Proto.UDP, ip or host)
+        return self.listener_for(Proto.UDP, ip)
 
     def listener_for(self, proto: Proto, host: str) -> Listener | None:
         """The first socket of that transport and of the address family of ``host``, else the
@@ -461,11 +473,19 @@ class Worker(StreamConnections):
     def send_later(self, ctx, dest: Destination, data: bytes, target, why: str, domain_name,
                    source: Listener | None) -> None:
         placeholder = SOURCE_PENDING.encode()
-        if placeholder in data:     # without a target, any of our addresses will do for our own 477
-            data = data.replace(placeholder, self.source_address(target[0]).encode() if target else b"127.0.0.1", 1)
+        if placeholder in data:     # our Via, written now that DNS has said where the request goes
+            if target is None:      # it goes nowhere: any of our sockets will do for our own 477
+                source = source or self.listener_for(dest.proto, "")
+                sent_by = self.sent_by(source, "127.0.0.1") if source else "127.0.0.1"
+            else:
+                if source is None:
+                    source = self.udp_socket_for(target[0], ctx.rcv) if dest.proto is Proto.UDP else \
+                        self.listener_for(dest.proto, target[0])
+                sent_by = self.sent_by(source, target[0])
+            data = data.replace(placeholder, sent_by.encode(), 1)
         if not self.send_to(ctx, dest, data, target, domain_name, source):
             self.bounce(data, f"cannot resolve {dest.host}: {why}" if target is None else
-                        f"sending to {target[0]}:{target[1]} failed")
+                        f"sending to {target[0]}:{target[1]} failed", ctx.rcv)
 
     def send_to(self, ctx, dest: Destination, data: bytes, target, domain_name=FROM_CTX,
                 source: Listener | None = None) -> bool:
@@ -475,7 +495,7 @@ class Worker(StreamConnections):
             return self.count_sent(ctx, data, False)
         if dest.proto is Proto.UDP:
             if source is None and len(self.udp_at) > 1:
-                source = self.udp_socket_for(target[0], target[0], ctx.rcv)
+                source = self.udp_socket_for(target[0], ctx.rcv)
             ok = self.send_udp(target[0], target[1], data, source)
         else:
             ok = self.send_stream(dest.proto, target[0], target[1], data, ctx, dest.host, domain_name, dest.port)

@@ -27,8 +27,8 @@ class RecordingRuntime:
         self.sent.append((dest, data))
         return True
 
-    def via_address(self, proto, dest, rcv):
-        return "127.0.0.1", 5060, None
+    def via_sent_by(self, proto, dest, rcv):
+        return "127.0.0.1:5060", None
 
     def connected(self, proto, ip, port):
         return (proto, ip, port) in self.connections

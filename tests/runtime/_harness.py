@@ -40,6 +40,7 @@ fork=yes
 log_stderror=yes
 children={children}
 call_affinity=yes
+{head}
 listen=udp:127.0.0.1:{port}
 listen=tcp:127.0.0.1:{port}
 {extra}
@@ -359,16 +360,18 @@ def title(proc: psutil.Process) -> str:
     return " ".join(cmd).strip() if cmd else proc.name()
 
 
-def write_config(folder: Path, port: int, children: int, extra: str = "", route: str = DEFAULT_ROUTE) -> Path:
+def write_config(folder: Path, port: int, children: int, extra: str = "", route: str = DEFAULT_ROUTE,
+                 head: str = "") -> Path:
+    """``head``: lines before the listen lines (a socket listed first), ``extra`` after them."""
     cfg = folder / "pyproxy.cfg"
-    cfg.write_text(TEST_CONFIG.format(children=children, port=port, extra=extra, route=route))
+    cfg.write_text(TEST_CONFIG.format(children=children, port=port, extra=extra, route=route, head=head))
     return cfg
 
 
 def start_proxy(reaper: Reaper, folder: Path, children: int, extra: str = "", ready: bool = True,
-                route: str = DEFAULT_ROUTE) -> Proxy:
+                route: str = DEFAULT_ROUTE, head: str = "") -> Proxy:
     port = free_port()
-    cfg = write_config(folder, port, children, extra, route)
+    cfg = write_config(folder, port, children, extra, route, head)
     log_path = folder / "proxy.log"
     logf = open(log_path, "wb")
     popen = reaper.popen([sys.executable, "-m", "pyproxy", "-f", str(cfg), "-D", "-E"], cwd=folder,

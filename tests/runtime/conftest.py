@@ -11,6 +11,7 @@ import pytest
 
 from pyproxy.certs import make_root_ca, make_user_cert
 from ._harness import DEFAULT_ROUTE, SHARED, Reaper, start_proxy
+from .dns_server import DNSServer
 
 
 @pytest.fixture
@@ -28,12 +29,12 @@ def proxy_factory(reaper, tmp_path):
     its config and log (proxy.log) in a fresh folder under tmp_path."""
     count = 0
 
-    def start(children=4, extra="", ready=True, route=DEFAULT_ROUTE):
+    def start(children=4, extra="", ready=True, route=DEFAULT_ROUTE, head=""):
         nonlocal count
         count += 1
         folder = tmp_path / f"proxy{count}"
         folder.mkdir()
-        return start_proxy(reaper, folder, children, extra, ready, route)
+        return start_proxy(reaper, folder, children, extra, ready, route, head)
 
     return start
 
@@ -59,3 +60,17 @@ def sipp():
     assert (SHARED / "bench" / "sipp" / "uac.xml").is_file(), (
         f"{SHARED}/bench/sipp is missing: the shared folder must lie beside the repository")
     return shutil.which("sipp")
+
+
+@pytest.fixture
+def dns_zone():
+    """dns_zone({("name", "A"): ["127.0.0.1"]}) -> a running DNSServer with those records."""
+    servers = []
+
+    def start(records):
+        server = DNSServer(records)
+        servers.append(server)
+        return server
+    yield start
+    for server in servers:
+        server.close()

@@ -15,21 +15,7 @@ from pyproxy.runtime.loop import EventLoop
 from pyproxy.runtime.resolver import UNKNOWN, Resolver, candidates, nameservers, order_srv, read_hosts
 
 from ._harness import LOOP, free_port, options_request, read_tcp_message, status_of, udp_socket
-from .dns_server import DNSServer
 from .test_tls import accept_request, tls_server, tls_settings
-
-
-@pytest.fixture
-def dns_zone():
-    servers = []
-
-    def start(records):
-        server = DNSServer(records)
-        servers.append(server)
-        return server
-    yield start
-    for server in servers:
-        server.close()
 
 
 def send(proxy, u, ruri, call_id=None):

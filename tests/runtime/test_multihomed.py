@@ -2,6 +2,7 @@
 answers to, is chosen as OpenSER did (get_send_socket): the socket the message came in on, or with
 mhomed=yes the one bound to the address the kernel routes the destination by."""
 
+import socket
 import uuid
 
 import pytest
@@ -13,11 +14,14 @@ from ._harness import LOOP, free_port, options_request, status_of, udp_socket
 SECOND = "127.0.0.2"        # on lo with 127.0.0.1; the kernel sends to 127.0.0.1 from 127.0.0.1
 
 
-def relay(arrive_at: str, proxy_port: int) -> tuple[tuple, str, tuple]:
-    """A request sent to arrive_at:proxy_port for a UAS on 127.0.0.1, answered 200 by that UAS.
-    Returns where the forwarded request came from, its top Via, and where the 200 came back from."""
-    with udp_socket(5.0) as uac, udp_socket(5.0) as uas:
-        ruri = f"sip:bob@{LOOP}:{uas.getsockname()[1]}"
+def relay(arrive_at: str, proxy_port: int, uas: socket.socket | None = None,
+          uas_host: str = LOOP) -> tuple[tuple, str, tuple]:
+    """A request sent to arrive_at:proxy_port for a UAS (on 127.0.0.1 unless given, reached as
+    ``uas_host``), answered 200 by that UAS. Returns where the forwarded request came from, its
+    top Via, and where the 200 came back from."""
+    with udp_socket(5.0) as uac, (uas or udp_socket(5.0)) as uas:
+        uas.settimeout(5.0)
+        ruri = f"sip:bob@{uas_host}:{uas.getsockname()[1]}"
         uac.sendto(options_request(proxy_port, f"mh-{uuid.uuid4().hex}", "udp", uac.getsockname()[1], ruri),
                    (arrive_at, proxy_port))
         data, forwarded_from = uas.recvfrom(65535)
@@ -27,15 +31,16 @@ def relay(arrive_at: str, proxy_port: int) -> tuple[tuple, str, tuple]:
             *(f"Via: {v}" for v in request.header_values("Via")), f"From: {request.header('From')}",
             f"To: {request.header('To')};tag=uas", f"Call-ID: {request.call_id}",
             f"CSeq: {request.header('CSeq')}", "Content-Length: 0")) + b"\r\n")
-        uas.sendto(answer, (via.host, via.port))
+        uas.sendto(answer, (via.host.strip("[]"), via.port))
         reply, replied_from = uac.recvfrom(65535)
         assert status_of(reply) == 200
-        return forwarded_from, f"{via.host}:{via.port}", replied_from
+        return forwarded_from[:2], f"{via.host}:{via.port}", replied_from
 
 
 def test_a_message_leaves_from_the_socket_it_came_in_on(proxy_factory):
+    """The second address is listed first: neither socket is "the first" for both arrivals."""
     second = free_port()
-    proxy = proxy_factory(children=2, extra=f"listen=udp:{SECOND}:{second}")
+    proxy = proxy_factory(children=2, head=f"listen=udp:{SECOND}:{second}")
     for arrive_at, port in ((SECOND, second), (LOOP, proxy.port)):
         forwarded_from, via, replied_from = relay(arrive_at, port)
         assert forwarded_from == (arrive_at, port) and via == f"{arrive_at}:{port}", proxy.tail()
@@ -44,7 +49,20 @@ def test_a_message_leaves_from_the_socket_it_came_in_on(proxy_factory):
 
 @pytest.mark.parametrize("arrive_at_second", [True, False])
 def test_mhomed_sends_from_the_address_the_kernel_routes_by(proxy_factory, arrive_at_second):
+    """The kernel routes 127.0.0.1 by 127.0.0.1, the second socket of the config."""
     second = free_port()
-    proxy = proxy_factory(children=2, extra=f"mhomed=yes\nlisten=udp:{SECOND}:{second}")
+    proxy = proxy_factory(children=2, head=f"mhomed=yes\nlisten=udp:{SECOND}:{second}")
     forwarded_from, via, _ = relay(*((SECOND, second) if arrive_at_second else (LOOP, proxy.port)))
     assert forwarded_from == (LOOP, proxy.port) and via == f"{LOOP}:{proxy.port}", proxy.tail()
+
+
+def test_a_name_dns_answers_later_leaves_from_a_socket_of_its_family(proxy_factory, dns_zone):
+    """A request that came in over IPv4 for a name with only an IPv6 address: which socket sends
+    it is known only when DNS has answered, and its Via names that socket."""
+    v6_port = free_port()
+    zone = dns_zone({("v6.example.test", "AAAA"): ["::1"]})
+    proxy = proxy_factory(children=1, extra=f"dns_server={LOOP}:{zone.port}\nlisten=udp:[::1]:{v6_port}")
+    uas = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    uas.bind(("::1", 0))
+    forwarded_from, via, _ = relay(LOOP, proxy.port, uas, "v6.example.test")
+    assert forwarded_from == ("::1", v6_port) and via == f"[::1]:{v6_port}", proxy.tail()
