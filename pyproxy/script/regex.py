@@ -5,9 +5,10 @@ POSIX regcomp, extended syntax. Python reads nearly all of them the same way. Ch
 inside brackets are the exception users meet: POSIX ``[[:digit:]]`` matches a digit, but re reads
 a set of '[', ':', 'd', 'i', 'g', 't' followed by a literal ']', so ``uri=~"^sip:[[:digit:]]+@"``
 would silently never match. Bracket expressions are therefore rewritten before compiling:
-``[:name:]`` becomes its ASCII ranges, and '[', '&', '~', '|' become escaped literals (literals
-in POSIX; in re they draw a FutureWarning about set operations). Backslash escapes are kept as re
-reads them, which is what people who write ``[\\.]`` mean.
+``[:name:]`` becomes its ASCII ranges; '[', '&', '~', '|' and a '-' that is not a range's
+operator become escaped literals (literals in POSIX; in re they draw a FutureWarning about set
+operations); collating symbols ``[.a.]`` and equivalence classes ``[=a=]`` are refused. Backslash
+escapes are kept as re reads them, which is what people who write ``[\\.]`` mean.
 
 textops compiled with REG_NEWLINE, which re.MULTILINE matches for '^' and '$' and re's '.' already
 honours, but under which a non-matching list such as ``[^;]`` does not match a newline either:
@@ -38,7 +39,15 @@ POSIX_CLASSES = {
 def compile_posix(pattern: str, flags: int = 0, newline: bool = False) -> re.Pattern:
     """re.compile() of an OpenSER script regex; raises re.error for what neither can read.
     ``newline``: POSIX REG_NEWLINE (pass re.MULTILINE in ``flags`` too)."""
-    return re.compile(translate(pattern, newline), flags)
+    python = translate(pattern, newline)
+    try:
+        return re.compile(python, flags)
+    except re.error as e:
+        if python == pattern or e.pos is None:
+            raise
+        raise re.error(e.msg) from None     # its position is in the rewritten pattern, not the user's
+    except (OverflowError, RecursionError) as e:     # a{9999999999}, parentheses nested thousands deep
+        raise re.error(str(e)) from None
 
 
 def translate(pattern: str, newline: bool = False) -> str:
@@ -58,36 +67,55 @@ def translate(pattern: str, newline: bool = False) -> str:
 
 
 def _bracket(pattern: str, i: int, out: list, newline: bool) -> int:
-    """Copy the bracket expression starting after its '[' at ``i``; returns where it ends."""
+    """Copy the bracket expression starting after its '[' at ``i``; returns where it ends.
+
+    A '-' that is a range's end point, or a member of its own, is written escaped: re warns of
+    set differences at any '--', and reads ``[\\--z]`` as POSIX reads ``[--z]``."""
     n = len(pattern)
     out.append("[")
     if pattern.startswith("^", i):
         out.append(r"^\n" if newline else "^")
         i += 1
+    starts_range = False     # the last member written can be the first end point of a range
     if pattern.startswith("]", i):         # first, ']' is a member (POSIX and re agree)
         out.append(r"\]")
         i += 1
+        starts_range = True
+    ends_range = False      # the member read next is the second end point of a range
     while i < n and pattern[i] != "]":
         ch = pattern[i]
+        member = True
         if ch == "\\":
             out.append(pattern[i:i + 2])
             i += 2
         elif pattern.startswith("[:", i):
-            end = pattern.find(":]", i + 2)
-            if end == -1:
-                raise re.error("'[:' opens a character class that no ':]' closes")
-            name = pattern[i + 2:end]
-            if name not in POSIX_CLASSES:
-                raise re.error(f"unknown character class [:{name}:] (known: "
-                               f"{', '.join(sorted(POSIX_CLASSES))})")
-            out.append(POSIX_CLASSES[name])
-            i = end + 2
-        elif ch in "[&~|":
-            out.append("\\" + ch)
+            i = _posix_class(pattern, i, out)
+            member = False
+        elif pattern.startswith(("[.", "[="), i):
+            kind = "collating symbols" if pattern[i + 1] == "." else "equivalence classes"
+            raise re.error(f"{kind} such as {pattern[i:i + 2]}a{pattern[i + 1]}] are not supported: "
+                           "write the character itself")
+        elif ch == "-" and starts_range and i + 1 < n and pattern[i + 1] != "]":
+            out.append("-")         # a range
             i += 1
+            starts_range, ends_range = False, True
+            continue
         else:
-            out.append(ch)
+            out.append("\\" + ch if ch in "[&~|-" else ch)
             i += 1
+        starts_range, ends_range = member and not ends_range, False
     if i < n:
         out.append("]")
     return i + 1        # an unterminated set stays unterminated: re.compile says so
+
+
+def _posix_class(pattern: str, i: int, out: list) -> int:
+    """Write the ranges of the class ``[:name:]`` starting at ``i``; returns where it ends."""
+    end = pattern.find(":]", i + 2)
+    if end == -1:
+        raise re.error("'[:' opens a character class that no ':]' closes")
+    name = pattern[i + 2:end]
+    if name not in POSIX_CLASSES:
+        raise re.error(f"unknown character class [:{name}:] (known: {', '.join(sorted(POSIX_CLASSES))})")
+    out.append(POSIX_CLASSES[name])
+    return end + 2

@@ -50,6 +50,8 @@ CASES = [
      "argument 1 must be a reply status code from 100 to 699, found \"99\""),
     ("bad flag", HEAD + "route {\n  setflag(64);\n}\n", "4:11", "argument 1 must be a flag number from 0 to 63"),
     ("bad regex", HEAD + 'route {\n  if (uri=~"sip:(201") { exit; }\n}\n', "4:12", 'bad regular expression "sip:(201"'),
+    ("regex too large", HEAD + 'route {\n  if (uri=~"^sip:1{9999999999}") { exit; }\n}\n', "4:12",
+     "the repetition number is too large"),
     ("missing route", HEAD + "route {\n  route(7);\n}\n", "4:3", "route(7) calls a route block that does not exist"),
     ("route defined twice", HEAD + "route {\n  exit;\n}\nroute[1] { exit; }\nroute[1] { exit; }\n", "7:1",
      "route[1] is defined twice (first at line 6)"),

@@ -58,7 +58,7 @@ def test_subst_reads_sers_escapes_and_flags(run):
     msg = INVITE.replace("Call-ID", "Subject: hi\r\nX-Drop: a\r\nX-Drop: b\r\nCall-ID")
     out, _, _ = forwarded(run, r'subst("/^Subject: ([a-z]+)/X-Target: \u;\1/"); '
                                r'subst("/^from: ([a-z]+)/X-Two: \/\1\r\nFrom: \1/i"); '
-                               r'subst("/^X-Drop: a.X-Drop: b\r\n//"); ', msg)
+                               r'subst("/^X-Drop: a.*X-Drop: b\r\n//"); ', msg)
     assert out.header("X-Target") == "sip:bob@biloxi.example.com;hi"     # \u: the Request-URI
     assert out.header("X-Two") == "/Alice" and out.from_.display == "Alice"   # flag i; \/ is a /
     assert out.header_values("X-Drop") == ["a", "b"]    # '.' matched no newline

@@ -11,7 +11,7 @@ from pyproxy.script.regex import compile_posix, translate
 @pytest.mark.parametrize("posix,python", [
     ("^sip:[[:digit:]]+@", "^sip:[0-9]+@"),
     ("[^[:space:]]", r"[^ \t\n\r\f\v]"),
-    ("[[:alpha:][:digit:]_-]", "[a-zA-Z0-9_-]"),
+    ("[[:alpha:][:digit:]_-]", r"[a-zA-Z0-9_\-]"),    # a '-' that is a member is escaped
     ("[]a]", r"[\]a]"),                 # ']' first is a member
     ("[^]a]", r"[^\]a]"),
     ("[a[b]", r"[a\[b]"),               # '[' inside brackets is a literal
@@ -19,6 +19,9 @@ from pyproxy.script.regex import compile_posix, translate
     (r"[\.]", r"[\.]"),                 # backslash escapes as re reads them
     (r"\[[:digit:]\]", r"\[[:digit:]\]"),   # no bracket expression here
     ("a|b(c)*", "a|b(c)*"),
+    ("[--z]", r"[\--z]"),               # a range from '-'
+    ("[+--]", r"[+-\-]"),               # a range to '-'
+    ("[a-c-e]", r"[a-c\-e]"),           # after a range, '-' is a member
 ])
 def test_translate(posix, python):
     assert translate(posix) == python
@@ -39,11 +42,33 @@ def test_posix_classes_match_what_they_name():
         assert compile_posix("[[:cntrl:]]").search("a\x7fb") and not compile_posix("[[:graph:]]").search(" \t")
 
 
+def test_dashes_mean_what_posix_says_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")      # re warns of set differences at '--'
+        assert compile_posix("^[--/]+$").match("-./") and not compile_posix("^[--/]+$").match(",")
+        assert compile_posix("^[+--]+$").match("+,-") and not compile_posix("[+--]").search(".")
+        assert compile_posix("^[a-c-e]+$").match("b-e") and not compile_posix("[a-c-e]").search("d")
+
+
 @pytest.mark.parametrize("pattern,message", [
     ("[[:digits:]]", "unknown character class [:digits:]"),
     ("[[:digit]", "no ':]' closes"),
     ("[abc", "unterminated character set"),
+    ("[[.a.]]", "collating symbols such as [.a.] are not supported"),
+    ("[[=a=]]", "equivalence classes such as [=a=] are not supported"),
+    ("a{9999999999}", "the repetition number is too large"),
+    ("(" * 5000 + ")" * 5000, "maximum recursion depth"),
 ])
 def test_errors(pattern, message):
     with pytest.raises(re.error, match=re.escape(message)):
         compile_posix(pattern)
+
+
+def test_error_positions_are_left_out_when_the_pattern_was_rewritten():
+    """re counts in the rewritten pattern: its position would point the user at the wrong place."""
+    with pytest.raises(re.error) as raised:
+        compile_posix("[[:digit:]](")
+    assert raised.value.pos is None and "missing )" in str(raised.value)
+    with pytest.raises(re.error) as raised:
+        compile_posix("ab(")
+    assert raised.value.pos == 2
