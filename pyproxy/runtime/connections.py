@@ -14,7 +14,7 @@ import socket
 import time
 
 from ..config.values import Proto
-from ..script.context import ReceiveInfo
+from ..script.context import NOT_RECEIVED, ReceiveInfo
 from ..sip import MessageTooLarge, RemoteSIPError, Request
 from ..tls.pipe import TLSError, TLSPipe
 from ..tls.verify import matches_sip_domain, peer_summary, verify_error
@@ -300,23 +300,24 @@ class StreamConnections:
         ``unreachable`` target is skipped by every request for a while."""
         if conn.outbound and unreachable:
             self.resolver.failed(conn.proto, (conn.peer_ip, conn.peer_port))
-        for data, route, tried in conn.waiting:
+        for data, route, tried, rcv in conn.waiting:
             following = self.resolver.next_target(conn.proto, route[0], route[1], tried) if route else None
             if following is None or not self.send_stream(conn.proto, *following, data, None, route[0],
-                                                         route[2], route[1], tried):
-                self.bounce(data, why)
+                                                         route[2], route[1], tried, rcv):
+                self.bounce(data, why, rcv)
 
     def write_waiting(self, conn: TCPConnection, data: bytes, route: tuple | None = None,
-                      tried: tuple = ()) -> bool:
+                      tried: tuple = (), rcv: ReceiveInfo = NOT_RECEIVED) -> bool:
         """write(), keeping a request written before the connection is up (from this worker or
         handed over by another) with where it was going (``route``: host, port and client domain
-        as the script named them, None when only the address is known) and the targets it tried.
-        Its fate is the connection's then (sent, sent to the next target, or answered 477), so
-        this says True. False: not sent, and nobody will answer."""
+        as the script named them, None when only the address is known), the targets it tried
+        and where it came in (``rcv``, when this worker received it). Its fate is the
+        connection's then (sent, sent to the next target, or answered 477), so this says True.
+        False: not sent, and nobody will answer."""
         if conn.closed:
             return False
         if not conn.established and not data.startswith(b"SIP/2.0 "):
-            conn.waiting.append((data, route, (*tried, (conn.peer_ip, conn.peer_port))))
+            conn.waiting.append((data, route, (*tried, (conn.peer_ip, conn.peer_port)), rcv))
             self.write(conn, data)
             return True
         return self.write(conn, data)

@@ -22,7 +22,7 @@ from ..config.ast import RouteKind
 from ..config.values import Proto
 from ..forward import SEND_FAILED, forward_reply
 from ..modules.sl import send_reply, stateless_to_tag
-from ..script.context import Destination, ReceiveInfo, ScriptContext
+from ..script.context import NOT_RECEIVED, Destination, ReceiveInfo, ScriptContext
 from ..sip import (
     MessageTooLarge,
     RemoteSIPError,
@@ -47,8 +47,8 @@ BOOT_FAILED = 3             # exit status of a worker that could not start: the 
 UDP_BURST = 32              # datagrams read per wake-up
 HANDOFF_BACKLOG = 20000     # hand-offs kept for a busy worker before they are dropped
 EPOCH_WAIT = 2.0            # seconds a respawned worker waits for the supervisor's EPOCH at most
-NOT_RECEIVED = ReceiveInfo("0.0.0.0", 0, "0.0.0.0", 0, Proto.UDP)     # for messages we make ourselves
 SOURCE_PENDING = "source.pyproxy.invalid"   # a Via sent-by to write in once DNS says where it goes
+PENDING = object()          # send()'s source for a request whose Via names SOURCE_PENDING
 FROM_CTX = object()         # send_stream(): the TLS client domain named by the context's AVP now
 
 
@@ -94,6 +94,8 @@ class Worker(StreamConnections):
         self.udp = {l.family: l for l in reversed(listeners) if l.proto is Proto.UDP}    # the first
         self.udp_at = {(l.host, l.port): l for l in listeners if l.proto is Proto.UDP}
         self.udp_on_host = {l.host: l for l in reversed(listeners) if l.proto is Proto.UDP and not l.wildcard}
+        # transports whose sending socket (or its address) depends on the address DNS gives a name
+        self.source_by_target = {proto for proto in Proto if _source_by_target(proto, listeners)}
         self.listener_cache: dict[tuple[Proto, int], Listener | None] = {}
         self.shm = shm
         self.is_myself = myself
@@ -383,25 +385,24 @@ class Worker(StreamConnections):
     def log(self, level: int, text: str) -> None:
         log.log(level, text)
 
-    def via_sent_by(self, proto: Proto, dest: Destination, rcv: ReceiveInfo) -> tuple[str, Listener | None]:
-        """Our Via's sent-by for a request to ``dest``, and the socket that sends it. While DNS
-        has not said where a name goes, the sent-by is SOURCE_PENDING (written in by send_later),
-        and so is the socket when several UDP sockets could send it."""
-        ip = None
-        if proto is Proto.UDP and len(self.udp_at) > 1:
+    def via_sent_by(self, proto: Proto, dest: Destination, rcv: ReceiveInfo) -> tuple[str, object]:
+        """Our Via's sent-by for a request to ``dest``, and the socket that sends it. When that
+        depends on the address of a name DNS has not answered for yet, SOURCE_PENDING and
+        PENDING: send_later() writes the sent-by in once DNS has."""
+        if proto in self.source_by_target:
             ip = self.known_ip(proto, dest)
             if ip is None:
-                return SOURCE_PENDING, None
-            listener = self.udp_socket_for(ip, rcv)
+                return SOURCE_PENDING, PENDING
+            listener = self.source_for(proto, ip, rcv)
         else:
-            listener = self.listener_for(proto, dest.host)
+            ip, listener = None, self.listener_for(proto, dest.host)
         if listener is None:
             raise SIPError(f"no {proto.value} socket to send from")
-        if listener.wildcard:
-            ip = ip or self.known_ip(proto, dest)
-            if ip is None:
-                return SOURCE_PENDING, listener
         return self.sent_by(listener, ip), listener
+
+    def source_for(self, proto: Proto, ip: str, rcv: ReceiveInfo) -> Listener | None:
+        return self.udp_socket_for(ip, rcv) if proto is Proto.UDP and len(self.udp_at) > 1 else \
+            self.listener_for(proto, ip)
 
     def sent_by(self, listener: Listener, ip: str | None) -> str:
         """host:port of ``listener`` in a Via; for a socket bound to every address, the local
@@ -456,8 +457,9 @@ class Worker(StreamConnections):
             self.source_cache[ip] = cached
         return cached
 
-    def send(self, ctx, dest: Destination, data: bytes, source: Listener | None = None) -> bool:
-        """``source``: the socket our Via names (forwarded requests); else UDP picks one here."""
+    def send(self, ctx, dest: Destination, data: bytes, source=None) -> bool:
+        """``source``: the socket our Via names (forwarded requests), or PENDING; else UDP picks
+        one here."""
         rcv = ctx.rcv
         if rcv.conn_id and dest.proto is rcv.proto and dest.host == rcv.src_ip and dest.port == rcv.src_port:
             return self.count_sent(ctx, data, self.send_on(rcv.conn_id, rcv.conn_owner, data))
@@ -468,24 +470,26 @@ class Worker(StreamConnections):
                                   lambda found, why: self.send_later(ctx, dest, data, found, why, domain_name,
                                                                      source))
             return True
+        if source is PENDING:
+            data, source = self.write_sent_by(ctx, dest, data, target)
         return self.send_to(ctx, dest, data, target, source=source)
 
-    def send_later(self, ctx, dest: Destination, data: bytes, target, why: str, domain_name,
-                   source: Listener | None) -> None:
-        placeholder = SOURCE_PENDING.encode()
-        if placeholder in data:     # our Via, written now that DNS has said where the request goes
-            if target is None:      # it goes nowhere: any of our sockets will do for our own 477
-                source = source or self.listener_for(dest.proto, "")
-                sent_by = self.sent_by(source, "127.0.0.1") if source else "127.0.0.1"
-            else:
-                if source is None:
-                    source = self.udp_socket_for(target[0], ctx.rcv) if dest.proto is Proto.UDP else \
-                        self.listener_for(dest.proto, target[0])
-                sent_by = self.sent_by(source, target[0])
-            data = data.replace(placeholder, sent_by.encode(), 1)
+    def send_later(self, ctx, dest: Destination, data: bytes, target, why: str, domain_name, source) -> None:
+        if source is PENDING:
+            data, source = self.write_sent_by(ctx, dest, data, target)
         if not self.send_to(ctx, dest, data, target, domain_name, source):
             self.bounce(data, f"cannot resolve {dest.host}: {why}" if target is None else
                         f"sending to {target[0]}:{target[1]} failed", ctx.rcv)
+
+    def write_sent_by(self, ctx, dest: Destination, data: bytes, target) -> tuple[bytes, Listener | None]:
+        """Our Via (the first Via line: forward_request() puts it on top) with the sent-by of the
+        socket that sends to ``target``; without a target, of any socket, for our own 477."""
+        source = self.source_for(dest.proto, target[0] if target else "", ctx.rcv)
+        if source is None:
+            return data, None
+        ours = f"\r\nVia: SIP/2.0/{dest.proto.name} {SOURCE_PENDING};".encode()
+        sent_by = self.sent_by(source, target[0] if target else "127.0.0.1")
+        return data.replace(ours, f"\r\nVia: SIP/2.0/{dest.proto.name} {sent_by};".encode(), 1), source
 
     def send_to(self, ctx, dest: Destination, data: bytes, target, domain_name=FROM_CTX,
                 source: Listener | None = None) -> bool:
@@ -535,10 +539,12 @@ class Worker(StreamConnections):
             return False
 
     def send_stream(self, proto: Proto, ip: str, port: int, data: bytes, ctx=None, host: str = "",
-                    domain_name=FROM_CTX, dest_port: int | None = None, tried: tuple = ()) -> bool:
+                    domain_name=FROM_CTX, dest_port: int | None = None, tried: tuple = (),
+                    rcv: ReceiveInfo | None = None) -> bool:
         """``host`` and ``dest_port``: the destination as the script named it (the certificate
-        must match the host; a request waiting on a new connection keeps both, and the targets
-        it ``tried``, to fail over to the next one)."""
+        must match the host; a request waiting on a new connection keeps both, the targets it
+        ``tried``, to fail over to the next one, and where it came in, ``rcv`` or the context's,
+        for a 477)."""
         if domain_name is FROM_CTX:
             domain_name = self.client_domain_name(ctx)
         named = bool(host) and literal(host) is None        # a target DNS chose: there may be another
@@ -556,8 +562,9 @@ class Worker(StreamConnections):
                 self.resolver.failed(proto, (ip, port))
                 following = self.resolver.next_target(proto, host, dest_port, tried)
                 return following is not None and self.send_stream(proto, *following, data, ctx, host,
-                                                                  domain_name, dest_port, tried)
-        return self.write_waiting(conn, data, (host, dest_port, domain_name) if named else None, tried)
+                                                                  domain_name, dest_port, tried, rcv)
+        return self.write_waiting(conn, data, (host, dest_port, domain_name) if named else None, tried,
+                                  rcv or (ctx.rcv if ctx is not None else NOT_RECEIVED))
 
     def reusable(self, proto: Proto, opened_with: int, domain_name: str | None, ip: str, port: int) -> bool:
         """The seed reuses a connection whatever the client domain; tls_match_domain_on_reuse asks
@@ -583,3 +590,12 @@ _REASONS = {400: "Bad Request", 413: "Request Entity Too Large", 416: "Unsupport
 
 def _reason(status: int) -> str:
     return _REASONS.get(status, "Bad Request")
+
+
+def _source_by_target(proto: Proto, listeners) -> bool:
+    """Whether which socket sends over ``proto`` (or the address it names) depends on the
+    destination's address: several UDP sockets, a socket bound to every address, or sockets of
+    both families."""
+    mine = [l for l in listeners if l.proto is proto]
+    return (proto is Proto.UDP and len(mine) > 1) or any(l.wildcard for l in mine) or \
+        len({l.family for l in mine}) > 1

@@ -39,6 +39,9 @@ class ReceiveInfo:
                 f"{self.dst_ip}:{self.dst_port}, conn={self.conn_id})")
 
 
+NOT_RECEIVED = ReceiveInfo("0.0.0.0", 0, "0.0.0.0", 0, Proto.UDP)     # for messages we make ourselves
+
+
 class Destination:
     """Where a message goes. Plain and slotted for the same reason as ReceiveInfo."""
 
