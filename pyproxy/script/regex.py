@@ -7,8 +7,9 @@ a set of '[', ':', 'd', 'i', 'g', 't' followed by a literal ']', so ``uri=~"^sip
 would silently never match. Bracket expressions are therefore rewritten before compiling:
 ``[:name:]`` becomes its ASCII ranges; '[', '&', '~', '|' and a '-' that is not a range's
 operator become escaped literals (literals in POSIX; in re they draw a FutureWarning about set
-operations); collating symbols ``[.a.]`` and equivalence classes ``[=a=]`` are refused. Backslash
-escapes are kept as re reads them, which is what people who write ``[\\.]`` mean.
+operations); collating symbols ``[.a.]`` and equivalence classes ``[=a=]`` are refused, and so
+are the ranges glibc refused (``[a-c-e]``, ``[+-[:digit:]]``). Backslash escapes are kept as re
+reads them, which is what people who write ``[\\.]`` mean.
 
 textops compiled with REG_NEWLINE, which re.MULTILINE matches for '^' and '$' and re's '.' already
 honours, but under which a non-matching list such as ``[^;]`` does not match a newline either:
@@ -76,6 +77,7 @@ def _bracket(pattern: str, i: int, out: list, newline: bool) -> int:
     if pattern.startswith("^", i):
         out.append(r"^\n" if newline else "^")
         i += 1
+    first = i
     starts_range = False     # the last member written can be the first end point of a range
     if pattern.startswith("]", i):         # first, ']' is a member (POSIX and re agree)
         out.append(r"\]")
@@ -89,13 +91,18 @@ def _bracket(pattern: str, i: int, out: list, newline: bool) -> int:
             out.append(pattern[i:i + 2])
             i += 2
         elif pattern.startswith("[:", i):
+            if ends_range:
+                raise re.error("a range cannot end at a character class")
             i = _posix_class(pattern, i, out)
             member = False
         elif pattern.startswith(("[.", "[="), i):
             kind = "collating symbols" if pattern[i + 1] == "." else "equivalence classes"
             raise re.error(f"{kind} such as {pattern[i:i + 2]}a{pattern[i + 1]}] are not supported: "
                            "write the character itself")
-        elif ch == "-" and starts_range and i + 1 < n and pattern[i + 1] != "]":
+        elif ch == "-" and i + 1 < n and pattern[i + 1] != "]" and not ends_range and i != first:
+            if not starts_range:    # as glibc's regcomp, which OpenSER used, says (REG_ERANGE)
+                raise re.error("a '-' after a range or a character class starts no range: write a "
+                               "'-' that is a member first or last in the brackets")
             out.append("-")         # a range
             i += 1
             starts_range, ends_range = False, True

@@ -21,7 +21,9 @@ from pyproxy.script.regex import compile_posix, translate
     ("a|b(c)*", "a|b(c)*"),
     ("[--z]", r"[\--z]"),               # a range from '-'
     ("[+--]", r"[+-\-]"),               # a range to '-'
-    ("[a-c-e]", r"[a-c\-e]"),           # after a range, '-' is a member
+    ("[a-c-]", r"[a-c\-]"),             # last, '-' is a member
+    ("[^-a]", r"[^\-a]"),               # so is it first
+    ("[]-a]", r"[\]-a]"),               # a range from ']'
 ])
 def test_translate(posix, python):
     assert translate(posix) == python
@@ -47,7 +49,7 @@ def test_dashes_mean_what_posix_says_without_warnings():
         warnings.simplefilter("error")      # re warns of set differences at '--'
         assert compile_posix("^[--/]+$").match("-./") and not compile_posix("^[--/]+$").match(",")
         assert compile_posix("^[+--]+$").match("+,-") and not compile_posix("[+--]").search(".")
-        assert compile_posix("^[a-c-e]+$").match("b-e") and not compile_posix("[a-c-e]").search("d")
+        assert compile_posix("^[a-c-]+$").match("b-") and not compile_posix("[a-c-]").search("d")
 
 
 @pytest.mark.parametrize("pattern,message", [
@@ -58,6 +60,9 @@ def test_dashes_mean_what_posix_says_without_warnings():
     ("[[=a=]]", "equivalence classes such as [=a=] are not supported"),
     ("a{9999999999}", "the repetition number is too large"),
     ("(" * 5000 + ")" * 5000, "maximum recursion depth"),
+    ("[+-[:digit:]]", "a range cannot end at a character class"),
+    ("[a-c-e]", "a '-' after a range or a character class starts no range"),
+    ("[[:digit:]-z]", "a '-' after a range or a character class starts no range"),
 ])
 def test_errors(pattern, message):
     with pytest.raises(re.error, match=re.escape(message)):
