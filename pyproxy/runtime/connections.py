@@ -17,7 +17,7 @@ from ..config.values import Proto
 from ..script.context import NOT_RECEIVED, ReceiveInfo
 from ..sip import MessageTooLarge, RemoteSIPError, Request
 from ..tls.pipe import TLSError, TLSPipe
-from ..tls.verify import matches_sip_domain, peer_summary, verify_error
+from ..tls.verify import identifies, matches_sip_domain, peer_summary, verify_error
 from . import ipc
 from .logs import log
 from .resolver import literal
@@ -25,6 +25,8 @@ from .shm import NO_DOMAIN, Stat
 from .tcp import TCPConnection
 
 CHANNEL_BURST = 32          # supervisor messages read per wake-up
+READ_PAUSE = 256 * 1024      # bytes queued to a peer above which its connection is not read
+QUEUE_LIMIT = 4 * 1024 * 1024   # bytes queued to a peer above which it is closed
 
 
 def client_sni(domain, target: str | None) -> str | None:
@@ -126,9 +128,15 @@ class StreamConnections:
                                 conn.peer_ip, conn.peer_port, domain))
 
     def learn_alias(self, rcv: ReceiveInfo, via) -> None:
-        """RFC 5923: the sender asks us to reuse this connection for requests to its Via port."""
+        """RFC 5923: the sender asks us to reuse this connection for requests to its Via port.
+        Over TLS only a peer whose verified certificate names its Via host may (RFC 5923 5.3):
+        else anybody behind the same address could take the requests meant for that host."""
         port = via.port or rcv.proto.default_port
         if port == rcv.src_port:
+            return
+        if rcv.proto is Proto.TLS and not identifies(rcv.tls, via.host):
+            self.ratelog("alias", logging.INFO, f"ignoring ;alias from {rcv.src_ip}:{rcv.src_port}: no verified "
+                                                f"TLS certificate names {via.host}")
             return
         if self.local is not None:
             self.local.learn(rcv.conn_id, rcv.conn_owner, rcv.proto, rcv.src_ip, port)
@@ -165,6 +173,9 @@ class StreamConnections:
                     os.close(fd)
 
     def on_readable(self, conn: TCPConnection) -> None:
+        if len(conn.out) > READ_PAUSE:     # the peer does not read our replies: read no more requests
+            self.loop.add_reader(conn.fd, None)     # until they drain (on_writable)
+            return
         try:
             data = conn.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
@@ -192,6 +203,8 @@ class StreamConnections:
                 self.close(conn, f"bad stream: {e.reason}")
                 return
             if event is None:
+                if conn.pipe is not None and conn.pipe.closed:     # the peer's close_notify came with it
+                    self.close(conn, None)
                 return
             if not hasattr(event, "raw"):       # a CRLF keep-alive (RFC 5626 3.5.1)
                 if event.name == "PING":
@@ -220,9 +233,8 @@ class StreamConnections:
         if pipe.handshake_done and not was_done and not self.handshake_complete(conn):
             return b""
         self.flush_tls(conn)
-        if pipe.closed:
+        if pipe.closed and not plain:   # else on_readable() closes once it has read what came first
             self.close(conn, None)
-            return b""
         return plain
 
     def handshake_complete(self, conn: TCPConnection) -> bool:
@@ -237,7 +249,12 @@ class StreamConnections:
                                      f"{self.peer_subject(conn)}", refused=True, wrong_host=True)
                     return False
         else:       # the domain SNI chose, as this table knows it (a reload may have replaced it since)
-            conn.domain = self.tls.domain_of_connection(conn.pipe.conn) or conn.domain
+            conn.domain = domain = self.tls.domain_of_connection(conn.pipe.conn) or conn.domain
+            if domain.params.get("tls_verify_client") and domain.params.get("tls_require_client_certificate") \
+                    and not summary["verified"]:    # what OpenSSL checked, even for a resumed session
+                self.close(conn, f"TLS client without a verified certificate, which {domain.label} requires"
+                                 f"{self.peer_subject(conn)}", refused=True)
+                return False
         conn.pipe.accept()
         conn.waiting = []
         log.debug(f"TLS {summary.get('version')} with {conn.peer_ip}:{conn.peer_port}, "
@@ -293,6 +310,8 @@ class StreamConnections:
             return
         if not conn.out:
             self.loop.set_writer(conn.fd, None)
+        if len(conn.out) <= READ_PAUSE and self.loop.handlers.get(conn.fd, (True,))[0] is None:
+            self.loop.add_reader(conn.fd, lambda: self.on_readable(conn))
 
     def fail_over(self, conn: TCPConnection, why: str, unreachable: bool = True) -> None:
         """The requests a connection never carried go to their host's next DNS target, one this
@@ -338,6 +357,9 @@ class StreamConnections:
             self.close(conn, "write failed")
             return False
         if conn.out:
+            if len(conn.out) > QUEUE_LIMIT:
+                self.close(conn, f"more than {QUEUE_LIMIT // 1024} KiB queued: the peer reads too slowly")
+                return False
             self.loop.set_writer(conn.fd, lambda: self.on_writable(conn))
         return True
 

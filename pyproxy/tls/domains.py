@@ -37,6 +37,10 @@ EXTRA_PARAMS = {"tls_allow_loose_key_permissions": False}    # read with a defau
 # OpenSSL fixes these from the Context a connection starts on, before it sees the SNI name, so the
 # domains sharing a socket must agree on them.
 SHARED_ON_SOCKET = ("tls_method", "tls_verify_depth")
+# OpenSSL also resumes a session (ticket or cache) on the Context a connection starts on, before the
+# SNI callback moves it: a session of one domain would be resumed in another without that domain's
+# client-certificate checks. Where a socket's domains check clients differently, nothing is resumed.
+CLIENT_CHECKS = ("tls_verify_client", "tls_require_client_certificate", "tls_ca_list", "tls_ca_path", "tls_crl")
 
 
 @dataclass(eq=False)
@@ -157,6 +161,12 @@ class DomainTable:
         named = [d for d in group if d.server_name]
         if not named:
             return
+        if len({tuple(d.params.get(k) for k in CLIENT_CHECKS) for d in group}) > 1:
+            for d in group:
+                d.context.set_options(SSL.OP_NO_TICKET)
+                d.context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+            self.warnings.append(f"{', '.join(d.label for d in group)}: TLS sessions are not resumed there "
+                                 "(these domains, chosen by SNI, check client certificates differently)")
 
         def choose(conn: SSL.Connection) -> None:
             sent = conn.get_servername()

@@ -95,17 +95,23 @@ def matches_sip_domain(cert: x509.Certificate | crypto.X509, domain: str) -> boo
     An IP address target (no SIP domain to speak of) matches an IP SAN, a ``sip:IP`` URI SAN, or,
     without any SAN, the CN.
     """
-    cert = _as_cryptography(cert)
     target = _canonical_host(domain)
+    return target != "" and target in sip_identities(cert)
+
+
+def sip_identities(cert: x509.Certificate | crypto.X509) -> frozenset[str]:
+    """Every SIP domain and address ``cert`` identifies by the rules above, in canonical form: the
+    hosts of its sip: URIs, its DNS names (not those written as addresses: an address is
+    identified by an IP SAN or a sip: URI) and IP addresses; its CN when it has no SAN."""
+    cert = _as_cryptography(cert)
     sans = _sans(cert)
     if sans is None:
-        return _canonical_host(_subject_cn(cert)) == target != ""
-    if any(_sip_uri_host(u) == target for u in sans.get_values_for_type(x509.UniformResourceIdentifier)):
-        return True
-    ip = _ip(target)
-    if ip is not None:
-        return any(a == ip for a in sans.get_values_for_type(x509.IPAddress))
-    return any(_canonical_host(d) == target for d in sans.get_values_for_type(x509.DNSName))
+        cn = _canonical_host(_subject_cn(cert))
+        return frozenset((cn,) if cn else ())
+    found = {h for u in sans.get_values_for_type(x509.UniformResourceIdentifier) if (h := _sip_uri_host(u))}
+    found.update(str(a) for a in sans.get_values_for_type(x509.IPAddress))
+    found.update(h for d in sans.get_values_for_type(x509.DNSName) if _ip(h := _canonical_host(d)) is None)
+    return frozenset(found)
 
 
 def _sip_uri_host(uri: str) -> str | None:
@@ -142,7 +148,7 @@ def peer_summary(conn: SSL.Connection) -> dict:
     peer = conn.get_peer_certificate()
     summary = {"version": conn.get_protocol_version_name(), "cipher": conn.get_cipher_name() or "",
                "cipher_bits": conn.get_cipher_bits() or 0, "subject": "", "subject_cn": "", "issuer": "",
-               "san_uri": [], "san_dns": [], "verified": is_verified(conn)}
+               "san_uri": [], "san_dns": [], "verified": is_verified(conn), "identities": frozenset()}
     if peer is None:
         return summary
     cert = peer.to_cryptography()
@@ -150,8 +156,14 @@ def peer_summary(conn: SSL.Connection) -> dict:
     summary.update(subject=_oneline(cert.subject), issuer=_oneline(cert.issuer),
                    subject_cn=_subject_cn(cert) or "",
                    san_uri=sans.get_values_for_type(x509.UniformResourceIdentifier) if sans else [],
-                   san_dns=sans.get_values_for_type(x509.DNSName) if sans else [])
+                   san_dns=sans.get_values_for_type(x509.DNSName) if sans else [],
+                   identities=sip_identities(cert))
     return summary
+
+
+def identifies(summary: dict | None, host: str) -> bool:
+    """Whether a peer (its ``peer_summary``) presented a verified certificate naming ``host``."""
+    return bool(summary) and summary["verified"] and _canonical_host(host) in summary["identities"]
 
 
 def _oneline(name: x509.Name) -> str:

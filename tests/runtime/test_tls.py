@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from ._harness import (free_port, options_request, read_tcp_message, status_of, udp_socket,
+from ._harness import (free_port, options_request, read_tcp_message, status_of, udp_options, udp_socket,
                        wait_closed)
 
 LOOP = "127.0.0.1"
@@ -287,6 +287,136 @@ def test_sni_picks_the_server_domain(proxy_factory, pki):
     biloxi = client_context(pki, server_name="BILOXI.example.com")
     assert tls_options(port, biloxi, "BILOXI.example.com")[1] == "biloxi.example.com"
     assert tls_options(port, client_context(pki))[1] == "localhost"             # no SNI: the socket's
+
+
+def resumed_options(port, ctx, server_name, session=None):
+    """OPTIONS over a new TLS connection offering ``session``: (status or None, the session to
+    offer next time, whether this one was resumed)."""
+    raw = socket.create_connection((LOOP, port), timeout=5)
+    with ctx.wrap_socket(raw, server_hostname=server_name, session=session) as s:
+        s.sendall(options_request(port, f"tls-{uuid.uuid4().hex}", "tls", s.getsockname()[1]))
+        reply = read_tcp_message(s, time.monotonic() + 5, bytearray())
+        return (status_of(reply) if reply else None), s.session, s.session_reused
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_a_session_of_one_sni_domain_does_not_open_another(proxy_factory, pki, version):
+    """OpenSSL resumes on the socket's first domain, before SNI moves the connection: a session
+    made without a certificate must not let its client into a domain that requires one."""
+    port = free_port()
+    extra = tls_settings(pki, port, more=(
+        f"tls_server_domain[{LOOP}:{port}] {{\n  tls_server_name=\"biloxi.example.com\"\n"
+        f'  tls_certificate="{pki}/biloxi.example.com/cert.pem"\n'
+        f'  tls_private_key="{pki}/biloxi.example.com/privkey.pem"\n'
+        "  tls_verify_client=1\n  tls_require_client_certificate=1\n}\n"))
+    proxy = proxy_factory(children=1, extra=extra)
+    anonymous = client_context(pki)
+    anonymous.maximum_version = version
+    status, session, _ = resumed_options(port, anonymous, "other.example")
+    assert status == 200
+    try:
+        status = resumed_options(port, anonymous, "biloxi.example.com", session)[0]
+    except (ssl.SSLError, ConnectionError):
+        status = None       # refused in the handshake (TLS 1.3 reports it when reading)
+    assert status is None
+    assert "TLS sessions are not resumed there" in proxy.log()
+    with_cert = client_context(pki, cert="client.example.com")
+    with_cert.maximum_version = version
+    status, session, _ = resumed_options(port, with_cert, "biloxi.example.com")
+    assert status == 200 and resumed_options(port, with_cert, "biloxi.example.com", session)[::2] == (200, False)
+
+
+def test_sessions_are_resumed_where_sni_domains_check_clients_alike(proxy_factory, pki):
+    port = free_port()
+    extra = tls_settings(pki, port, more=(
+        f"tls_server_domain[{LOOP}:{port}] {{\n  tls_server_name=\"biloxi.example.com\"\n"
+        f'  tls_certificate="{pki}/biloxi.example.com/cert.pem"\n'
+        f'  tls_private_key="{pki}/biloxi.example.com/privkey.pem"\n}}\n'))
+    proxy_factory(children=1, extra=extra)
+    ctx = client_context(pki, server_name="biloxi.example.com")
+    _, session, _ = resumed_options(port, ctx, "biloxi.example.com")
+    assert resumed_options(port, ctx, "biloxi.example.com", session)[::2] == (200, True)
+
+
+@pytest.mark.parametrize("cert,via_host,reused", [
+    (None, LOOP, False),                                    # no certificate: no alias
+    ("client.example.com", "atlanta.example.com", False),   # a certificate of another host
+    ("client.example.com", "client.example.com", True),
+])
+def test_an_alias_over_tls_needs_a_certificate_naming_the_via_host(proxy_factory, pki, cert, via_host, reused):
+    """RFC 5923: else anybody at the address of a TLS server could take the requests meant for it."""
+    port = free_port()
+    proxy = proxy_factory(children=1, extra=tls_settings(pki, port, verify_client=1))
+    advertised = free_port()         # nothing listens there: only the alias reaches it
+    raw = socket.create_connection((LOOP, port), timeout=5)
+    with client_context(pki, cert=cert).wrap_socket(raw) as tls, udp_socket(5.0) as u:
+        hello = options_request(port, f"alias-{uuid.uuid4().hex}", "tls", advertised).replace(
+            f"TLS {LOOP}:{advertised};".encode(), f"TLS {via_host}:{advertised};".encode()).replace(
+            b";rport\r\n", b";rport;alias\r\n")
+        tls.sendall(hello)
+        assert status_of(read_tcp_message(tls, time.monotonic() + 5, bytearray())) == 200
+        time.sleep(0.3)     # the supervisor tells every worker (one here)
+        u.sendto(options_request(proxy.port, f"to-alias-{uuid.uuid4().hex}", "udp", u.getsockname()[1],
+                                 ruri=f"sip:bob@{LOOP}:{advertised};transport=tls"), (LOOP, proxy.port))
+        if reused:
+            forwarded = read_tcp_message(tls, time.monotonic() + 5, bytearray())
+            assert forwarded.startswith(f"OPTIONS sip:bob@{LOOP}:{advertised}".encode())
+        else:
+            assert status_of(u.recv(65536)) == 477
+            assert "ignoring ;alias" in proxy.log()
+
+
+def test_a_client_that_never_reads_its_replies_is_not_read_either(proxy_factory, pki):
+    """Pipelined requests whose replies are never read: once 256 KiB of replies wait, the worker
+    reads no more of that connection (its queue stays bounded) until the send timeout closes it."""
+    port = free_port()
+    proxy = proxy_factory(children=1, extra=tls_settings(pki, port, more="tls_send_timeout=2\n"))
+    raw = socket.create_connection((LOOP, port), timeout=5)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    batch = b"".join(options_request(port, f"noread-{i}", "tls", 5999) for i in range(200))
+    with client_context(pki).wrap_socket(raw) as tls:
+        tls.settimeout(0.5)
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:      # until the proxy stops reading (our sends block)
+            try:
+                tls.sendall(batch)
+            except (socket.timeout, OSError):
+                break
+        deadline = time.monotonic() + 10
+        while "queued bytes" not in proxy.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    dropped = re.search(r"(\d+) queued bytes to 127\.0\.0\.1:\d+ dropped", proxy.log())
+    assert dropped and int(dropped.group(1)) < 1024 * 1024, proxy.tail()
+    assert udp_options(proxy.port) == 200      # the worker serves on
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_a_request_that_comes_with_close_notify_is_answered(proxy_factory, pki, version):
+    """The request and the client's close_notify in one segment: the request is not lost."""
+    port = free_port()
+    proxy_factory(children=1, extra=tls_settings(pki, port))
+    ctx = client_context(pki)
+    ctx.maximum_version = version
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing)
+    with socket.create_connection((LOOP, port), timeout=5) as sock:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                sock.sendall(outgoing.read())
+                incoming.write(sock.recv(65536))
+        tls.write(options_request(port, f"cn-{uuid.uuid4().hex}", "tls", 5999))
+        with contextlib.suppress(ssl.SSLWantReadError):
+            tls.unwrap()
+        sock.sendall(outgoing.read())       # the request, then close_notify
+        reply = b""
+        while status_of(reply) is None and (data := sock.recv(65536)):
+            incoming.write(data)
+            with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                reply += tls.read(65536)
+    assert status_of(reply) == 200
 
 
 def start_and_fail(tmp_path, text):

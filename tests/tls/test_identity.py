@@ -73,6 +73,7 @@ def test_peer_summary_of_client_certificate(settings, tmp_path, pki):
         "subject": "/O=pyproxy tests/CN=client.example.com", "subject_cn": "client.example.com",
         "issuer": "/O=pyproxy tests/CN=pyproxy test CA",
         "san_uri": ["sip:client.example.com"], "san_dns": ["client.example.com"], "verified": True,
+        "identities": frozenset({"client.example.com"}),
     }
     assert s["cipher"].startswith("ECDHE-ECDSA-")
 
