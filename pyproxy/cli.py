@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import __version__
@@ -77,6 +78,25 @@ def _print_warnings(warnings) -> None:
         print(f"{pos}: warning: {text}" if pos else f"warning: {text}", file=sys.stderr)
 
 
+def check_tls(config) -> list[str]:
+    """-c: the TLS domains built as at start (that only reads files); what would stop it."""
+    s = config.settings
+    if s.disable_tls:
+        return []
+    from .config.loader import config_path
+    from .tls import DomainTable, TLSConfigError
+    cert, key = (config_path(p, config.cfg_dir) for p in (s.tls_certificate, s.tls_private_key))
+    if s.tls_autogenerate and not (os.path.exists(cert) and os.path.exists(key)):
+        return []       # made, and checked, at the first start
+    try:
+        table = DomainTable.build(s, config.tls_domains, config.cfg_dir)
+    except TLSConfigError as e:
+        return e.messages
+    for warning in table.warnings:
+        print(f"warning: TLS: {warning}", file=sys.stderr)
+    return []
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .config.loader import load_config
@@ -91,6 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     apply_overrides(config.settings, args)
     _print_warnings(config.warnings)
     if args.check:
+        errors = check_tls(config)
+        for message in errors:
+            print(f"{args.config}: TLS: {message}", file=sys.stderr)
+        if errors:
+            print(f"pyproxy: {args.config}: {len(errors)} TLS error{'s' if len(errors) != 1 else ''}, "
+                  "would not start", file=sys.stderr)
+            return 1
         print(config.summary())
         return 0
     from .runtime.arbiter import Arbiter

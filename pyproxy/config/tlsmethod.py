@@ -59,7 +59,8 @@ class TLSMethodType:
         low, sep, high = word.partition("-")
         if sep and low in _NAMES and high in _NAMES:
             if _NAMES[low] > _NAMES[high]:
-                raise ValueError(f"tls_method range {v.text} is empty: {low} is newer than {high}")
+                first, last = v.text.strip().split("-", 1)
+                raise ValueError(f"tls_method range {v.text} is empty: {first} is newer than {last}")
             return TLSMethod(_NAMES[low], _NAMES[high], v.text)
         if word in _NAMES:
             return TLSMethod(_NAMES[word], _NAMES[word], v.text)

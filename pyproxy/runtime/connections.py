@@ -382,7 +382,8 @@ class StreamConnections:
             except OSError:
                 pass
         if not conn.established and conn.waiting:
-            self.fail_over(conn, f"to {conn.proto.value}:{conn.peer_ip}:{conn.peer_port}: {why}", not wrong_host)
+            self.fail_over(conn, f"to {conn.proto.value}:{conn.peer_ip}:{conn.peer_port}: "
+                                 f"{why or 'closed by the peer before it was up'}", not wrong_host)
         conn.waiting = []
         self.loop.remove(conn.fd)
         try:

@@ -28,7 +28,7 @@ CASES = [
     ("SSLv2 refused", "tls_method=SSLv2\n", "1:12", "SSL 2.0 (RFC 6176) is broken and prohibited; use SSLv23"),
     ("SSLv3 refused", "tls_method=SSLv3\n", "1:12", "SSL 3.0 (RFC 7568) is broken and prohibited"),
     ("unknown tls method", "tls_method=TLSv2\n", "1:12", "unknown tls_method TLSv2: expected SSLv23"),
-    ("empty tls range", "tls_method=TLSv1_3-TLSv1_2\n", "1:12", "range TLSv1_3-TLSv1_2 is empty"),
+    ("empty tls range", "tls_method=TLSv1_3-TLSv1_2\n", "1:12", "range TLSv1_3-TLSv1_2 is empty: TLSv1_3 is newer than TLSv1_2"),
     # --- modules ------------------------------------------------------------------------------
     ("module not written", 'loadmodule "modules/tm/tm.so"\n', "1:1",
      "module 'tm' (OpenSER's transactions) is not available in pyproxy yet"),

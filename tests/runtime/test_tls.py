@@ -231,6 +231,17 @@ def test_every_request_waiting_for_a_failed_connection_is_answered_477(proxy_fac
     assert answered == dict.fromkeys(calls, 477)
 
 
+def test_a_server_that_hangs_up_before_the_handshake_is_named_in_the_477s_log(proxy_factory, pki):
+    port, server_port = free_port(), free_port()
+    proxy = proxy_factory(children=1, extra=tls_settings(pki, port))
+    with socket.create_server((LOOP, server_port)) as listener, udp_socket(5.0) as u:
+        listener.settimeout(5)
+        send_sips(proxy, u, server_port, f"hangup-{uuid.uuid4().hex}")
+        listener.accept()[0].close()
+        assert status_of(u.recv(65536)) == 477
+    assert "closed by the peer before it was up); answered 477" in proxy.log()
+
+
 def test_wrong_name_server_never_sees_the_request_and_it_is_answered_477(proxy_factory, pki):
     """RFC 5922: a server whose certificate verifies but names another host is refused before
     anything is sent to it, and the sender hears 477 instead of waiting."""
@@ -419,27 +430,30 @@ def test_a_request_that_comes_with_close_notify_is_answered(proxy_factory, pki, 
     assert status_of(reply) == 200
 
 
-def start_and_fail(tmp_path, text):
+def start_and_fail(tmp_path, text, flags=("-D", "-E")):
     cfg = tmp_path / "bad.cfg"
     cfg.write_text(text)
-    return subprocess.run([sys.executable, "-m", "pyproxy", "-f", str(cfg), "-D", "-E"], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "pyproxy", "-f", str(cfg), *flags], capture_output=True,
                           text=True, timeout=30)
 
 
-def test_startup_refuses_bad_key_files(pki, tmp_path):
+@pytest.mark.parametrize("flags", [("-D", "-E"), ("-c",)], ids=["start", "check"])
+def test_startup_refuses_bad_key_files(pki, tmp_path, flags):
+    """pyproxy -c reports what would stop the start."""
     port = free_port()
     base = (f"listen=udp:{LOOP}:{port}\ndisable_tls=no\nlisten=tls:{LOOP}:{port}\n"
             "tls_verify_client=0\n")
     r = start_and_fail(tmp_path, base + f'tls_certificate="{tmp_path}/missing.pem"\n'
-                                        f'tls_private_key="{pki}/localhost/privkey.pem"\n')
+                                        f'tls_private_key="{pki}/localhost/privkey.pem"\n', flags)
     assert r.returncode == 1 and f"{tmp_path}/missing.pem" in r.stderr and "default server domain" in r.stderr
     loose = tmp_path / "loose.pem"
     loose.write_bytes((pki / "localhost" / "privkey.pem").read_bytes())
     loose.chmod(0o644)
-    r = start_and_fail(tmp_path, base + f'tls_certificate="{pki}/localhost/cert.pem"\ntls_private_key="{loose}"\n')
+    r = start_and_fail(tmp_path, base + f'tls_certificate="{pki}/localhost/cert.pem"\ntls_private_key="{loose}"\n',
+                       flags)
     assert r.returncode == 1 and str(loose) in r.stderr, r.stderr
     r = start_and_fail(tmp_path, base + f'tls_certificate="{pki}/localhost/cert.pem"\n'
-                                        f'tls_private_key="{pki}/biloxi.example.com/privkey.pem"\n')
+                                        f'tls_private_key="{pki}/biloxi.example.com/privkey.pem"\n', flags)
     assert r.returncode == 1 and "privkey.pem" in r.stderr, r.stderr
 
 
