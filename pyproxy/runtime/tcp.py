@@ -29,7 +29,7 @@ class TCPConnection:
         self.parser = StreamParser(max_size)
         self.out = bytearray()
         self.last_active = time.monotonic()
-        self.stalled_since: float | None = None      # when a write last could not go out in full
+        self.stalled_since: float | None = None      # since when bytes have waited in ``out``
         self.connecting = connecting
         self.closed = False
         self.outbound = outbound
@@ -75,5 +75,6 @@ class TCPConnection:
             return False
         if sent:
             del self.out[:sent]
-            self.stalled_since = None if not self.out else time.monotonic()
+            if not self.out:    # a peer that reads a little now and then is still stalled
+                self.stalled_since = None
         return True

@@ -33,6 +33,7 @@ from ..sip import (
     parse_without_content_length,
 )
 from ..tls.domains import DomainTable, TLSConfigError
+from ..tls.verify import canonical_host, identifies
 from . import ipc
 from .connections import StreamConnections
 from .listeners import Listener
@@ -243,10 +244,11 @@ class Worker(StreamConnections):
             elif item[0] == ipc.CONTROL:
                 self.on_control(item[1], item[2])
             elif item[0] == ipc.SEND:
-                _, conn_id, data = item
+                _, conn_id, data, host = item
                 conn = self.conns.get(conn_id)
-                if conn is None:
-                    self.bounce(data, f"connection {conn_id:#x} is gone")
+                if conn is None or not self.carries(conn, host):
+                    self.bounce(data, f"connection {conn_id:#x} is gone" if conn is None else
+                                f"the certificate of tls:{conn.peer_ip}:{conn.peer_port} does not name {host}")
                     self.stats.add(Stat.SEND_ERRORS)
                 elif not self.write_waiting(conn, data):
                     self.stats.add(Stat.SEND_ERRORS)
@@ -518,12 +520,26 @@ class Worker(StreamConnections):
         """Whether a connection (ours or another worker's) reaches proto:ip:port now."""
         return (proto, ip, port) in self.peers or self.shm.lookup(proto, ip, port) is not None
 
-    def send_on(self, conn_id: int, owner: int | None, data: bytes) -> bool:
+    def send_on(self, conn_id: int, owner: int | None, data: bytes, host: str = "") -> bool:
+        """``host``: the request's target, which the connection's certificate may have to name."""
         if owner is None or owner == self.index:
             conn = self.conns.get(conn_id)
-            return conn is not None and self.write(conn, data)
-        self.hand_off(owner, (ipc.SEND, conn_id, data))
+            return conn is not None and self.carries(conn, host) and self.write(conn, data)
+        self.hand_off(owner, (ipc.SEND, conn_id, data, host))
         return True
+
+    def carries(self, conn: TCPConnection, host: str) -> bool:
+        """RFC 5922 on reuse: a TLS connection opened by a domain that checks the server's name
+        carries a request for another host only if its certificate names that host too."""
+        domain = conn.domain
+        if not host or not conn.outbound or domain is None or not domain.verify_hostname:
+            return True
+        if canonical_host(host) == canonical_host(conn.target) or identifies(conn.tls_info, host):
+            return True
+        self.ratelog("reuse", logging.WARNING, f"not sending to {host} over tls:{conn.peer_ip}:{conn.peer_port}: "
+                                               f"its certificate (checked for {conn.target}) does not name it "
+                                               f"(RFC 5922)")
+        return False
 
     def send_udp(self, ip: str, port: int, data: bytes, listener: Listener | None = None) -> bool:
         listener = listener or self.udp.get(socket.AF_INET6 if ":" in ip else socket.AF_INET) or \
@@ -553,7 +569,7 @@ class Worker(StreamConnections):
             found = self.shm.lookup(proto, ip, port)
             if found is not None and (found[1] != self.index or found[0] in self.conns) and \
                     self.reusable(proto, found[2], domain_name, ip, port):
-                return self.send_on(found[0], found[1], data)
+                return self.send_on(found[0], found[1], data, host)
             conn = self.connect(proto, ip, port, host or ip, domain_name)
             if conn is None:
                 tried = (*tried, (ip, port))
@@ -563,6 +579,8 @@ class Worker(StreamConnections):
                 following = self.resolver.next_target(proto, host, dest_port, tried)
                 return following is not None and self.send_stream(proto, *following, data, ctx, host,
                                                                   domain_name, dest_port, tried, rcv)
+        if not self.carries(conn, host):
+            return False
         return self.write_waiting(conn, data, (host, dest_port, domain_name) if named else None, tried,
                                   rcv or (ctx.rcv if ctx is not None else NOT_RECEIVED))
 

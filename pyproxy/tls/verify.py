@@ -95,7 +95,7 @@ def matches_sip_domain(cert: x509.Certificate | crypto.X509, domain: str) -> boo
     An IP address target (no SIP domain to speak of) matches an IP SAN, a ``sip:IP`` URI SAN, or,
     without any SAN, the CN.
     """
-    target = _canonical_host(domain)
+    target = canonical_host(domain)
     return target != "" and target in sip_identities(cert)
 
 
@@ -106,11 +106,11 @@ def sip_identities(cert: x509.Certificate | crypto.X509) -> frozenset[str]:
     cert = _as_cryptography(cert)
     sans = _sans(cert)
     if sans is None:
-        cn = _canonical_host(_subject_cn(cert))
+        cn = canonical_host(_subject_cn(cert))
         return frozenset((cn,) if cn else ())
     found = {h for u in sans.get_values_for_type(x509.UniformResourceIdentifier) if (h := _sip_uri_host(u))}
     found.update(str(a) for a in sans.get_values_for_type(x509.IPAddress))
-    found.update(h for d in sans.get_values_for_type(x509.DNSName) if _ip(h := _canonical_host(d)) is None)
+    found.update(h for d in sans.get_values_for_type(x509.DNSName) if _ip(h := canonical_host(d)) is None)
     return frozenset(found)
 
 
@@ -122,11 +122,11 @@ def _sip_uri_host(uri: str) -> str | None:
     if "@" in rest:                   # sip:user@domain names a user, not a domain (RFC 5922 7.1)
         return None
     if rest.startswith("["):
-        return _canonical_host(rest[:rest.find("]") + 1])
-    return _canonical_host(rest.rsplit(":", 1)[0] if rest.count(":") == 1 else rest)
+        return canonical_host(rest[:rest.find("]") + 1])
+    return canonical_host(rest.rsplit(":", 1)[0] if rest.count(":") == 1 else rest)
 
 
-def _canonical_host(host: str | None) -> str:
+def canonical_host(host: str | None) -> str:
     host = (host or "").strip().lower().rstrip(".")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
@@ -163,7 +163,7 @@ def peer_summary(conn: SSL.Connection) -> dict:
 
 def identifies(summary: dict | None, host: str) -> bool:
     """Whether a peer (its ``peer_summary``) presented a verified certificate naming ``host``."""
-    return bool(summary) and summary["verified"] and _canonical_host(host) in summary["identities"]
+    return bool(summary) and summary["verified"] and canonical_host(host) in summary["identities"]
 
 
 def _oneline(name: x509.Name) -> str:

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from ._harness import (free_port, options_request, read_tcp_message, status_of, udp_options, udp_socket,
+from ._harness import (free_port, options_request, owner, read_tcp_message, status_of, udp_options, udp_socket,
                        wait_closed)
 
 LOOP = "127.0.0.1"
@@ -65,10 +65,10 @@ def tls_options(port, ctx, server_name=None, timeout=5.0):
         return (status_of(reply) if reply else None), cn
 
 
-def send_sips(proxy, u, server_port, call_id):
-    """An OPTIONS over UDP from ``u`` to the proxy, for sips:bob@127.0.0.1:server_port."""
+def send_sips(proxy, u, server_port, call_id, host=LOOP):
+    """An OPTIONS over UDP from ``u`` to the proxy, for sips:bob@HOST:server_port."""
     u.sendto(options_request(proxy.port, call_id, "udp", u.getsockname()[1],
-                             ruri=f"sips:bob@{LOOP}:{server_port}"), (LOOP, proxy.port))
+                             ruri=f"sips:bob@{host}:{server_port}"), (LOOP, proxy.port))
 
 
 def test_options_over_tls(proxy_factory, pki):
@@ -242,6 +242,37 @@ def test_a_server_that_hangs_up_before_the_handshake_is_named_in_the_477s_log(pr
     assert "closed by the peer before it was up); answered 477" in proxy.log()
 
 
+def call_owned_by(worker: int, children: int) -> str:
+    return next(c for c in (f"own-{uuid.uuid4().hex}" for _ in range(1000)) if owner(c, children) == worker)
+
+
+@pytest.mark.parametrize("children", [1, 2], ids=["same-worker", "handed-off"])
+def test_a_connection_is_reused_only_for_hosts_its_certificate_names(proxy_factory, pki, dns_zone, children):
+    """RFC 5922: a connection to biloxi.example.com (whose certificate names only that) does not
+    carry a request for the same address written as 127.0.0.1, in the worker that owns it or
+    handed to it by another."""
+    port, server_port = free_port(), free_port()
+    zone = dns_zone({("biloxi.example.com", "A"): [LOOP]})
+    route = """route {
+    if (uri==myself && $rU==$null) { sl_send_reply("200", "OK"); exit; }
+    if (!forward()) { sl_reply_error(); }
+}"""
+    proxy = proxy_factory(children=children, route=route,
+                          extra=tls_settings(pki, port, more=f"dns_server={LOOP}:{zone.port}\ntls_verify_server=1\n"))
+    server_ctx, listener = tls_server(pki, "biloxi.example.com", server_port)
+    with listener, udp_socket(5.0) as u:
+        send_sips(proxy, u, server_port, call_owned_by(1, children), host="biloxi.example.com")
+        conn, _ = listener.accept()
+        with server_ctx.wrap_socket(conn, server_side=True) as tls:
+            assert read_tcp_message(tls, time.monotonic() + 5, bytearray()).startswith(b"OPTIONS sips:bob@biloxi")
+            send_sips(proxy, u, server_port, call_owned_by(children, children))
+            assert status_of(u.recv(65536)) == 477
+            tls.settimeout(0.5)
+            with pytest.raises(socket.timeout):
+                tls.recv(65536)
+    assert "does not name" in proxy.log()
+
+
 def test_wrong_name_server_never_sees_the_request_and_it_is_answered_477(proxy_factory, pki):
     """RFC 5922: a server whose certificate verifies but names another host is refused before
     anything is sent to it, and the sender hears 477 instead of waiting."""
@@ -382,8 +413,10 @@ def test_a_client_that_never_reads_its_replies_is_not_read_either(proxy_factory,
     reads no more of that connection (its queue stays bounded) until the send timeout closes it."""
     port = free_port()
     proxy = proxy_factory(children=1, extra=tls_settings(pki, port, more="tls_send_timeout=2\n"))
-    raw = socket.create_connection((LOOP, port), timeout=5)
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)     # before connect: an honest window
+    raw.settimeout(5)
+    raw.connect((LOOP, port))
     batch = b"".join(options_request(port, f"noread-{i}", "tls", 5999) for i in range(200))
     with client_context(pki).wrap_socket(raw) as tls:
         tls.settimeout(0.5)
