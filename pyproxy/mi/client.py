@@ -3,9 +3,11 @@ OpenSER's FIFO protocol. Used by ``pyproxyctl mi``."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
+import stat
 import tempfile
 import time
 
@@ -31,8 +33,7 @@ def call_socket(path: str, method: str, params: list[str], timeout: float = 10.0
                     break
                 buf += chunk
     except OSError as e:
-        raise MIClientError(f"cannot talk to pyproxy at {path}: {e.strerror or e} "
-                            f"(is mi_socket set, and pyproxy running?)") from None
+        raise MIClientError(f"cannot talk to pyproxy at {path}: {e.strerror or e}{_hint(e, 'mi_socket')}") from None
     try:
         answer = json.loads(buf)
     except ValueError:
@@ -47,31 +48,38 @@ def call_fifo(fifo: str, method: str, params: list[str], timeout: float = 10.0) 
     folder = tempfile.mkdtemp(prefix="pyproxyctl-")
     reply = os.path.join(folder, "reply")
     os.mkfifo(reply, 0o600)
+    # open before asking: pyproxy opens the reply FIFO without waiting, and finds no reader else
+    rfd = os.open(reply, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        request = f":{method}:{reply}\n" + "".join(f"{p}\n" for p in params) + "\n"
         try:
+            if not stat.S_ISFIFO(os.stat(fifo).st_mode):
+                raise MIClientError(f"{fifo} is not a FIFO (is it pyproxy's fifo= ?)")
             fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
         except OSError as e:
-            raise MIClientError(f"cannot open the FIFO {fifo}: {e.strerror} (is fifo= set, and pyproxy "
-                                f"running?)") from None
+            raise MIClientError(f"cannot open the FIFO {fifo}: {e.strerror}{_hint(e, 'fifo')}") from None
         with os.fdopen(fd, "w") as f:
-            f.write(request)
-        rfd = os.open(reply, os.O_RDONLY | os.O_NONBLOCK)
+            f.write(f":{method}:{reply}\n" + "".join(f"{p}\n" for p in params) + "\n")
         data, deadline = b"", time.monotonic() + timeout
-        try:
-            while not data.endswith(b"\n\n") and time.monotonic() < deadline:
-                try:
-                    chunk = os.read(rfd, 65536)
-                except BlockingIOError:
-                    chunk = b""
-                if not chunk:
-                    time.sleep(0.02)
-                data += chunk
-        finally:
-            os.close(rfd)
-        if not data:
-            raise MIClientError(f"no reply from pyproxy on {fifo} in {timeout:.0f} s")
+        while not data.endswith(b"\n\n") and time.monotonic() < deadline:
+            try:
+                chunk = os.read(rfd, 65536)
+            except BlockingIOError:
+                chunk = b""
+            if not chunk:
+                time.sleep(0.02)
+            data += chunk
+        if not data.endswith(b"\n\n"):
+            raise MIClientError(f"no reply from pyproxy on {fifo} in {timeout:.0f} s" if not data else
+                                f"the reply from pyproxy on {fifo} stopped after {len(data)} bytes")
         return data.decode(errors="replace").rstrip("\n")
     finally:
+        os.close(rfd)
         os.unlink(reply)
         os.rmdir(folder)
+
+
+def _hint(error: OSError, parameter: str) -> str:
+    """A likely cause, for the errors that mean nobody serves the path."""
+    if error.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENXIO):
+        return f" (is {parameter}= set, and pyproxy running?)"
+    return ""

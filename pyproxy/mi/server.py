@@ -14,7 +14,9 @@ from __future__ import annotations
 import errno
 import itertools
 import json
+import math
 import os
+import select
 import socket
 import stat
 import time
@@ -26,6 +28,10 @@ from ..runtime.process import become
 from . import commands
 
 WORKER_TIMEOUT = 3.0
+MAX_CLIENTS = 64                # socket clients at once; more are refused
+CLIENT_QUEUE_LIMIT = 8 << 20    # answers a client leaves unread before it is dropped
+REQUEST_LIMIT = 1 << 20         # bytes of one request (a line, or a FIFO request)
+FIFO_WRITE_TIMEOUT = 5.0        # seconds a FIFO reply waits for its reader
 
 
 class MIServer:
@@ -44,7 +50,7 @@ class MIServer:
         self.tls_disabled = self.settings.disable_tls
         self.loop = EventLoop()
         self.ids = itertools.count(1)
-        self.clients: dict[int, tuple[socket.socket, bytearray]] = {}
+        self.clients: dict[int, tuple[socket.socket, bytearray, bytearray]] = {}   # fd: socket, in, out
 
     # -- process --------------------------------------------------------------------------------
     def run(self, endpoints: "Endpoints") -> None:
@@ -55,12 +61,7 @@ class MIServer:
         if endpoints.listener is not None:
             self.listener = endpoints.listener
             self.loop.add_reader(self.listener.fileno(), self.accept)
-        try:
-            self.loop.run()
-        finally:
-            for path in (self.settings.fifo, self.settings.mi_socket):
-                if path:
-                    _unlink(path)
+        self.loop.run()     # the master removes the paths when it stops: a respawned mi serves them
 
     # -- worker questions -----------------------------------------------------------------------
     def ask_workers(self, question: str) -> list:
@@ -68,6 +69,7 @@ class MIServer:
         for send in self.handoff_send:
             send.send(ipc.dumps((ipc.CONTROL, request_id, question)))
         answers: dict[int, object] = {}
+        parts: dict[int, list[bytes]] = {}      # a worker's long answer comes in several datagrams
         deadline = time.monotonic() + WORKER_TIMEOUT
         self.reply_recv.setblocking(True)
         try:
@@ -78,11 +80,15 @@ class MIServer:
                                            f"{WORKER_TIMEOUT:.0f} s")
                 self.reply_recv.settimeout(left)
                 try:
-                    rid, index, result = self.replies.read()
+                    rid, index, last, part = self.replies.read()
                 except socket.timeout:
                     continue
+                except (EOFError, ValueError, TypeError):
+                    continue        # not an answer in one piece: none of this question's
                 if rid == request_id:
-                    answers[index] = result
+                    parts.setdefault(index, []).append(part)
+                    if last:
+                        answers[index] = ipc.loads(b"".join(parts.pop(index)))
         finally:
             self.reply_recv.setblocking(False)
         return [answers[i] for i in sorted(answers)]
@@ -100,7 +106,7 @@ class MIServer:
         return None
 
     def execute(self, name: str, args: list[str]):
-        log.info(f"mi command: {name} {' '.join(args)}".rstrip())
+        log.info(_clean(f"mi command: {name} {' '.join(args)}".rstrip()))
         return commands.run(self, name, args)
 
     # -- the JSON-RPC socket --------------------------------------------------------------------
@@ -109,54 +115,91 @@ class MIServer:
             client, _ = self.listener.accept()
         except (BlockingIOError, InterruptedError):
             return
+        except OSError as e:    # out of descriptors: wait a second rather than spin on the listener
+            log.warning(f"mi_socket: cannot accept a client: {e.strerror}")
+            self.loop.add_reader(self.listener.fileno(), None)
+            self.loop.call_later(1.0, lambda: self.loop.add_reader(self.listener.fileno(), self.accept))
+            return
+        if len(self.clients) >= MAX_CLIENTS:
+            log.warning(f"mi_socket: {MAX_CLIENTS} clients connected already; one more refused")
+            client.close()
+            return
         client.setblocking(False)
-        self.clients[client.fileno()] = (client, bytearray())
-        self.loop.add_reader(client.fileno(), lambda fd=client.fileno(): self.on_client(fd))
+        fd = client.fileno()
+        self.clients[fd] = (client, bytearray(), bytearray())
+        self.loop.add_reader(fd, lambda: self.on_client(fd))
 
     def on_client(self, fd: int) -> None:
-        client, buf = self.clients[fd]
+        client, buf, _ = self.clients[fd]
         try:
             data = client.recv(65536)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             data = b""
-        if not data or len(buf) > 1 << 20:
-            self.loop.remove(fd)
-            self.clients.pop(fd, None)
-            client.close()
+        if not data or len(buf) > REQUEST_LIMIT:
+            self.drop_client(fd)
             return
         buf += data
-        while b"\n" in buf:
+        while b"\n" in buf and fd in self.clients:
             line, _, rest = bytes(buf).partition(b"\n")
             buf[:] = rest
             if line.strip():
                 answer = self.json_rpc(line)
-                client.setblocking(True)
-                try:
-                    client.sendall(json.dumps(answer).encode() + b"\n")
-                except OSError:
-                    pass
-                finally:
-                    client.setblocking(False)
+                if answer is not None:
+                    self.answer_client(fd, json.dumps(answer).encode() + b"\n")
 
-    def json_rpc(self, line: bytes) -> dict:
+    def answer_client(self, fd: int, data: bytes) -> None:
+        """Queue ``data`` and send what the client takes: one that does not read blocks nobody."""
+        client, _, out = self.clients[fd]
+        out += data
+        try:
+            del out[:client.send(out)]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            self.drop_client(fd)
+            return
+        if len(out) > CLIENT_QUEUE_LIMIT:
+            log.warning(f"mi_socket: a client left {len(out)} bytes of answers unread; dropped")
+            self.drop_client(fd)
+        else:
+            self.loop.set_writer(fd, (lambda: self.answer_client(fd, b"")) if out else None)
+
+    def drop_client(self, fd: int) -> None:
+        client, _, _ = self.clients.pop(fd)
+        self.loop.remove(fd)
+        client.close()
+
+    def json_rpc(self, line: bytes):
+        """The answer to one line: a response, a list of them (a batch), or None (notifications)."""
         try:
             request = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             return _rpc_error(None, -32700, "parse error")
+        if isinstance(request, list) and request:
+            return [a for a in map(self.rpc_call, request) if a is not None] or None
+        return self.rpc_call(request)
+
+    def rpc_call(self, request):
         if not isinstance(request, dict) or request.get("jsonrpc") != "2.0" or \
-                not isinstance(request.get("method"), str):
-            return _rpc_error(request.get("id") if isinstance(request, dict) else None, -32600, "invalid request")
-        params = request.get("params") or []
+                not isinstance(request.get("method"), str) or not _valid_id(request.get("id")):
+            request_id = request.get("id") if isinstance(request, dict) else None
+            return _rpc_error(request_id if _valid_id(request_id) else None, -32600, "invalid request")
+        request_id = request.get("id")
+        params = request.get("params", [])
         if not isinstance(params, list):
-            return _rpc_error(request.get("id"), -32602, "params must be a list")
-        try:
-            result = self.execute(request["method"], [str(p) for p in params])
-        except commands.MIError as e:
-            code = -32601 if str(e).startswith("unknown command") else -32000
-            return _rpc_error(request.get("id"), code, str(e))
-        return {"jsonrpc": "2.0", "result": result, "id": request.get("id")}
+            answer = _rpc_error(request_id, -32602, "params must be a list (given by position)")
+        else:
+            try:
+                answer = {"jsonrpc": "2.0", "result": self.execute(request["method"], [str(p) for p in params]),
+                          "id": request_id}
+            except commands.MIError as e:
+                answer = _rpc_error(request_id, -32601 if str(e).startswith("unknown command") else -32000, str(e))
+            except Exception as e:      # a bug answers as an error, not as silence
+                log.exception(f"mi command {request['method']!r} failed")
+                answer = _rpc_error(request_id, -32603, f"internal error: {e}")
+        return answer if "id" in request else None      # a notification is not answered
 
     # -- the FIFO -------------------------------------------------------------------------------
     def on_fifo(self) -> None:
@@ -170,43 +213,81 @@ class MIServer:
             self.fifo_buf[:] = rest
             request = request.lstrip(b"\n")
             if request:
-                self.fifo_request(request.decode("utf-8", "replace").split("\n"))
+                try:
+                    self.fifo_request(request.decode("utf-8", "replace").split("\n"))
+                except Exception:
+                    log.exception("fifo: a request failed")
+        if len(self.fifo_buf) > REQUEST_LIMIT:
+            log.warning(f"fifo: {len(self.fifo_buf)} bytes without the empty line that ends a request; dropped")
+            self.fifo_buf.clear()
 
     def fifo_request(self, lines: list[str]) -> None:
         head = lines[0]
         if not head.startswith(":") or head.count(":") < 2:
-            log.warning(f"fifo: malformed request line {head[:80]!r} (expected :command:reply_fifo)")
+            log.warning(_clean(f"fifo: malformed request line {head[:80]!r} (expected :command:reply_fifo)"))
             return
         _, name, reply = head.split(":", 2)
         try:
             result = self.execute(name, [l for l in lines[1:] if l])
             text = "200 OK\n" + _text(result)
         except commands.MIError as e:
-            text = f"500 {e}\n"
-        if reply:
-            path = reply if os.path.isabs(reply) else os.path.join(self.settings.fifo_dir, reply)
+            text = f"500 {_clean(str(e))}\n"
+        if not reply:
+            return
+        if not os.path.isabs(reply) and "/" in reply:
+            log.warning(_clean(f"fifo: reply FIFO {reply!r} refused: a name in fifo_dir, or an absolute path"))
+            return
+        write_reply(reply if os.path.isabs(reply) else os.path.join(self.settings.fifo_dir, reply), text + "\n")
+
+
+def write_reply(path: str, text: str) -> None:
+    """Write a FIFO request's answer to its reply FIFO: a FIFO only (never a file or a link a
+    local user points us at), all of it, waiting a bounded time for a slow reader."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except (OSError, ValueError) as e:
+        log.warning(_clean(f"fifo: cannot open the reply FIFO {path}: {getattr(e, 'strerror', None) or e}"))
+        return
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            log.warning(_clean(f"fifo: {path} is not a FIFO; no reply written there"))
+            return
+        data, deadline = memoryview(text.encode()), time.monotonic() + FIFO_WRITE_TIMEOUT
+        while data:
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError as e:
-                log.warning(f"fifo: cannot open the reply FIFO {path}: {e.strerror}")
-                return
-            try:
-                os.write(fd, text.encode() + b"\n")
-            except OSError as e:
-                log.warning(f"fifo: cannot write the reply to {path}: {e.strerror}")
-            finally:
-                os.close(fd)
+                data = data[os.write(fd, data):]
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    log.warning(_clean(f"fifo: {path} was not read for {FIFO_WRITE_TIMEOUT:.0f} s; reply cut"))
+                    return
+                select.select([], [fd], [], 0.1)
+    except OSError as e:
+        log.warning(_clean(f"fifo: cannot write the reply to {path}: {e.strerror}"))
+    finally:
+        os.close(fd)
 
 
 def _text(result, indent: str = "") -> str:
     """Results as OpenSER printed them: name:: value lines, nested by indentation."""
     if isinstance(result, dict):
-        return "".join(f"{indent}{k}:: {v}\n" if not isinstance(v, (dict, list))
-                       else f"{indent}{k}::\n{_text(v, indent + chr(9))}" for k, v in result.items())
+        return "".join(f"{indent}{_clean(str(k))}:: {_clean(str(v))}\n" if not isinstance(v, (dict, list))
+                       else f"{indent}{_clean(str(k))}::\n{_text(v, indent + chr(9))}" for k, v in result.items())
     if isinstance(result, list):
-        return "".join(_text(item, indent) if isinstance(item, (dict, list)) else f"{indent}{item}\n"
+        return "".join(_text(item, indent) if isinstance(item, (dict, list)) else f"{indent}{_clean(str(item))}\n"
                        for item in result)
-    return f"{indent}{result}\n"
+    return f"{indent}{_clean(str(result))}\n"
+
+
+def _clean(text: str) -> str:
+    """Control characters escaped: a peer's SNI or a command name cannot start a line of its own
+    in a reply or in the log (an empty line ends a FIFO reply)."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _valid_id(value) -> bool:
+    """JSON-RPC 2.0: an id is a string, a number or null (and a NaN cannot be sent back)."""
+    return value is None or isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                                       and math.isfinite(value))
 
 
 def _rpc_error(request_id, code: int, message: str) -> dict:
@@ -220,15 +301,32 @@ class MIStartError(Exception):
 class Endpoints:
     """The management socket and FIFO, made by the master before it forks and drops privileges:
     a bad path stops the start with its name, folders only root may write work, and a respawned
-    mi process serves the same ones."""
+    mi process serves the same ones. The master removes them when it stops."""
 
     def __init__(self, settings) -> None:
+        self.paths = [p for p in (settings.mi_socket, settings.fifo) if p]
         self.listener = _open_socket(settings.mi_socket, settings.mi_socket_mode) if settings.mi_socket else None
-        self.fifo_fd = _open_fifo(settings.fifo, settings.fifo_mode) if settings.fifo else None
+        try:
+            self.fifo_fd = _open_fifo(settings.fifo, settings.fifo_mode) if settings.fifo else None
+        except MIStartError:
+            self.remove()
+            raise
+
+    def remove(self) -> None:
+        for path in self.paths:
+            _unlink(path)
+        self.paths = []
 
 
 def _open_socket(path: str, mode: int) -> socket.socket:
-    _unlink(path)
+    if os.path.lexists(path):
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise MIStartError(f"mi_socket={path} exists and is not a socket (pyproxy does not replace it)")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            if probe.connect_ex(path) == 0:
+                raise MIStartError(f"mi_socket={path} is served by another process (a pyproxy running "
+                                   "already?); choose another path")
+        _unlink(path)       # left by a pyproxy that did not stop cleanly
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o777 & ~mode)
     try:
@@ -249,6 +347,14 @@ def _open_fifo(path: str, mode: int) -> int:
         if os.path.lexists(path):
             if not stat.S_ISFIFO(os.lstat(path).st_mode):
                 raise MIStartError(f"fifo={path} exists and is not a FIFO (pyproxy does not replace it)")
+            try:        # opening it to write succeeds only when a process reads it
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError as e:
+                if e.errno != errno.ENXIO:
+                    raise
+            else:
+                raise MIStartError(f"fifo={path} is read by another process (a pyproxy running already?); "
+                                   "choose another path")
             os.unlink(path)
         os.mkfifo(path, mode)
         os.chmod(path, mode)

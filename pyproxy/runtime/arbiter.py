@@ -174,6 +174,8 @@ class Arbiter:
             return e.status
         finally:
             self.remove_pid_file()
+            if getattr(self, "mi_endpoints", None) is not None:
+                self.mi_endpoints.remove()
 
     def report_start(self, outcome: str) -> None:
         """Tell the command that started the daemon how the start went (it waits for this)."""

@@ -34,6 +34,7 @@ WORKER_DIED = 5     # master -> supervisor: (WORKER_DIED, index, incarnation of 
 EPOCH = 6           # supervisor -> worker: (EPOCH, incarnation): what follows is for that incarnation
 
 MAX_DATAGRAM = 256 * 1024
+MI_CHUNK = 192 * 1024       # a worker's answer to the mi process, per datagram (with room for the header)
 dumps, loads = marshal.dumps, marshal.loads
 
 

@@ -266,8 +266,12 @@ class Worker(StreamConnections):
             log.exception(f"management command {command} failed")
             result = {"error": f"{command} failed in worker {self.index + 1}: {e}"}
         if self.mi_reply is not None:
-            try:
-                self.mi_reply.send(ipc.dumps((request_id, self.index, result)))
+            answer = ipc.dumps(result)
+            chunks = range(0, len(answer), ipc.MI_CHUNK)
+            try:        # a long answer (tls_list of thousands of connections) in several datagrams
+                for start in chunks:
+                    self.mi_reply.send(ipc.dumps((request_id, self.index, start == chunks[-1],
+                                                  answer[start:start + ipc.MI_CHUNK])))
             except OSError as e:
                 log.warning(f"cannot answer the mi process: {e.strerror}")
 
