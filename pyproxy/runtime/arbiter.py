@@ -307,8 +307,11 @@ class Arbiter:
             name = _role(kind, index)
             if code == BOOT_FAILED:
                 raise Halt(f"{name} could not start (see the log above); stopping")
-            self.note_death((kind, index), name)
             how = f"signal {-code}" if code < 0 else f"status {code}"
+            if kind == "supervisor":    # a new one would deal its connection ids again, to other peers
+                raise Halt(f"{name} (pid {pid}) died with {how}, and the table of TCP/TLS connections with "
+                           "it; stopping, as OpenSER did (a service manager starts pyproxy again)")
+            self.note_death((kind, index), name)
             log.error(f"{name} (pid {pid}) died with {how}; respawning it")
             if kind == "worker":
                 self.incarnations[index] = self.incarnations.get(index, 0) + 1

@@ -7,6 +7,7 @@ import socket
 import threading
 from collections import Counter
 
+import dns.exception
 import dns.message
 import dns.rcode
 import dns.rdatatype
@@ -36,7 +37,10 @@ class DNSServer:
                 continue
             except OSError:
                 return
-            query = dns.message.from_wire(data)
+            try:
+                query = dns.message.from_wire(data)
+            except dns.exception.DNSException:
+                continue        # not a DNS question (another test's packet on a reused port)
             question = query.question[0]
             name, rdtype = question.name.to_text(omit_final_dot=True).lower(), dns.rdatatype.to_text(question.rdtype)
             self.questions[(name, rdtype)] += 1

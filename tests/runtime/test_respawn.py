@@ -213,3 +213,16 @@ def test_a_respawned_worker_closes_the_connections_passed_to_its_predecessor():
         listener.close()
         for bound in arbiter.listeners:
             bound.sock.close()
+
+
+def test_the_tcp_supervisor_dying_stops_the_server(proxy_factory):
+    """Its connection table is gone: a new supervisor would give a new client the id of a
+    connection a worker still holds, and that client would get another's messages."""
+    proxy = proxy_factory(children=2)
+    supervisor = next(p for p in psutil.Process(proxy.popen.pid).children() if "tcp main" in " ".join(p.cmdline()))
+    children = psutil.Process(proxy.popen.pid).children()
+    supervisor.send_signal(signal.SIGKILL)
+    assert proxy.popen.wait(10) == 1
+    assert "tcp main (pid" in proxy.log() and "died with signal 9, and the table of TCP/TLS connections" in proxy.log()
+    gone, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive
