@@ -91,13 +91,14 @@ def reply_destination_for_request(msg, rcv, to_via: bool = False) -> Destination
     """Where our own reply to a request goes (RFC 3261 18.2.2, RFC 3581).
 
     Over TCP/TLS: back on the connection it came in on. Over UDP: the source address (the
-    received= of the top Via), to the source port when the client asked with rport, else to the
-    Via's port; with ``to_via`` (reply_to_via=yes) to the Via's sent-by as written.
+    received= of the top Via), to the source port when the client asked with rport (or the
+    script did, with force_rport()), else to the Via's port; with ``to_via`` (reply_to_via=yes)
+    to the Via's sent-by as written.
     """
     if rcv.proto is not Proto.UDP:
         return Destination(rcv.proto, rcv.src_ip, rcv.src_port)
     via = msg.top_via
-    if via.rport is not None:
+    if via.rport is not None or msg.rport_recorded:
         return Destination(Proto.UDP, rcv.src_ip, rcv.src_port)
     host = via.host if to_via else rcv.src_ip
     return Destination(Proto.UDP, host, via.port or 5060)

@@ -40,7 +40,7 @@ def _flag(arg, i):
 def _rewrite(ctx, **parts) -> int:
     msg = ctx.msg
     try:
-        msg.set_ruri(str(msg.uri.replace(**parts)))
+        msg.set_ruri(str(msg.uri.rehosted(**parts) if "host" in parts else msg.uri.replace(**parts)))
     except SIPError as e:
         ctx.runtime.log(logging.ERROR, f"cannot rewrite the Request-URI: {e}")
         return -1

@@ -55,15 +55,15 @@ def _set_uri_part(part):
         uri = ctx.msg.uri
         if part == "port":
             value = int(value) if value not in (None, "") else None
-        ctx.msg.set_ruri(str(uri.replace(**{part: value})))
+        ctx.msg.set_ruri(str(uri.rehosted(host=value) if part == "host" else uri.replace(**{part: value})))
     return set_
 
 
 register("ru", _safe(lambda c, a: c.msg.ruri), _set_ru, "Request-URI")
 register("rU", _safe(lambda c, a: c.msg.uri.user), _set_uri_part("user"), "Request-URI user")
 register("rd", _safe(lambda c, a: c.msg.uri.host), _set_uri_part("host"), "Request-URI host")
-register("rp", _safe(lambda c, a: c.msg.uri.port or (5061 if c.msg.uri.scheme == "sips" else 5060)),
-         _set_uri_part("port"), "Request-URI port (5060/5061 when not written)")
+register("rp", _safe(lambda c, a: c.msg.uri.port or (5061 if c.msg.uri.transport == "tls" else 5060)),
+         _set_uri_part("port"), "Request-URI port (5060, or 5061 for TLS, when not written)")
 register("rm", lambda c, a: c.msg.method if hasattr(c.msg, "method") else c.msg.cseq[1], None, "method")
 register("rs", lambda c, a: getattr(c.msg, "status", None), None, "reply status")
 register("rr", lambda c, a: getattr(c.msg, "reason", None), None, "reply reason")

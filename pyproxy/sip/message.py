@@ -324,6 +324,12 @@ class Message:
         edits.via_params = (old_received if received is None else received,
                             old_rport if rport is None else rport)
 
+    @property
+    def rport_recorded(self) -> bool:
+        """Whether set_top_via_params() wrote an rport value (force_rport(), or ;rport answered)."""
+        return self._edits is not None and self._edits.via_params is not None and \
+            self._edits.via_params[1] is not None
+
     def add_record_route(self, value: str) -> None:
         """Add a Record-Route value (e.g. "<sip:1.2.3.4;lr>") above all others."""
         self._ed().top.insert(0, header_line("Record-Route", value))

@@ -60,6 +60,12 @@ class URI:
         fields["params"] = dict(fields["params"])
         return URI(**fields)
 
+    def rehosted(self, **changes) -> URI:
+        """replace() of the host (and more): without the maddr of the old host, which would still
+        decide where the request goes (RFC 3261 19.1.1) and so undo the change."""
+        params = {name: value for name, value in self.params.items() if name != "maddr"}
+        return self.replace(params=params, **changes)
+
     def __str__(self) -> str:
         if self._text is None:
             self._text = self._build()

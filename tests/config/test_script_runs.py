@@ -223,6 +223,30 @@ def test_sl_send_reply(run):
     assert reply.header("Server") == "pyproxy"
 
 
+def test_force_rport_sends_our_own_replies_to_the_source_port(run):
+    """RFC 3581 for a client behind NAT that did not ask: the reply goes where the request came
+    from, and its Via says so."""
+    _, _, runtime = run('route { force_rport(); sl_send_reply("200", "OK"); }', src_port=31000)
+    (dest, data), = runtime.sent
+    assert (dest.host, dest.port) == ("10.0.0.1", 31000)
+    assert parse_message(data).top_via.rport == 31000
+    _, _, runtime = run('route { sl_send_reply("200", "OK"); }', src_port=31000)
+    assert runtime.sent[0][0].port == 5062      # without it: the Via's port
+
+
+@pytest.mark.parametrize("rewrite", ['rewritehostport("10.9.9.9:5070")', 'sethost("10.9.9.9")',
+                                     '$rd = "10.9.9.9"'])
+def test_a_new_host_drops_the_callers_maddr(run, rewrite):
+    """Else the caller's maddr would still decide where the request goes, past the script."""
+    msg = INVITE.replace("INVITE sip:bob@biloxi.example.com SIP/2.0",
+                         "INVITE sip:bob@gw.example.com;maddr=10.6.6.6 SIP/2.0")
+    _, ctx, runtime = run(f"route {{ {rewrite}; forward(); }}", msg)
+    (dest, data), = runtime.sent
+    assert dest.host == "10.9.9.9" and "maddr" not in ctx.msg.ruri
+    _, _, runtime = run("route { forward(); }", msg)
+    assert runtime.sent[0][0].host == "10.6.6.6"        # untouched, the URI's maddr is honoured
+
+
 def test_maxfwd(run):
     script = 'route { if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); exit; } forward(); }'
     _, _, runtime = run(script)
