@@ -25,6 +25,7 @@ from .shm import NO_DOMAIN, Stat
 from .tcp import TCPConnection
 
 CHANNEL_BURST = 32          # supervisor messages read per wake-up
+CHANNEL_BACKLOG = 100_000   # messages for the supervisor kept while its channel is full
 READ_PAUSE = 256 * 1024      # bytes queued to a peer above which its connection is not read
 QUEUE_LIMIT = 4 * 1024 * 1024   # bytes queued to a peer above which it is closed
 
@@ -144,10 +145,10 @@ class StreamConnections:
             self.to_supervisor((ipc.ALIAS, rcv.conn_id, rcv.proto.value, rcv.src_ip, port))
 
     def to_supervisor(self, item: tuple) -> None:
-        try:
-            self.channel.send(ipc.dumps(item))
-        except OSError as e:
-            self.ratelog("channel", logging.ERROR, f"cannot reach the TCP supervisor: {e.strerror}")
+        self.supervisor_outbox.send(ipc.dumps(item))
+
+    def supervisor_unreachable(self, payload: bytes, why: str) -> None:
+        self.ratelog("channel", logging.ERROR, f"cannot reach the TCP supervisor: {why}")
 
     def on_channel(self) -> None:
         for _ in range(CHANNEL_BURST):

@@ -18,6 +18,7 @@ import marshal
 import re
 import socket
 import zlib
+from collections import deque
 
 # hand-off kinds
 MESSAGE = 1         # (MESSAGE, proto, src_ip, src_port, dst_ip, dst_port, conn_id, conn_owner, data, tls)
@@ -68,11 +69,56 @@ def datagram_pair() -> tuple[socket.socket, socket.socket]:
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:
-    """(supervisor end, worker end) of a supervisor channel."""
+    """(supervisor end, worker end) of a supervisor channel; big buffers: thousands of
+    connections closing at once (a NAT restarting) are thousands of messages."""
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    a.setblocking(False)
-    b.setblocking(False)
+    for s in (a, b):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        s.setblocking(False)
     return a, b
+
+
+class Outbox:
+    """Messages for a non-blocking socket, sent in order: what the socket cannot take now waits
+    (up to ``limit`` messages) and goes when it drains, instead of being dropped. An item is the
+    payload, or (payload, socket to pass with it): that socket is closed once passed."""
+
+    def __init__(self, sock: socket.socket, loop, limit: int, on_drop) -> None:
+        self.sock, self.loop, self.limit, self.on_drop = sock, loop, limit, on_drop
+        self.waiting: deque = deque()
+
+    def send(self, payload: bytes, passed: socket.socket | None = None) -> None:
+        if self.waiting or not self._send(payload, passed):
+            if len(self.waiting) >= self.limit:
+                self.on_drop(payload, "it is too far behind")
+                if passed is not None:
+                    passed.close()
+                return
+            if not self.waiting:
+                self.loop.set_writer(self.sock.fileno(), self.drain)
+            self.waiting.append((payload, passed))
+
+    def drain(self) -> None:
+        while self.waiting and self._send(*self.waiting[0]):
+            self.waiting.popleft()
+        if not self.waiting:
+            self.loop.set_writer(self.sock.fileno(), None)
+
+    def _send(self, payload: bytes, passed: socket.socket | None) -> bool:
+        """True when sent (or lost for good, which on_drop was told); False: try again later."""
+        try:
+            if passed is None:
+                self.sock.send(payload)
+            else:
+                socket.send_fds(self.sock, [payload], [passed.fileno()])
+        except BlockingIOError:
+            return False
+        except OSError as e:
+            self.on_drop(payload, e.strerror)
+        if passed is not None:
+            passed.close()      # the receiver has its own copy now
+        return True
 
 
 # Call-ID: find it in the raw bytes without parsing the message (RFC 3261 20.8, compact form i).

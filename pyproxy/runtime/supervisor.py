@@ -21,6 +21,7 @@ from .process import become
 from .shm import NO_DOMAIN, OutOfSharedMemory, Stat
 
 ACCEPT_BURST = 64
+HANDOVER_BACKLOG = 10_000   # accepted connections kept for a worker whose channel is full
 
 
 class ConnectionTable:
@@ -87,6 +88,9 @@ class Supervisor:
         self.table = ConnectionTable(shm, settings.tcp_max_connections)
         self.stats = shm.stats_of(process_index)
         self.loop = EventLoop()
+        self.outboxes = [ipc.Outbox(channel, self.loop, HANDOVER_BACKLOG,
+                                    lambda payload, why, i=index: self.not_passed(i, payload, why))
+                         for index, channel in enumerate(channels)]
         self.next_id = 0
         self.refused = 0
 
@@ -120,15 +124,17 @@ class Supervisor:
             return
         local = sock.getsockname() if listener.wildcard else (listener.host, listener.port)
         item = (ipc.NEW_CONN, conn_id, listener.proto.value, peer_ip, peer_port, local[0], local[1])
-        try:
-            socket.send_fds(self.channels[worker], [ipc.dumps(item)], [sock.fileno()])
-            self.stats.add(Stat.TCP_ACCEPTED)
-        except OSError as e:
-            log.error(f"cannot pass the connection from {peer_ip}:{peer_port} to worker {worker + 1}: "
-                      f"{e.strerror}")
-            self.table.forget(conn_id)
-        finally:
-            sock.close()        # the worker has its own copy now
+        self.outboxes[worker].send(ipc.dumps(item), sock)      # waits there while the worker is busy
+        self.stats.add(Stat.TCP_ACCEPTED)
+
+    def not_passed(self, worker: int, payload: bytes, why: str) -> None:
+        item = ipc.loads(payload)
+        if item[0] == ipc.EPOCH:
+            log.warning(f"cannot tell worker {worker + 1} where its connections start: {why}")
+            return
+        _, conn_id, _, peer_ip, peer_port, _, _ = item
+        log.error(f"cannot pass the connection from {peer_ip}:{peer_port} to worker {worker + 1}: {why}")
+        self.table.forget(conn_id)
 
     def on_worker(self, index: int) -> None:
         channel = self.channels[index]
@@ -165,10 +171,9 @@ class Supervisor:
             _, index, incarnation = item
             dropped = self.table.forget_owner(index)
             log.info(f"worker {index + 1} died: forgot its {dropped} connection(s)")
-            try:    # connections passed before this were the dead worker's: its successor closes them
-                self.channels[index].send(ipc.dumps((ipc.EPOCH, incarnation)))
-            except OSError as e:
-                log.warning(f"cannot tell worker {index + 1} where its connections start: {e.strerror}")
+            # connections passed before this (queued ones too) were the dead worker's: its successor
+            # closes them
+            self.outboxes[index].send(ipc.dumps((ipc.EPOCH, incarnation)))
 
 
 class LocalSupervisor:

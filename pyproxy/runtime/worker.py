@@ -35,7 +35,7 @@ from ..sip import (
 from ..tls.domains import DomainTable, TLSConfigError
 from ..tls.verify import canonical_host, identifies
 from . import ipc
-from .connections import StreamConnections
+from .connections import CHANNEL_BACKLOG, StreamConnections
 from .listeners import Listener
 from .logs import log
 from .loop import EventLoop
@@ -112,6 +112,8 @@ class Worker(StreamConnections):
         self.backlogs: dict[int, deque] = {}      # hand-offs waiting for a busy worker's socket
         self.next_conn = 0
         self.loop = EventLoop()
+        self.supervisor_outbox = ipc.Outbox(channel, self.loop, CHANNEL_BACKLOG, self.supervisor_unreachable) \
+            if channel is not None else None
         self.resolver = Resolver(self.loop, [(d.host, d.port) for d in self.settings.dns_server])
         self.ratelog = RateLimitedLog()
         self.stats = shm.stats_of(index)
