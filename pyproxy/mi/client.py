@@ -3,6 +3,7 @@ OpenSER's FIFO protocol. Used by ``pyproxyctl mi``."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -48,6 +49,11 @@ def call_fifo(fifo: str, method: str, params: list[str], timeout: float = 10.0) 
     folder = tempfile.mkdtemp(prefix="pyproxyctl-")
     reply = os.path.join(folder, "reply")
     os.mkfifo(reply, 0o600)
+    with contextlib.suppress(OSError):      # root asking a pyproxy run with -u: its user answers
+        owner = os.stat(fifo)
+        if os.geteuid() == 0 and owner.st_uid != 0:
+            for path in (folder, reply):
+                os.chown(path, owner.st_uid, owner.st_gid)
     # open before asking: pyproxy opens the reply FIFO without waiting, and finds no reader else
     rfd = os.open(reply, os.O_RDONLY | os.O_NONBLOCK)
     try:

@@ -24,7 +24,7 @@ import time
 from ..runtime import ipc
 from ..runtime.logs import log
 from ..runtime.loop import EventLoop
-from ..runtime.process import become
+from ..runtime.process import become, run_as
 from . import commands
 
 WORKER_TIMEOUT = 3.0
@@ -308,9 +308,15 @@ class Endpoints:
         self.listener = _open_socket(settings.mi_socket, settings.mi_socket_mode) if settings.mi_socket else None
         try:
             self.fifo_fd = _open_fifo(settings.fifo, settings.fifo_mode) if settings.fifo else None
-        except MIStartError:
+            ids = run_as(settings.user, settings.group)
+            for path in self.paths if ids else ():     # the -u user's, as OpenSER's fifo_user: the mi
+                os.chown(path, *ids)                    # process opens replies, the master removes them
+        except (MIStartError, KeyError, OSError) as e:
             self.remove()
-            raise
+            if isinstance(e, MIStartError):
+                raise
+            raise MIStartError(f"mi_socket/fifo: cannot give them to -u {settings.user} -g {settings.group}: "
+                               f"{getattr(e, 'strerror', None) or e}") from None
 
     def remove(self) -> None:
         for path in self.paths:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
+import pwd
 import resource
 import select
 import signal
@@ -28,6 +29,7 @@ from . import ipc
 from .listeners import BindError, bind_all
 from .logs import log, set_role
 from .logs import setup as setup_logging
+from .process import run_as
 from .shm import OutOfSharedMemory, SharedMemory
 from .supervisor import LocalSupervisor, Supervisor
 from .worker import BOOT_FAILED, Worker
@@ -372,21 +374,21 @@ class Arbiter:
 
     def drop_privileges(self) -> None:
         s = self.settings
-        if not (s.user or s.group):
-            return
-        import grp
-        import pwd
         try:
-            if s.group:
-                os.setgid(grp.getgrnam(s.group).gr_gid)
-            if s.user:
-                user = pwd.getpwnam(s.user)
-                if not s.group:
-                    os.setgid(user.pw_gid)
-                os.initgroups(user.pw_name, os.getgid())
-                os.setuid(user.pw_uid)
-        except KeyError as e:
-            raise Halt(f"no such user or group: {e.args[0]}") from None
+            ids = run_as(s.user, s.group)
+        except KeyError:
+            raise Halt(f"no such user or group: -u {s.user or '-'} -g {s.group or '-'}") from None
+        if ids is None:
+            return
+        uid, gid = ids
+        try:
+            os.setgid(gid)
+            if uid != -1:
+                try:
+                    os.initgroups(pwd.getpwuid(uid).pw_name, gid)
+                except KeyError:        # a uid without a passwd entry: its group alone
+                    os.setgroups([gid])
+                os.setuid(uid)
         except PermissionError:
             raise Halt(f"cannot switch to user {s.user or '-'} / group {s.group or '-'}: not root") from None
 
@@ -404,8 +406,10 @@ class Arbiter:
                 with open(self.args.pid_file) as f:
                     if f.read().strip() == str(os.getpid()):
                         os.unlink(self.args.pid_file)
-            except OSError:
+            except FileNotFoundError:
                 pass
+            except OSError as e:    # e.g. in root's /run after -u: the next start overwrites it
+                log.warning(f"cannot remove the pid file {self.args.pid_file}: {e.strerror}")
 
 
 def logging_flush() -> None:

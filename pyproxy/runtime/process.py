@@ -6,6 +6,8 @@ the USR signals mean, and it stops its children with TERM.
 
 from __future__ import annotations
 
+import grp
+import pwd
 import signal
 from typing import Callable
 
@@ -20,3 +22,17 @@ def become(role: str, on_term: Callable[[], None]) -> None:
     signal.signal(signal.SIGTERM, lambda *_: on_term())
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_IGN)
+
+
+def run_as(user: str | None, group: str | None) -> tuple[int, int] | None:
+    """The uid and gid that ``user``/``group`` (-u/-g: names or numbers) name; None for neither.
+    -1 keeps the current one. KeyError names what does not exist."""
+    if not (user or group):
+        return None
+    uid = gid = -1
+    if user:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        uid, gid = entry.pw_uid, entry.pw_gid
+    if group:
+        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    return uid, gid

@@ -13,18 +13,29 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from ._harness import (DEFAULT_ROUTE, LOOP, Proxy, descendants, free_port, tcp_options, title, udp_options,
-                       write_config)
+from ._harness import (
+    DEFAULT_ROUTE,
+    LOOP,
+    Proxy,
+    descendants,
+    free_port,
+    tcp_options,
+    title,
+    udp_options,
+    write_config,
+)
 
 ROLE_LINE = re.compile(r"^(?P<role>master|worker (?P<n>\d+)|tcp main|mi)\[(?P<pid>\d+)\] "
                        r"(?P<level>DEBUG|INFO|NOTICE|WARNING|ERROR|CRITICAL): ")
@@ -329,6 +340,31 @@ def test_pid_file_in_a_root_only_folder_with_user(reaper, tmp_path):
     proxy.wait_ready()
     assert pid_file.read_text() == f"{proxy.pid}\n"
     assert psutil.Process(proxy.pid).uids().effective != 0
+
+
+def test_numeric_ids_and_the_management_interface_with_user(reaper, tmp_path):
+    """-u 65534 -g 65534 (numbers, as OpenSER took them): the FIFO and the socket belong to that
+    user, so its mi process can answer root's pyproxyctl on the FIFO, and the master (that user by
+    then) removes both when it stops."""
+    shared = Path(tempfile.mkdtemp(prefix="pyproxy-test-"))     # pytest's folders are root's alone
+    try:
+        shared.chmod(0o1777)       # as /tmp is
+        extra = f'mi_socket="{shared}/mi.sock"\nfifo="{shared}/fifo"\n'
+        proxy = launch(reaper, tmp_path / "p", "-D", "-E", "-u", "65534", "-g", "65534", extra=extra, ready=False)
+        if not is_root():
+            assert wait_exit(proxy, 10) == 1, proxy.tail()
+            return
+        proxy.wait_ready()
+        assert psutil.Process(proxy.pid).uids().effective == 65534
+        assert os.stat(shared / "fifo").st_uid == 65534 == os.stat(shared / "mi.sock").st_uid
+        r = subprocess.run([sys.executable, "-m", "pyproxy.ctl", "mi", "-f", str(shared / "fifo"), "uptime"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and r.stdout.startswith("200 OK"), r.stdout + r.stderr + proxy.tail()
+        proxy.popen.send_signal(signal.SIGTERM)
+        assert wait_exit(proxy, 10) == 0
+        assert not (shared / "fifo").exists() and not (shared / "mi.sock").exists(), proxy.tail()
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ 4. logging
