@@ -7,9 +7,10 @@ from ..script.fixups import integer
 from ..sip import SIPError
 
 
-def mf_process_maxfwd_header(ctx, default):
-    """Add Max-Forwards if missing (returns 2), decrement it (1), or -1 when it is 0: the script
-    answers 483. A value that is not a number 0..255 is an error (-2)."""
+def mf_process_maxfwd_header(ctx, default, limit):
+    """Add Max-Forwards if missing (returns 2), decrement it (1) but not above ``limit``
+    (modparam max_limit), or -1 when it is 0: the script answers 483. A value that is not a
+    number 0..255 is an error (-2)."""
     msg = ctx.msg
     try:
         value = msg.max_forwards
@@ -21,22 +22,20 @@ def mf_process_maxfwd_header(ctx, default):
         return 2
     if value == 0:
         return -1
-    if value > 255:   # RFC 4475 scalar02: an overlarge value is treated as absent
-        msg.replace_header("Max-Forwards", str(default))
-        return 2
-    msg.replace_header("Max-Forwards", str(value - 1))
+    msg.replace_header("Max-Forwards", str(min(value - 1, limit)))
     return 1
 
 
 def _max_fixup(args, env):
     limit = env.modparams.get("maxfwd", {}).get("max_limit", 256)
-    return (integer(args[0], 0, 1, limit, "the Max-Forwards value to add"),)
+    return integer(args[0], 0, 1, limit, "the Max-Forwards value to add"), limit
 
 
 EXPORTS = ModuleExports(
     name="maxfwd",
     doc="Max-Forwards processing.",
-    params=(ModParam("max_limit", int, 256, "Largest value mf_process_maxfwd_header() may add."),),
+    params=(ModParam("max_limit", int, 256, "Largest value mf_process_maxfwd_header() may add or "
+                                            "leave (a larger one is lowered to it); 256: no limit."),),
     functions=(
         Function("mf_process_maxfwd_header", mf_process_maxfwd_header, (1,),
                  "Decrement Max-Forwards, or add it with the given value; false when it reached 0.",

@@ -247,6 +247,14 @@ def test_a_new_host_drops_the_callers_maddr(run, rewrite):
     assert runtime.sent[0][0].host == "10.6.6.6"        # untouched, the URI's maddr is honoured
 
 
+def test_maxfwd_max_limit_lowers_a_larger_value(run):
+    script = 'modparam("maxfwd", "max_limit", 16)\nroute { mf_process_maxfwd_header("10"); forward(); }'
+    _, _, runtime = run(script)
+    assert parse_message(runtime.sent[0][1]).max_forwards == 16         # 70 - 1, lowered to 16
+    _, _, runtime = run(script, INVITE.replace("Max-Forwards: 70", "Max-Forwards: 5"))
+    assert parse_message(runtime.sent[0][1]).max_forwards == 4
+
+
 def test_maxfwd(run):
     script = 'route { if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); exit; } forward(); }'
     _, _, runtime = run(script)
