@@ -13,7 +13,9 @@ reads them, which is what people who write ``[\\.]`` mean.
 
 textops compiled with REG_NEWLINE, which re.MULTILINE matches for '^' and '$' and re's '.' already
 honours, but under which a non-matching list such as ``[^;]`` does not match a newline either:
-``newline=True`` adds it, so that ``^From:[^;]*`` stops at the end of its line as in OpenSER.
+``newline=True`` adds it, so that ``^From:[^;]*`` stops at the end of its line as in OpenSER. It
+also takes CRLF as the end of a line: '.', '$' and non-matching lists stop before the CR (in
+OpenSER ``.*$`` took the CR in, and a replacement without it left a bare LF behind).
 """
 
 from __future__ import annotations
@@ -62,9 +64,14 @@ def translate(pattern: str, newline: bool = False) -> str:
         elif ch == "[":
             i = _bracket(pattern, i + 1, out, newline)
         else:
-            out.append(ch)
+            out.append(_LINE_END.get(ch, ch) if newline else ch)
             i += 1
     return "".join(out)
+
+
+# In newline mode a SIP line ends with CRLF: '.' and '$' stop before its CR, so that
+# subst("/^Warning: .*$/.../") replaces the header's value and leaves its line end alone.
+_LINE_END = {".": r"[^\r\n]", "$": r"(?=\r?$)"}
 
 
 def _bracket(pattern: str, i: int, out: list, newline: bool) -> int:
@@ -75,7 +82,7 @@ def _bracket(pattern: str, i: int, out: list, newline: bool) -> int:
     n = len(pattern)
     out.append("[")
     if pattern.startswith("^", i):
-        out.append(r"^\n" if newline else "^")
+        out.append(r"^\r\n" if newline else "^")
         i += 1
     first = i
     starts_range = False     # the last member written can be the first end point of a range

@@ -66,6 +66,15 @@ def test_subst_reads_sers_escapes_and_flags(run):
     assert out.header_values("X-Drop") == []        # flag s: now it does
 
 
+def test_subst_with_openser_line_idioms(run):
+    """.*$ stops before the CR: the idioms of OpenSER's textops documentation keep CRLF lines."""
+    msg = INVITE.replace("Call-ID", "Warning: 399 old\r\nCall-ID")
+    out, _, _ = forwarded(run, r'subst("/^Warning: .*$/Warning: 399 new/"); '
+                               r'subst("/^From:(.*)atlanta(.*)$/From:\1chicago\2/");', msg)
+    assert out.header("Warning") == "399 new"
+    assert out.from_.uri.host == "chicago.example.com" and out.from_.tag
+
+
 def test_subst_on_the_body_fixes_content_length(run):
     msg = INVITE.replace("Content-Length: 0\r\n\r\n", "Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello")
     out, _, _ = forwarded(run, 'subst("/hello/hello world/");', msg)

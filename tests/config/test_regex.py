@@ -30,9 +30,17 @@ def test_translate(posix, python):
 
 
 def test_reg_newline_keeps_non_matching_lists_off_newlines():
-    assert translate("^From:[^;]*", newline=True) == r"^From:[^\n;]*"
-    assert translate("[^]a]", newline=True) == r"[^\n\]a]"
+    assert translate("^From:[^;]*", newline=True) == r"^From:[^\r\n;]*"
+    assert translate("[^]a]", newline=True) == r"[^\r\n\]a]"
     assert translate("[a^]", newline=True) == "[a^]"       # not a non-matching list
+
+
+def test_newline_mode_ends_lines_before_their_cr():
+    assert translate(r"^Warning: .*$\.", newline=True) == r"^Warning: [^\r\n]*(?=\r?$)\."
+    assert translate("a.*$") == "a.*$"                     # not in newline mode
+    text = "To: <sip:b@x>\r\nWarning: 399 old\r\nCall-ID: 1\r\n"
+    regex = compile_posix("^Warning: .*$", re.MULTILINE, newline=True)
+    assert regex.sub("Warning: 399 new", text) == text.replace("old", "new")
 
 
 def test_posix_classes_match_what_they_name():
