@@ -8,6 +8,7 @@ with Content-Length fixed. Regexes are compiled once, at load time, case-insensi
 
 from __future__ import annotations
 
+import logging
 import re
 
 from ..script.exports import FixupError, Function, ModuleExports, RouteType
@@ -49,8 +50,10 @@ def _rewrite(ctx, new_text: str) -> int:
     """Make the rewritten text the message: parsed again, Content-Length recomputed."""
     try:
         msg = parse_without_content_length(new_text.encode("utf-8", "surrogateescape"))
-    except SIPError:
-        return -1           # the rewrite broke the message: keep the old one
+    except SIPError as e:   # the rewrite broke the message: keep the old one, and say so
+        ctx.runtime.log(logging.WARNING, f"textops: the rewritten message does not parse ({e}); "
+                                         "it is left as it was")
+        return -1
     ctx.msg = msg
     return 1
 

@@ -119,7 +119,8 @@ def parse_message(data: bytes, max_size: int = 65536) -> Request | Response:
 
 
 # Content-Length = ( "Content-Length" / "l" ) HCOLON 1*DIGIT -- any value, as a whole line
-_CONTENT_LENGTH_LINE = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[^\r\n]*(?=\r\n)", re.IGNORECASE)
+_CONTENT_LENGTH_LINE = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*(?=\r\n)",
+                                  re.IGNORECASE)    # with its folded continuation lines
 
 
 def parse_without_content_length(data: bytes) -> Request | Response:

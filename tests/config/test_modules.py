@@ -75,6 +75,19 @@ def test_subst_with_openser_line_idioms(run):
     assert out.from_.uri.host == "chicago.example.com" and out.from_.tag
 
 
+def test_a_folded_content_length_is_replaced_whole(run):
+    msg = INVITE.replace("Content-Length: 0\r\n\r\n",
+                         "Content-Type: text/plain\r\nContent-Length:\r\n 5\r\n\r\nhello")
+    out, _, _ = forwarded(run, r'subst("/hello/bye/");', msg)
+    assert out.header("Content-Type") == "text/plain" and out.header("Content-Length") == "3"
+    assert out.body == b"bye"
+
+
+def test_a_rewrite_that_breaks_the_message_is_said_in_the_log(run):
+    _, _, runtime = run(r'route { subst("/^Call-ID: .*$/Call-ID/"); }', modules=MODULES)
+    assert any("does not parse" in text for _, text in runtime.logs)
+
+
 def test_subst_on_the_body_fixes_content_length(run):
     msg = INVITE.replace("Content-Length: 0\r\n\r\n", "Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello")
     out, _, _ = forwarded(run, 'subst("/hello/hello world/");', msg)
