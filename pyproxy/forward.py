@@ -8,7 +8,7 @@ import hashlib
 
 from .config.values import Proto
 from .script.context import Destination, ScriptContext
-from .sip import SIPError
+from .sip import RemoteSIPError, SIPError
 
 _MAGIC = "z9hG4bK"
 _TRANSPORTS = {"udp": Proto.UDP, "tcp": Proto.TCP, "tls": Proto.TLS}
@@ -59,6 +59,10 @@ def forward_request(ctx: ScriptContext, dest: Destination | None = None) -> int:
     msg, runtime = ctx.msg, ctx.runtime
     try:
         if dest is None:
+            if msg.uri.scheme not in ("sip", "sips"):     # RFC 3261 16.3 step 2: tel:, urn:, ...
+                runtime.log(30, f"cannot forward {msg.method} to a {msg.uri.scheme}: URI")
+                ctx.last_error = (416, "Unsupported URI Scheme")
+                return -1
             dest = destination_of_uri(msg.uri)
         stamp_received(msg, ctx.rcv)
         sent_by, source = runtime.via_sent_by(dest.proto, dest, ctx.rcv)
@@ -69,9 +73,9 @@ def forward_request(ctx: ScriptContext, dest: Destination | None = None) -> int:
         msg.insert_via(via)
         data = msg.serialize()
         msg.remove_top_via()    # the request may be forwarded again (another branch) from the script
-    except SIPError as e:
+    except SIPError as e:   # the request's fault (a bad URI or Via), or ours (no socket for that transport)
         runtime.log(40, f"cannot forward {msg.method}: {e}")
-        ctx.last_error = (400, "Bad Request-URI")
+        ctx.last_error = (400, "Bad Request-URI") if isinstance(e, RemoteSIPError) else (500, "Server Internal Error")
         return -1
     if runtime.send(ctx, dest, data, source):
         return 1

@@ -9,7 +9,7 @@ from pyproxy.config.loader import load_config_text
 from pyproxy.config.values import Proto, SocketSpec
 from pyproxy.myself import Myself
 from pyproxy.script.context import ReceiveInfo, ScriptContext
-from pyproxy.sip import parse_message
+from pyproxy.sip import SIPError, parse_message
 
 
 class RecordingRuntime:
@@ -27,7 +27,11 @@ class RecordingRuntime:
         self.sent.append((dest, data))
         return True
 
+    no_socket = False       # as a proxy without a socket of the destination's transport
+
     def via_sent_by(self, proto, dest, rcv):
+        if self.no_socket:
+            raise SIPError(f"no {proto.value} socket to send from")
         return "127.0.0.1:5060", None
 
     def connected(self, proto, ip, port):
@@ -59,10 +63,11 @@ def request(text=INVITE, **replace):
 def run():
     """run(cfg_route_text, msg_text=INVITE, proto=Proto.UDP, src="10.0.0.1") -> (result, ctx, runtime)"""
     def run(script, msg=INVITE, proto=Proto.UDP, src_ip="10.0.0.1", src_port=5062, modules=("sl", "maxfwd"),
-            myself=None):
+            myself=None, no_socket=False):
         head = "".join(f'loadmodule "{m}"\n' for m in modules)
         config = load_config_text(head + script, "test.cfg")
         runtime = RecordingRuntime(myself)
+        runtime.no_socket = no_socket
         message = parse_message(msg.encode() if isinstance(msg, str) else msg)
         ctx = ScriptContext(message, ReceiveInfo(src_ip, src_port, "127.0.0.1", 5060, proto), runtime)
         result = config.script.run_request(ctx)

@@ -255,6 +255,14 @@ def test_maxfwd_max_limit_lowers_a_larger_value(run):
     assert parse_message(runtime.sent[0][1]).max_forwards == 4
 
 
+def test_forward_failures_answer_what_went_wrong(run):
+    script = "route { if (!forward()) { sl_reply_error(); } }"
+    _, _, runtime = run(script, INVITE.replace("INVITE sip:bob@biloxi.example.com", "INVITE tel:+15551234"))
+    assert parse_message(runtime.sent[-1][1]).status == 416        # RFC 3261 16.3 step 2
+    _, _, runtime = run(script, INVITE.replace("sip:bob@biloxi", "sips:bob@biloxi"), no_socket=True)
+    assert parse_message(runtime.sent[-1][1]).status == 500        # our configuration, not the caller
+
+
 def test_maxfwd(run):
     script = 'route { if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); exit; } forward(); }'
     _, _, runtime = run(script)
