@@ -332,7 +332,8 @@ class Worker(StreamConnections):
         except RemoteSIPError as e:
             self.stats.add(Stat.BAD_MESSAGES)
             if is_request and msg.method != "ACK":
-                self.reply(msg, rcv, e.status, _reason(e.status), f"bad request from {rcv.src_ip}: {e.reason}")
+                self.reply(msg, rcv, e.status, _reason(e.status, e.reason),
+                           f"bad request from {rcv.src_ip}: {e.reason}")
             else:
                 self.ratelog("badreply", logging.INFO, f"dropping a malformed message from "
                                                        f"{rcv.src_ip}:{rcv.src_port}: {e.reason}")
@@ -361,7 +362,7 @@ class Worker(StreamConnections):
             self.ratelog("malformed", logging.INFO, text + " (dropped)")
             return
         if isinstance(msg, Request) and msg.method != "ACK":
-            self.reply(msg, rcv, status, _reason(status), text)
+            self.reply(msg, rcv, status, _reason(status, reason), text)
         else:
             self.stats.add(Stat.DROPPED)
             self.ratelog("malformed", logging.INFO, text + " (dropped)")
@@ -612,8 +613,11 @@ _REASONS = {400: "Bad Request", 413: "Request Entity Too Large", 416: "Unsupport
             501: "Not Implemented", 505: "Version Not Supported", 513: "Message Too Large"}
 
 
-def _reason(status: int) -> str:
-    return _REASONS.get(status, "Bad Request")
+def _reason(status: int, detail: str) -> str:
+    """The reason phrase of our answer to a bad request, with what is wrong with it (as
+    Kamailio's sanity module says it): the sender's developer reads it there, not in our log."""
+    phrase, detail = _REASONS.get(status, "Bad Request"), "".join(c for c in detail if c.isprintable())[:80]
+    return f"{phrase} ({detail})" if detail else phrase
 
 
 def _source_by_target(proto: Proto, listeners) -> bool:

@@ -8,6 +8,7 @@ test checks that every worker still serves and that the master's children are th
 processes it started with."""
 
 import random
+import re
 import selectors
 import socket
 import time
@@ -98,6 +99,8 @@ def test_malformed_request_with_readable_via_gets_400_over_udp(proxy, mutate):
     with udp_socket(1.0) as s:
         reply = udp_exchange(proxy.port, bad_request("udp", s.getsockname()[1], mutate), sock=s, tries=2)
     assert reply is not None and status_of(reply) == 400, (reply, proxy.tail(10))
+    # the reason phrase says what is wrong: the sender's developer reads it there
+    assert re.match(rb"SIP/2\.0 400 Bad Request \(\S[^\r\n]*\)\r\n", reply), reply[:100]
     assert_alive(proxy)
 
 
