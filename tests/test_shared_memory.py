@@ -43,6 +43,16 @@ def test_table_full_is_refused_not_grown():
     assert shm.used == shm.capacity
 
 
+def test_a_full_table_is_logged_without_a_line_per_refusal(caplog):
+    from pyproxy.runtime.supervisor import ConnectionTable
+    table = ConnectionTable(SharedMemory(1, 3, 8), max_connections=100000)
+    added = sum(table.add(port, 0, Proto.TCP, "127.0.0.1", port) for port in range(1, 1000))
+    refused = 999 - added
+    assert refused > 200
+    lines = [r for r in caplog.records if "out of shared memory" in r.getMessage()]
+    assert len(lines) == (refused + 99) // 100 and f"({refused - refused % 100 + 1} refused" in lines[-1].getMessage()
+
+
 def test_segment_too_small():
     with pytest.raises(OutOfSharedMemory, match="-m 1"):
         SharedMemory(1, 100000, 10)

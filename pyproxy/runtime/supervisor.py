@@ -32,6 +32,7 @@ class ConnectionTable:
         self.max_connections = max_connections
         self.conns: dict[int, tuple[int, list]] = {}     # conn_id -> (owner, [(proto, ip, port)])
         self.per_worker: dict[int, int] = {}
+        self.out_of_memory = 0      # entries refused so: logged the first time and every 100th
 
     def full(self) -> bool:
         return len(self.conns) >= self.max_connections
@@ -40,7 +41,9 @@ class ConnectionTable:
         try:
             self.shm.insert(proto, ip, port, conn_id, owner, domain)
         except OutOfSharedMemory as e:
-            log.error(str(e))
+            self.out_of_memory += 1
+            if self.out_of_memory % 100 == 1:
+                log.error(f"{e} ({self.out_of_memory} refused so far; -m sets its size)")
             return False
         if conn_id not in self.conns:
             self.conns[conn_id] = (owner, [])
