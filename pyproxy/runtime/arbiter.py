@@ -127,8 +127,11 @@ class Arbiter:
             return
         try:
             created = autogenerate(cert, key)
-        except CertError as e:
-            raise Halt(f"tls_autogenerate: {e}") from None
+            ids = run_as(self.settings.user, self.settings.group)
+            for path in {cert, key} if ids else ():     # tls_reload reads them after the drop to -u
+                os.chown(path, *ids)
+        except (CertError, KeyError, OSError) as e:
+            raise Halt(f"tls_autogenerate: {getattr(e, 'strerror', None) or e}") from None
         log.warning("tls_autogenerate: created a throw-away CA and server certificate (replace them "
                     "for production): " + ", ".join(map(str, created)))
 
