@@ -54,7 +54,10 @@ _TOKEN_RE = re.compile(r"""
   | (?P<op>==|!=|=~|!~|>=|<=|&&|\|\||[=><!(){}\[\];,:.\-+/*|&])     # longest first: '==' before '='
 """, re.VERBOSE)
 
-_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"', "'": "'", "0": "\0"}
+_COMMENT_MARK = re.compile(r"/\*|\*/")
+# Escapes of double-quoted strings. Not \0: subst's replacement reads \0 as the whole match (a
+# NUL went out in the message). Single-quoted strings are raw, as in OpenSER's cfg.lex.
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"'}
 
 
 class Lexer:
@@ -95,11 +98,17 @@ class Lexer:
         return out
 
     def _skip_block_comment(self, start: int) -> int:
-        end = self.text.find("*/", start + 2)
-        if end < 0:
+        """Comments nest, as in OpenSER: commenting out a block that holds comments works."""
+        depth, i = 0, start
+        for m in _COMMENT_MARK.finditer(self.text, start):
+            depth += 1 if m.group() == "/*" else -1
+            if depth == 0:
+                i = m.end()
+                break
+        else:
             raise ConfigError(self.pos_at(start), "comment opened with '/*' is never closed with '*/'")
-        self._count_lines(start, end)
-        return end + 2
+        self._count_lines(start, i)
+        return i
 
     def _count_lines(self, start: int, end: int) -> None:
         newlines = self.text.count("\n", start, end)
@@ -114,7 +123,7 @@ class Lexer:
             if c == quote:
                 self._count_lines(start, i)
                 return "".join(chars), i + 1
-            if c == "\\" and i + 1 < len(text):
+            if c == "\\" and i + 1 < len(text) and quote == '"':
                 nxt = text[i + 1]
                 chars.append(_ESCAPES.get(nxt, "\\" + nxt))
                 i += 2

@@ -88,6 +88,16 @@ def test_a_rewrite_that_breaks_the_message_is_said_in_the_log(run):
     assert any("does not parse" in text for _, text in runtime.logs)
 
 
+def test_strings_as_openser_lexed_them(run):
+    """\\0 in a double-quoted string is subst's whole match, not a NUL; a single-quoted string is
+    raw (cfg.lex's STRING2), which is why OpenSER's textops documentation writes subst in it;
+    comments nest."""
+    out, _, _ = forwarded(run, r"""subst("/^(Max-Forwards): 70/\1: [\0]/"); /* a /* nested */ comment */
+                                   subst('/^(CSeq): (\d+) (\w+)/\1: \2 \3/');""")
+    assert out.header("Max-Forwards") == "[Max-Forwards: 70]" and b"\0" not in out.serialize()
+    assert out.header("CSeq") == "314159 INVITE"
+
+
 def test_subst_on_the_body_fixes_content_length(run):
     msg = INVITE.replace("Content-Length: 0\r\n\r\n", "Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello")
     out, _, _ = forwarded(run, 'subst("/hello/hello world/");', msg)
