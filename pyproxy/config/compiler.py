@@ -28,6 +28,7 @@ _STRING_KEYWORDS = frozenset({"method", "uri", "from_uri", "to_uri", "status"})
 _IP_KEYWORDS = frozenset({"src_ip", "dst_ip"})
 _INT_KEYWORDS = frozenset({"src_port", "dst_port", "msg_len"})
 _ORDER_OPS = frozenset({">", "<", ">=", "<="})
+MAX_NESTING = 60    # if blocks inside if blocks (Python stops at 100 indentation levels)
 
 
 class Compiler:
@@ -117,10 +118,20 @@ class Compiler:
         if isinstance(s, If):
             if s.cond is None:     # a bare { ... } block
                 return self.stmts(s.then, depth)
-            lines = [f"{pad}if {self.cond(s.cond)}:"] + self.stmts(s.then, depth + 1)
-            if s.orelse:
-                lines += [f"{pad}else:"] + self.stmts(s.orelse, depth + 1)
-            return lines
+            if depth > MAX_NESTING:     # Python's own limit is 100 indentation levels
+                self.errors.add(s.pos, f"blocks nested more than {MAX_NESTING} deep: move the inner "
+                                       "ones into a route[N]")
+                return [f"{pad}pass"]
+            lines, keyword = [], "if"
+            while True:             # else if ... else if ...: one elif ladder, not ever deeper blocks
+                lines += [f"{pad}{keyword} {self.cond(s.cond)}:"] + self.stmts(s.then, depth + 1)
+                orelse = s.orelse
+                if orelse and len(orelse) == 1 and isinstance(orelse[0], If) and orelse[0].cond is not None:
+                    s, keyword = orelse[0], "elif"
+                    continue
+                if orelse:
+                    lines += [f"{pad}else:"] + self.stmts(orelse, depth + 1)
+                return lines
         if isinstance(s, Call):
             call = self.call(s)
             return [f"{pad}if {call} == 0: _end()"] if call else []
@@ -205,9 +216,9 @@ class Compiler:
 
     # -- conditions -----------------------------------------------------------------------------
     def cond(self, c) -> str:
-        if isinstance(c, BoolOp):
-            op = "and" if c.op == "&&" else "or"
-            return f"({self.cond(c.left)} {op} {self.cond(c.right)})"
+        if isinstance(c, BoolOp):       # a || b || c ... flat: Python nests 200 parentheses at most
+            op = " and " if c.op == "&&" else " or "
+            return "(" + op.join(map(self.cond, _operands(c))) + ")"
         if isinstance(c, Not):
             return f"(not {self.cond(c.expr)})"
         if isinstance(c, Call):
@@ -463,7 +474,19 @@ def _walk(stmts):
 def _walk_cond(c):
     yield c
     if isinstance(c, BoolOp):
-        yield from _walk_cond(c.left)
-        yield from _walk_cond(c.right)
+        for operand in _operands(c):
+            yield from _walk_cond(operand)
     elif isinstance(c, Not):
         yield from _walk_cond(c.expr)
+
+
+def _operands(c: BoolOp) -> list:
+    """The operands of a chain of one operator (``a || b || c``), in order, without recursion."""
+    operands, stack = [], [c]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, BoolOp) and x.op == c.op:
+            stack += (x.right, x.left)
+        else:
+            operands.append(x)
+    return operands

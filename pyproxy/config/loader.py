@@ -82,6 +82,14 @@ def load_config(path: str) -> LoadedConfig:
 
 
 def load_config_text(text: str, path: str = "<config>") -> LoadedConfig:
+    try:
+        return _load(text, path)
+    except RecursionError:      # conditions nested hundreds of parentheses deep
+        raise ConfigErrors([ConfigError(Position(path, 1, 1), "the config nests too deeply for pyproxy "
+                                                              "(parentheses or blocks hundreds of levels deep)")]) from None
+
+
+def _load(text: str, path: str) -> LoadedConfig:
     errors, warnings = ErrorList(), []
     tree = parse(text, path, errors)
     items = tree.items

@@ -13,6 +13,11 @@ CASES = [
     ("unclosed string", 'fifo="/tmp/fifo\n', "1:6", 'string opened with " is never closed'),
     ("unclosed comment", "debug=3\n/* forgot to close\nfork=no\n", "2:1", "never closed with '*/'"),
     ("stray character", "debug=3\n@\n", "2:1", "unexpected character '@'"),
+    ("nested comment left open", "/* a /* b */\nfork=no\n", "1:1", "never closed with '*/'"),
+    ("blocks nested too deep", HEAD + "route {\n" + "if (method==\"INVITE\") {\n" * 70 + "}\n" * 71,
+     "64:1", "blocks nested more than 60 deep"),
+    ("parentheses nested too deep", HEAD + "route {\n if (" + "(" * 2000 + "method==\"A\"" + ")" * 2000
+     + ") { exit; }\n}\n", "1:1", "nests too deeply"),
     # --- global parameters --------------------------------------------------------------------
     ("unknown parameter", "chidlren=4\n", "1:1", "unknown parameter 'chidlren' (did you mean 'children'?)"),
     ("bool expected", "fork=maybe\n", "1:6", "fork: expected yes/no, on/off, 1/0, found maybe"),

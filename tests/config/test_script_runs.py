@@ -263,6 +263,16 @@ def test_forward_failures_answer_what_went_wrong(run):
     assert parse_message(runtime.sent[-1][1]).status == 500        # our configuration, not the caller
 
 
+def test_long_allow_lists_and_else_if_ladders(run):
+    """Real configs hold hundreds of addresses and branches: Python nests 200 parentheses and 100
+    blocks at most, so the compiled code must not nest them."""
+    allowed = " || ".join(f"src_ip==10.1.{i // 250}.{i % 250 + 1}" for i in range(300))
+    ladder = " else ".join(f'if (uri=~"^sip:{n}@") {{ setflag({n % 60}); }}' for n in range(150))
+    script = f"route {{ if ({allowed}) {{ setflag(61); }} {ladder} }}"
+    _, ctx, _ = run(script, INVITE.replace("sip:bob@", "sip:149@"), src_ip="10.1.1.50")
+    assert ctx.flags == (1 << 61) | (1 << (149 % 60))
+
+
 def test_maxfwd(run):
     script = 'route { if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); exit; } forward(); }'
     _, _, runtime = run(script)
