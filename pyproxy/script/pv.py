@@ -8,6 +8,7 @@ variables (the TLS layer adds ``$tls_*``) with ``register``.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -47,6 +48,8 @@ def _safe(fn):
 
 # --- Request-URI -----------------------------------------------------------------------------
 def _set_ru(ctx, arg, value):
+    if value is None:
+        raise ValueError("the Request-URI cannot be $null")
     ctx.msg.set_ruri(str(value))
 
 
@@ -176,8 +179,17 @@ def compile_pv(name: str, arg: str | None) -> CompiledPV:
         parsed = spec.parse_arg(arg)
     get, set_ = spec.get, spec.set
     getter = lambda ctx: get(ctx, parsed)  # noqa: E731
-    setter = (lambda ctx, value: set_(ctx, parsed, value)) if set_ else None
-    return CompiledPV(text, getter, setter)
+
+    def setter(ctx, value) -> int:
+        """A value the variable cannot take (often the caller's: $rp = $hdr(X-Port)) is an error
+        of this assignment, logged, not of the worker's."""
+        try:
+            set_(ctx, parsed, value)
+        except (ValueError, TypeError, SIPError) as e:
+            ctx.runtime.log(logging.WARNING, f"cannot set {text} to {value!r}: {e}")
+            return -1
+        return 1
+    return CompiledPV(text, getter, setter if set_ else None)
 
 
 _PV_IN_TEXT = re.compile(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)(?:\(([^()]*)\))?|\{([A-Za-z_][A-Za-z0-9_]*)(?:\(([^()]*)\))?\})")

@@ -273,6 +273,16 @@ def test_long_allow_lists_and_else_if_ladders(run):
     assert ctx.flags == (1 << 61) | (1 << (149 % 60))
 
 
+def test_a_value_a_variable_cannot_take_fails_that_assignment_only(run):
+    """The caller's X-Port: abc must not cost the worker an internal error and the message."""
+    msg = INVITE.replace("Call-ID", "X-Port: abc\r\nCall-ID")
+    _, ctx, runtime = run("route { $rp = $hdr(X-Port); $ru = $null; $rd = $null; forward(); }", msg)
+    failed = [text for _, text in runtime.logs if text.startswith("cannot set")]
+    assert [text[:19] for text in failed] == ["cannot set $rp to '", "cannot set $ru to N", "cannot set $rd to N"]
+    assert failed[1].endswith("the Request-URI cannot be $null")
+    assert ctx.msg.ruri == "sip:bob@biloxi.example.com" and len(runtime.sent) == 1
+
+
 def test_maxfwd(run):
     script = 'route { if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); exit; } forward(); }'
     _, _, runtime = run(script)
