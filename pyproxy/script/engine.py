@@ -54,6 +54,10 @@ class Script:
         except ScriptExit as e:
             e.__traceback__ = None      # let the message's frames go now
             return 0
+        except RecursionError:          # route(N) calling itself: OpenSER stopped at 100 levels
+            ctx.runtime.log(40, f"route blocks called each other too deep (a route that calls itself?); "
+                                f"the script ended for this {getattr(ctx.msg, 'method', 'reply')}")
+            return 0
 
     def run_request(self, ctx) -> int:
         return self.run(RouteKind.REQUEST, "0", ctx)

@@ -283,6 +283,12 @@ def test_a_value_a_variable_cannot_take_fails_that_assignment_only(run):
     assert ctx.msg.ruri == "sip:bob@biloxi.example.com" and len(runtime.sent) == 1
 
 
+def test_a_route_that_calls_itself_ends_the_script_with_a_log_line(run):
+    result, _, runtime = run("route { route(1); forward(); }\nroute[1] { route(1); }")
+    assert result == 0 and not runtime.sent
+    assert any("called each other too deep" in text for _, text in runtime.logs)
+
+
 def test_maxfwd(run):
     script = 'route { if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); exit; } forward(); }'
     _, _, runtime = run(script)
