@@ -168,14 +168,15 @@ class Parser:
     def route_block(self) -> RouteBlock:
         tok = self.advance()
         kind = ROUTE_KINDS[tok.text]
-        name = "0" if kind is RouteKind.REQUEST else ""
+        # route { } and onreply_route { } are the main blocks (number 0), as in OpenSER
+        name = "0" if kind in (RouteKind.REQUEST, RouteKind.ONREPLY) else ""
         if self.accept("["):
             ntok = self.advance()
             if ntok.kind not in (T.NUMBER, T.ID, T.STRING):
                 self.fail(f"expected a route number or name inside {tok.text}[...]", ntok)
             name = ntok.text
             self.expect("]", f" to close {tok.text}[...]")
-        elif kind is not RouteKind.REQUEST:
+        elif not name:
             self.fail(f"expected '[' and a number after '{tok.text}': it must be named, e.g. {tok.text}[1]")
         body = self.block(f"{tok.text} block")
         return RouteBlock(kind, name, body, tok.pos)

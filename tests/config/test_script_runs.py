@@ -4,6 +4,8 @@ import logging
 
 import pytest
 
+from pyproxy.config.ast import RouteKind
+from pyproxy.config.loader import load_config_text
 from pyproxy.config.values import Proto
 from pyproxy.sip import parse_message
 
@@ -287,6 +289,11 @@ def test_a_route_that_calls_itself_ends_the_script_with_a_log_line(run):
     result, _, runtime = run("route { route(1); forward(); }\nroute[1] { route(1); }")
     assert result == 0 and not runtime.sent
     assert any("called each other too deep" in text for _, text in runtime.logs)
+
+
+def test_onreply_route_without_a_number_is_the_main_reply_route():
+    config = load_config_text('route { forward(); }\nonreply_route { drop; }\n', "test.cfg")
+    assert config.script.has(RouteKind.ONREPLY, "0")
 
 
 def test_maxfwd(run):
