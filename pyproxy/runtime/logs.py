@@ -28,6 +28,19 @@ class _RoleFilter(logging.Filter):
 _role = _RoleFilter()
 
 
+class SafeFormatter(logging.Formatter):
+    """Lines as valid UTF-8: a peer's non-UTF-8 bytes reach log text as lone surrogates
+    (surrogateescape), on which the syslog handler's encoding failed, and the line was lost."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        return text
+
+
 def setup(debug: int, to_stderr: bool, facility: str = "LOG_DAEMON") -> None:
     """Configure the 'pyproxy' logger once, in the master; children inherit it over fork."""
     for handler in list(log.handlers):
@@ -41,7 +54,7 @@ def setup(debug: int, to_stderr: bool, facility: str = "LOG_DAEMON") -> None:
         names = logging.handlers.SysLogHandler.facility_names
         handler = logging.handlers.SysLogHandler(address=address, facility=names[facility[4:].lower()])
         fmt = "pyproxy: %(role)s[%(pid)d] %(levelname)s: %(message)s"
-    handler.setFormatter(logging.Formatter(fmt))
+    handler.setFormatter(SafeFormatter(fmt))
     handler.addFilter(_role)
     log.addHandler(handler)
     log.setLevel(log_level(debug))
