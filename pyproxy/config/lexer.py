@@ -75,7 +75,7 @@ class Lexer:
         while i < len(text):
             m = _TOKEN_RE.match(text, i)
             if m is None:
-                raise ConfigError(self.pos_at(i), f"unexpected character {text[i]!r}")
+                raise ConfigError(self.pos_at(i), _unexpected(text, i))
             kind, start, i = m.lastgroup, i, m.end()
             if kind == "ws" or kind == "line_comment":
                 spaced = True
@@ -137,4 +137,12 @@ _KINDS = {"ipv6": T.IPV6, "ipv4": T.IPV4, "number": T.NUMBER, "id": T.ID, "pvar"
 
 
 def tokenize(text: str, file: str) -> list[Token]:
-    return Lexer(text, file).tokens()
+    return Lexer(text.removeprefix("\ufeff"), file).tokens()     # a BOM some editors write
+
+
+def _unexpected(text: str, i: int) -> str:
+    word = re.match(r"\d[\w.-]*", text[i:])
+    if word:        # 1k, 1und1.de: a word that starts with a digit is no number, and no name
+        return (f"'{word.group()}' is neither a number nor a name: write a number, or put the text "
+                f'in quotes ("{word.group()}")')
+    return f"unexpected character {text[i]!r}"

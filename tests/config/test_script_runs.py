@@ -292,7 +292,7 @@ def test_a_route_that_calls_itself_ends_the_script_with_a_log_line(run):
 
 
 def test_onreply_route_without_a_number_is_the_main_reply_route():
-    config = load_config_text('route { forward(); }\nonreply_route { drop; }\n', "test.cfg")
+    config = load_config_text('\ufeffroute { forward(); }\nonreply_route { drop; }\n', "test.cfg")   # and a BOM
     assert config.script.has(RouteKind.ONREPLY, "0")
 
 
