@@ -70,7 +70,7 @@ def load(path: str) -> ModuleExports:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", name):
         raise ModuleNotFound(f"'{path}' is not a module name")
     py_name = name.replace("-", "_")
-    if importlib.util.find_spec(f"{__name__}.{py_name}") is None:
+    if py_name.startswith("_") or importlib.util.find_spec(f"{__name__}.{py_name}") is None:
         if name in OPENSER_MODULES:
             raise ModuleNotFound(f"module '{name}' (OpenSER's {OPENSER_MODULES[name]}) is not available "
                                  f"in pyproxy yet")
