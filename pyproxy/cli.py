@@ -29,8 +29,8 @@ def _positive(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pyproxy", add_help=False,
-        description="A scriptable SIP proxy, registrar and redirect server with TLS, "
-                    "configured with an OpenSER-style script.")
+        description="A scriptable SIP proxy with TLS, configured with an OpenSER-style script "
+                    "(the registrar is still to come).")
     p.add_argument("-f", dest="config", metavar="FILE", default=DEFAULT_CONFIG,
                    help=f"configuration file (default {DEFAULT_CONFIG})")
     p.add_argument("-c", dest="check", action="store_true",
@@ -91,7 +91,7 @@ def check_tls(config) -> list[str]:
     try:
         table = DomainTable.build(s, config.tls_domains, config.cfg_dir)
     except TLSConfigError as e:
-        return e.messages
+        return ["TLS: " + m for m in e.messages]
     for warning in table.warnings:
         print(f"warning: TLS: {warning}", file=sys.stderr)
     return []
@@ -111,11 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     apply_overrides(config.settings, args)
     _print_warnings(config.warnings)
     if args.check:
-        errors = check_tls(config)
+        from .runtime.process import unknown_user_or_group
+        errors = [e for e in (unknown_user_or_group(config.settings),) if e] + check_tls(config)
         for message in errors:
-            print(f"{args.config}: TLS: {message}", file=sys.stderr)
+            print(f"{args.config}: {message}", file=sys.stderr)
         if errors:
-            print(f"pyproxy: {args.config}: {len(errors)} TLS error{'s' if len(errors) != 1 else ''}, "
+            print(f"pyproxy: {args.config}: {len(errors)} error{'s' if len(errors) != 1 else ''}, "
                   "would not start", file=sys.stderr)
             return 1
         print(config.summary())

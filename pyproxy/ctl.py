@@ -79,7 +79,7 @@ def _passphrase(file: str | None, ask: bool, prompt: str, confirm: bool) -> byte
 
 def _add_tls(commands) -> None:
     tls = commands.add_parser("tls", help="make TLS certificates (a root CA, host certificates)",
-                              description="Make the TLS files of the seed's section 1.5.")
+                              description="Make the TLS files of OpenSER's TLS manual, section 1.5.")
     sub = tls.add_subparsers(title="tls commands", metavar="COMMAND", required=True)
     _add_tls_root_ca(sub)
     _add_tls_user_cert(sub)

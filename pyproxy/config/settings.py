@@ -160,7 +160,8 @@ TLS = _params(
           "Client side: verify the server's certificate and close the connection if it fails.",
           scope=Scope.GLOBAL | Scope.CLIENT_DOMAIN),
     Param("tls_verify", Bool(), None,
-          "Old spelling (the seed's Example 1-14): sets both tls_verify_client and tls_verify_server."),
+          "Old spelling (OpenSER's TLS manual, Example 1-14): sets both tls_verify_client and "
+          "tls_verify_server."),
     Param("tls_verify_hostname", Bool(), True,
           "Client side, with tls_verify_server: the certificate must name the target (RFC 5922).",
           scope=Scope.GLOBAL | Scope.CLIENT_DOMAIN),

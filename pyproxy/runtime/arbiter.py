@@ -24,12 +24,13 @@ from setproctitle import setproctitle
 
 from ..mi.server import Endpoints, MIServer, MIStartError
 from ..myself import Myself
+from ..script.core import NOTICE
 from ..tls.domains import DomainTable, TLSConfigError
 from . import ipc
 from .listeners import BindError, bind_all
 from .logs import log, set_role
 from .logs import setup as setup_logging
-from .process import run_as
+from .process import run_as, unknown_user_or_group
 from .shm import OutOfSharedMemory, SharedMemory
 from .supervisor import LocalSupervisor, Supervisor
 from .worker import BOOT_FAILED, Worker
@@ -67,6 +68,8 @@ class Arbiter:
     def build(self) -> None:
         s = self.settings
         setup_logging(s.debug, s.log_stderror, s.log_facility)
+        if problem := unknown_user_or_group(s):     # before anything is made for that user
+            raise Halt(problem)
         self.workers = s.children if s.fork else 1
         if s.open_files_limit:
             raise_open_files_limit(s.open_files_limit)
@@ -158,7 +161,7 @@ class Arbiter:
             self.install_signals()
             setproctitle("pyproxy: master")
             set_role("master")
-            log.info(f"pyproxy started: {', '.join(map(str, self.listeners))}; {self.workers} workers")
+            log.log(NOTICE, f"pyproxy started: {', '.join(map(str, self.listeners))}; {self.workers} workers")
             self.report_start("ok")
             # Everything built so far lives as long as the server: out of the collector's sight,
             # no process walks (and so dirties, copy-on-write) those pages again (Python docs, gc.freeze)
@@ -202,7 +205,7 @@ class Arbiter:
         local = LocalSupervisor(self.shm, self.settings)
         worker = self.new_worker(0, local)
         local.worker = worker
-        log.info(f"pyproxy started in one process (fork=no): {', '.join(map(str, self.listeners))}")
+        log.log(NOTICE, f"pyproxy started in one process (fork=no): {', '.join(map(str, self.listeners))}")
         worker.boot()
         # one process: Ctrl-C and TERM both stop it (boot() left INT to a master there is not)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -268,11 +271,11 @@ class Arbiter:
 
     # -- signals --------------------------------------------------------------------------------
     def handle_term(self) -> None:
-        log.info("stopping (SIGTERM)")
+        log.log(NOTICE, "stopping (SIGTERM)")
         self.stop()
 
     def handle_int(self) -> None:
-        log.info("stopping (SIGINT)")
+        log.log(NOTICE, "stopping (SIGINT)")
         self.stop()
 
     def handle_hup(self) -> None:
@@ -377,10 +380,7 @@ class Arbiter:
 
     def drop_privileges(self) -> None:
         s = self.settings
-        try:
-            ids = run_as(s.user, s.group)
-        except KeyError:
-            raise Halt(f"no such user or group: -u {s.user or '-'} -g {s.group or '-'}") from None
+        ids = run_as(s.user, s.group)       # known to exist: build() checked
         if ids is None:
             return
         uid, gid = ids

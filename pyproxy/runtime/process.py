@@ -36,3 +36,14 @@ def run_as(user: str | None, group: str | None) -> tuple[int, int] | None:
     if group:
         gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
     return uid, gid
+
+
+def unknown_user_or_group(settings) -> str | None:
+    """What -u/-g (user=, group=) name that does not exist, said for the operator."""
+    for what, value, lookup in (("user", settings.user, pwd.getpwnam), ("group", settings.group, grp.getgrnam)):
+        if value and not value.isdigit():
+            try:
+                lookup(value)
+            except KeyError:
+                return f"no such {what}: {value}"
+    return None

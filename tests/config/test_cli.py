@@ -19,6 +19,11 @@ def test_check_default_config_prints_one_summary_line():
     assert r.stderr == ""
 
 
+def test_check_finds_an_unknown_user():
+    r = pyproxy("-c", "-f", "etc/pyproxy.cfg", "-u", "nosuchuser7", "-g", "nosuchgroup7")
+    assert r.returncode == 1 and "etc/pyproxy.cfg: no such user: nosuchuser7" in r.stderr, r.stderr
+
+
 def test_console_script_is_installed():
     r = subprocess.run(["pyproxy", "-c", "-f", "etc/pyproxy.cfg"], cwd=ROOT, capture_output=True, text=True,
                        timeout=60)

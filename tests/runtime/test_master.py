@@ -430,10 +430,10 @@ def test_log_facility_sends_every_line_to_syslog_with_role_and_pid(reaper, tmp_p
         wrong = [(role, pid, text) for _, role, pid, text in ours if pids.get(role) != pid]
         assert not wrong, f"lines whose role does not match the pid that wrote them ({pids}): {wrong[:5]}"
         texts = [text for *_, text in ours]
-        assert any(t.startswith(f"master[{proxy.pid}] INFO: pyproxy started") for t in texts), texts[:5]
+        assert any(t.startswith(f"master[{proxy.pid}] NOTICE: pyproxy started") for t in texts), texts[:5]
         assert any(re.match(r"worker \d+\[\d+\] DEBUG: processing request OPTIONS", t) for t in texts), texts
         assert sum("statistics of" in t for t in texts) == usr1_snapshot_lines, texts
-        assert any(t.startswith(f"master[{proxy.pid}] INFO: stopping (SIGTERM)") for t in texts), texts
+        assert any(t.startswith(f"master[{proxy.pid}] NOTICE: stopping (SIGTERM)") for t in texts), texts
     finally:
         if receiver is not None:
             receiver.close()
