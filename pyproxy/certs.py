@@ -247,7 +247,8 @@ def load_ca(ca_dir, passphrase: bytes | None = None):
     """The (certificate, key) of the CA in `ca_dir`, checked to be a CA and to match."""
     ca_dir = Path(ca_dir)
     if not ca_dir.is_dir():
-        raise CertError(f"{ca_dir}: no such CA directory")
+        raise CertError(f"{ca_dir}: no such CA directory (make it with 'pyproxyctl tls rootCA {ca_dir}', "
+                        "or name another with --ca-dir)")
     cert_path, key_path = ca_dir / CA_CERT, ca_dir / CA_KEY
     try:
         cert = x509.load_pem_x509_certificate(_read(cert_path, "CA certificate"))

@@ -140,7 +140,8 @@ def test_refuses_to_overwrite(ctl, tmp_path):
 
 def test_missing_ca(ctl, tmp_path):
     err = ctl("tls", "userCERT", NAME, status=1).stderr
-    assert err == "pyproxyctl: tls/rootCA: no such CA directory\n"
+    assert err == ("pyproxyctl: tls/rootCA: no such CA directory (make it with 'pyproxyctl tls rootCA "
+                   "tls/rootCA', or name another with --ca-dir)\n")
     (tmp_path / "emptyca").mkdir()
     err = ctl("tls", "userCERT", NAME, "--ca-dir", "emptyca", status=1).stderr
     assert err == "pyproxyctl: emptyca/cacert.pem: no such file (the CA certificate)\n"
