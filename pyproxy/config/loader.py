@@ -85,8 +85,8 @@ def load_config_text(text: str, path: str = "<config>") -> LoadedConfig:
     try:
         return _load(text, path)
     except RecursionError:      # conditions nested hundreds of parentheses deep
-        raise ConfigErrors([ConfigError(Position(path, 1, 1), "the config nests too deeply for pyproxy "
-                                                              "(parentheses or blocks hundreds of levels deep)")]) from None
+        too_deep = "the config nests too deeply for pyproxy (parentheses or blocks hundreds of levels deep)"
+        raise ConfigErrors([ConfigError(Position(path, 1, 1), too_deep)]) from None
 
 
 def _load(text: str, path: str) -> LoadedConfig:
@@ -96,7 +96,8 @@ def _load(text: str, path: str) -> LoadedConfig:
     settings = resolve([i for i in items if isinstance(i, Assign)], errors, warnings)
     modules = _load_modules([i for i in items if isinstance(i, LoadModule)], errors, warnings)
     failed = {module_registry.module_name(i.path) for i in items if isinstance(i, LoadModule)} - set(modules)
-    modparams = _modparams(modules, failed, [i for i in items if isinstance(i, ModParam)], errors)
+    modparams = _modparams(modules, failed, [i for i in items if isinstance(i, ModParam)], errors,
+                           warnings)
     domains = _tls_domains(settings, [i for i in items if isinstance(i, TLSDomain)], errors, warnings)
     _check_listen(settings, errors, warnings, path)
     env = LoadEnv(settings, modparams)
@@ -131,9 +132,15 @@ def _load_modules(loads: list[LoadModule], errors: ErrorList, warnings: list) ->
 
 
 def _modparams(modules: dict[str, ModuleExports], failed: set[str], items: list[ModParam],
-               errors: ErrorList) -> dict:
+               errors: ErrorList, warnings: list) -> dict:
     values = {name: {p.name: p.default for p in m.params} for name, m in modules.items()}
+    set_at: dict[tuple[str, str], object] = {}
     for item in items:
+        key = (item.module.text, item.param.text)
+        if key in set_at:           # every parameter holds one value: the last one
+            warnings.append((item.pos, f"modparam(\"{key[0]}\", \"{key[1]}\") is set again (first at line "
+                                       f"{set_at[key].line}): the last value is used"))
+        set_at.setdefault(key, item.pos)
         name = item.module.text
         module = modules.get(name)
         if name in failed:

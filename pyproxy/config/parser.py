@@ -174,7 +174,7 @@ class Parser:
             ntok = self.advance()
             if ntok.kind not in (T.NUMBER, T.ID, T.STRING):
                 self.fail(f"expected a route number or name inside {tok.text}[...]", ntok)
-            name = ntok.text
+            name = _route_name(ntok)
             self.expect("]", f" to close {tok.text}[...]")
         elif not name:
             self.fail(f"expected '[' and a number after '{tok.text}': it must be named, e.g. {tok.text}[1]")
@@ -339,7 +339,7 @@ class Parser:
             if target.kind not in (T.NUMBER, T.ID, T.STRING):
                 self.fail("expected a route number or name in route(...)", target)
             self.expect(")", " to close route(...)")
-            return RouteCall(target.text, tok.pos)
+            return RouteCall(_route_name(target), tok.pos)
         return self.call_rest(tok)
 
     def call_rest(self, name_tok: Token) -> Call:
@@ -412,7 +412,7 @@ class Parser:
                     self.advance()
                     target = self.advance()
                     self.expect(")", " to close route(...)")
-                    return RouteCall(target.text, tok.pos)
+                    return RouteCall(_route_name(target), tok.pos)
                 return self.call_rest(tok)
             if tok.text in KEYWORDS:
                 self.advance()
@@ -463,3 +463,8 @@ def parse(text: str, file: str, errors: ErrorList) -> Config:
         errors.extend([e])
         return Config(file, ())
     return Parser(tokens, file, errors).parse_config()
+
+
+def _route_name(tok: Token) -> str:
+    """A route's number as its value (route[01] is route(1), route[0x2] is route(2)); a name as written."""
+    return str(int(tok.text, 0 if tok.text.lower().startswith("0x") else 10)) if tok.kind is T.NUMBER else tok.text

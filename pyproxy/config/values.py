@@ -134,6 +134,11 @@ def parse_host_port(text: str, *, allow_proto: bool) -> SocketSpec:
             port = _port(port_text)
         if host != "*" and not _HOSTNAME.fullmatch(host):
             raise ValueError(f"expected an IP address or host name, found {host!r}")
+        if re.fullmatch(r"[\d.]+", host):     # all digits and dots: an address, or a mistake
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                raise ValueError(f"{host} is not an IPv4 address") from None
     return SocketSpec(proto, host, port)
 
 

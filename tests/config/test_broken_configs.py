@@ -13,6 +13,7 @@ CASES = [
     ("unclosed string", 'fifo="/tmp/fifo\n', "1:6", 'string opened with " is never closed'),
     ("unclosed comment", "debug=3\n/* forgot to close\nfork=no\n", "2:1", "never closed with '*/'"),
     ("stray character", "debug=3\n@\n", "2:1", "unexpected character '@'"),
+    ("not an address", "listen=udp:300.1.1.1:5060\n", "1:8", "300.1.1.1 is not an IPv4 address"),
     ("not a module", 'loadmodule "__init__"\n', "1:1", "unknown module '__init__'"),
     ("number with a unit", "max_message_size=1k\n", "1:18", "'1k' is neither a number nor a name"),
     ("name starting with a digit", "alias=1und1.de\n", "1:7", 'put the text in quotes ("1und1.de")'),

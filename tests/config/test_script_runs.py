@@ -296,6 +296,20 @@ def test_onreply_route_without_a_number_is_the_main_reply_route():
     assert config.script.has(RouteKind.ONREPLY, "0")
 
 
+def test_a_modparam_set_twice_is_warned_about():
+    config = load_config_text('loadmodule "maxfwd"\nmodparam("maxfwd", "max_limit", 20)\n'
+                              'modparam("maxfwd", "max_limit", 30)\nroute { exit; }\n', "test.cfg")
+    assert config.modparams["maxfwd"]["max_limit"] == 30
+    (pos, text), = config.warnings
+    assert (pos.line, text) == (3, 'modparam("maxfwd", "max_limit") is set again (first at line 2): '
+                                   "the last value is used")
+
+
+def test_route_numbers_are_numbers(run):
+    _, ctx, _ = run("route { route(01); route(0x2); }\nroute[1] { setflag(1); }\nroute[002] { setflag(2); }")
+    assert ctx.flags == 0b110
+
+
 def test_maxfwd(run):
     script = 'route { if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); exit; } forward(); }'
     _, _, runtime = run(script)
