@@ -91,7 +91,8 @@ def check_tls(config) -> list[str]:
     try:
         table = DomainTable.build(s, config.tls_domains, config.cfg_dir)
     except TLSConfigError as e:
-        return ["TLS: " + m for m in e.messages]
+        # a domain block's messages start with its file:line:col; the global domains' do not
+        return [m if m.startswith(f"{config.path}:") else f"{config.path}: TLS: {m}" for m in e.messages]
     for warning in table.warnings:
         print(f"warning: TLS: {warning}", file=sys.stderr)
     return []
@@ -112,9 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     _print_warnings(config.warnings)
     if args.check:
         from .runtime.process import unknown_user_or_group
-        errors = [e for e in (unknown_user_or_group(config.settings),) if e] + check_tls(config)
+        errors = [f"{args.config}: {e}" for e in (unknown_user_or_group(config.settings),) if e] + check_tls(config)
         for message in errors:
-            print(f"{args.config}: {message}", file=sys.stderr)
+            print(message, file=sys.stderr)
         if errors:
             print(f"pyproxy: {args.config}: {len(errors)} error{'s' if len(errors) != 1 else ''}, "
                   "would not start", file=sys.stderr)

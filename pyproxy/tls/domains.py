@@ -94,7 +94,7 @@ class DomainTable:
             params = dict(globals_, **(spec.params if spec else {}))
             params["tls_method"] = as_method(params["tls_method"])
             written = explicit | set(spec.params if spec else ())
-            report.label = label
+            report.label = f"{spec.pos}: {label}" if spec is not None and spec.pos is not None else label
             # A client needs no certificate of its own: an untouched default that does not exist is fine.
             optional = (side is DomainSide.CLIENT and params["tls_certificate"] == DEFAULT_FILE
                         and "tls_certificate" not in written)

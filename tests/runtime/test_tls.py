@@ -493,6 +493,18 @@ def test_startup_refuses_bad_key_files(pki, tmp_path, flags):
     assert r.returncode == 1 and "privkey.pem" in r.stderr, r.stderr
 
 
+def test_a_tls_domain_blocks_file_error_names_its_position(pki, tmp_path):
+    port = free_port()
+    text = (f"listen=udp:{LOOP}:{port}\n" + tls_settings(pki, port) +
+            f"tls_server_domain[{LOOP}:{port}] {{\n  tls_certificate=\"{pki}/localhost/cert.pem\"\n"
+            f'  tls_private_key="{pki}/biloxi.example.com/privkey.pem"\n}}\n')
+    for flags in (("-c",), ("-D", "-E")):
+        r = start_and_fail(tmp_path, text, flags)
+        line = text[:text.index("tls_server_domain[")].count("\n") + 1
+        where = f"bad.cfg:{line}:1: tls_server_domain[{LOOP}:{port}]: tls_private_key"
+        assert r.returncode == 1 and where in r.stderr, r.stderr
+
+
 def test_autogenerate_makes_a_certificate_once(proxy_factory, tmp_path):
     port = free_port()
     extra = (f"disable_tls=no\nlisten=tls:{LOOP}:{port}\ntls_autogenerate=yes\n"
