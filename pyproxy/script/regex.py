@@ -9,7 +9,8 @@ would silently never match. Bracket expressions are therefore rewritten before c
 operator become escaped literals (literals in POSIX; in re they draw a FutureWarning about set
 operations); collating symbols ``[.a.]`` and equivalence classes ``[=a=]`` are refused, and so
 are the ranges glibc refused (``[a-c-e]``, ``[+-[:digit:]]``). Backslash escapes are kept as re
-reads them, which is what people who write ``[\\.]`` mean.
+reads them, which is what people who write ``[\\.]`` mean, except glibc's word edges ``\\<`` and
+``\\>``, which re would read as '<' and '>'.
 
 textops compiled with REG_NEWLINE, which re.MULTILINE matches for '^' and '$' and re's '.' already
 honours, but under which a non-matching list such as ``[^;]`` does not match a newline either:
@@ -59,7 +60,7 @@ def translate(pattern: str, newline: bool = False) -> str:
     while i < n:
         ch = pattern[i]
         if ch == "\\":
-            out.append(pattern[i:i + 2])
+            out.append(_GNU_WORD_EDGES.get(pattern[i:i + 2], pattern[i:i + 2]))
             i += 2
         elif ch == "[":
             i = _bracket(pattern, i + 1, out, newline)
@@ -68,6 +69,9 @@ def translate(pattern: str, newline: bool = False) -> str:
             i += 1
     return "".join(out)
 
+
+# glibc's word edges, which re would read as a literal '<' and '>'
+_GNU_WORD_EDGES = {"\\<": r"\b(?=\w)", "\\>": r"\b(?<=\w)"}
 
 # In newline mode a SIP line ends with CRLF: '.' and '$' stop before its CR, so that
 # subst("/^Warning: .*$/.../") replaces the header's value and leaves its line end alone.

@@ -19,6 +19,7 @@ from pyproxy.script.regex import compile_posix, translate
     (r"[\.]", r"[\.]"),                 # backslash escapes as re reads them
     (r"\[[:digit:]\]", r"\[[:digit:]\]"),   # no bracket expression here
     ("a|b(c)*", "a|b(c)*"),
+    (r"\<bob\>", r"\b(?=\w)bob\b(?<=\w)"),     # glibc's word edges
     ("[--z]", r"[\--z]"),               # a range from '-'
     ("[+--]", r"[+-\-]"),               # a range to '-'
     ("[a-c-]", r"[a-c\-]"),             # last, '-' is a member
@@ -85,3 +86,7 @@ def test_error_positions_are_left_out_when_the_pattern_was_rewritten():
     with pytest.raises(re.error) as raised:
         compile_posix("ab(")
     assert raised.value.pos == 2
+
+
+def test_gnu_word_edges():
+    assert compile_posix(r"\<bob\>").search("sip:bob@x") and not compile_posix(r"\<bob\>").search("sip:bobby@x")
