@@ -49,13 +49,13 @@ def call_fifo(fifo: str, method: str, params: list[str], timeout: float = 10.0) 
     folder = tempfile.mkdtemp(prefix="pyproxyctl-")
     reply = os.path.join(folder, "reply")
     os.mkfifo(reply, 0o600)
-    with contextlib.suppress(OSError):      # root asking a pyproxy run with -u: its user answers
-        owner = os.stat(fifo)
-        if os.geteuid() == 0 and owner.st_uid != 0:
-            for path in (folder, reply):
-                os.chown(path, owner.st_uid, owner.st_gid)
     # open before asking: pyproxy opens the reply FIFO without waiting, and finds no reader else
     rfd = os.open(reply, os.O_RDONLY | os.O_NONBLOCK)
+    with contextlib.suppress(OSError):      # root asking a pyproxy run with -u: its user answers,
+        owner = os.stat(fifo)               # into this FIFO only (the folder stays root's)
+        if os.geteuid() == 0 and owner.st_uid != 0:
+            os.chmod(folder, 0o711)
+            os.fchown(rfd, owner.st_uid, owner.st_gid)
     try:
         try:
             if not stat.S_ISFIFO(os.stat(fifo).st_mode):

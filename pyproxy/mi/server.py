@@ -130,7 +130,7 @@ class MIServer:
         self.loop.add_reader(fd, lambda: self.on_client(fd))
 
     def on_client(self, fd: int) -> None:
-        client, buf, _ = self.clients[fd]
+        client, buf, out = self.clients[fd]
         try:
             data = client.recv(65536)
         except (BlockingIOError, InterruptedError):
@@ -138,7 +138,10 @@ class MIServer:
         except OSError:
             data = b""
         if not data or len(buf) > REQUEST_LIMIT:
-            self.drop_client(fd)
+            if not data and out:        # the client half-closed: what it asked for still goes to it
+                self.loop.add_reader(fd, None)
+            else:
+                self.drop_client(fd)
             return
         buf += data
         while b"\n" in buf and fd in self.clients:
@@ -163,6 +166,8 @@ class MIServer:
         if len(out) > CLIENT_QUEUE_LIMIT:
             log.warning(f"mi_socket: a client left {len(out)} bytes of answers unread; dropped")
             self.drop_client(fd)
+        elif not out and self.loop.handlers.get(fd, [True])[0] is None:
+            self.drop_client(fd)        # half-closed, and answered in full
         else:
             self.loop.set_writer(fd, (lambda: self.answer_client(fd, b"")) if out else None)
 
@@ -304,13 +309,17 @@ class Endpoints:
     mi process serves the same ones. The master removes them when it stops."""
 
     def __init__(self, settings) -> None:
-        self.paths = [p for p in (settings.mi_socket, settings.fifo) if p]
+        self.paths: list[str] = []          # what this start made, and so may remove
         self.listener = _open_socket(settings.mi_socket, settings.mi_socket_mode) if settings.mi_socket else None
+        if self.listener is not None:
+            self.paths.append(settings.mi_socket)
         try:
             self.fifo_fd = _open_fifo(settings.fifo, settings.fifo_mode) if settings.fifo else None
+            if self.fifo_fd is not None:
+                self.paths.append(settings.fifo)
             ids = run_as(settings.user, settings.group)
             for path in self.paths if ids else ():     # the -u user's, as OpenSER's fifo_user: the mi
-                os.chown(path, *ids)                    # process opens replies, the master removes them
+                os.chown(path, *ids, follow_symlinks=False)    # process opens replies, the master removes them
         except (MIStartError, KeyError, OSError) as e:
             self.remove()
             if isinstance(e, MIStartError):

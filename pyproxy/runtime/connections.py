@@ -172,10 +172,13 @@ class StreamConnections:
             else:
                 for fd in fds:
                     os.close(fd)
+                if item[0] == ipc.NEW_CONN:     # not ours to keep (or its fd was lost: EMFILE)
+                    self.to_supervisor((ipc.CLOSED, item[1]))
 
     def on_readable(self, conn: TCPConnection) -> None:
         if len(conn.out) > READ_PAUSE:     # the peer does not read our replies: read no more requests
             self.loop.add_reader(conn.fd, None)     # until they drain (on_writable)
+            conn.reading_paused = True
             return
         try:
             data = conn.sock.recv(65536)
@@ -311,7 +314,8 @@ class StreamConnections:
             return
         if not conn.out:
             self.loop.set_writer(conn.fd, None)
-        if len(conn.out) <= READ_PAUSE and self.loop.handlers.get(conn.fd, (True,))[0] is None:
+        if conn.reading_paused and len(conn.out) <= READ_PAUSE:
+            conn.reading_paused = False
             self.loop.add_reader(conn.fd, lambda: self.on_readable(conn))
 
     def fail_over(self, conn: TCPConnection, why: str, unreachable: bool = True) -> None:

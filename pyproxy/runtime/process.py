@@ -6,6 +6,7 @@ the USR signals mean, and it stops its children with TERM.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import pwd
 import signal
@@ -30,8 +31,12 @@ def run_as(user: str | None, group: str | None) -> tuple[int, int] | None:
     if not (user or group):
         return None
     uid = gid = -1
-    if user:
-        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    if user and user.isdigit():     # a number need not have a passwd entry (as OpenSER took it)
+        uid = int(user)
+        with contextlib.suppress(KeyError):
+            gid = pwd.getpwuid(uid).pw_gid
+    elif user:
+        entry = pwd.getpwnam(user)
         uid, gid = entry.pw_uid, entry.pw_gid
     if group:
         gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid

@@ -67,7 +67,7 @@ class ConnectionTable:
         return len(gone)
 
 
-def accepted(listener):
+def accepted(listener, on_error):
     """The connections waiting on a listening socket, a bounded number per wake-up."""
     for _ in range(ACCEPT_BURST):
         try:
@@ -75,7 +75,7 @@ def accepted(listener):
         except (BlockingIOError, InterruptedError):
             return
         except OSError as e:
-            log.warning(f"accept on {listener}: {e.strerror}")
+            on_error(listener, e)
             return
 
 
@@ -96,6 +96,7 @@ class Supervisor:
                          for index, channel in enumerate(channels)]
         self.next_id = 0
         self.refused = 0
+        self.accept_errors = 0
 
     def run(self) -> None:
         become("tcp main", self.loop.stop)
@@ -107,8 +108,19 @@ class Supervisor:
         self.loop.run()
 
     def accept(self, listener) -> None:
-        for sock, addr in accepted(listener):
+        for sock, addr in accepted(listener, self.cannot_accept):
             self.hand_to_worker(sock, addr, listener)
+
+    def cannot_accept(self, listener, error: OSError) -> None:
+        """Out of descriptors (EMFILE): the listener stays readable, so it rests a second instead
+        of spinning, and the log says so once a second at most."""
+        self.accept_errors += 1
+        if self.accept_errors % 1000 == 1:
+            log.warning(f"accept on {listener}: {error.strerror} ({self.accept_errors} so far; "
+                        "open_files_limit raises the limit)")
+        fd = listener.sock.fileno()
+        self.loop.add_reader(fd, None)
+        self.loop.call_later(1.0, lambda: self.loop.add_reader(fd, lambda: self.accept(listener)))
 
     def hand_to_worker(self, sock: socket.socket, addr, listener) -> None:
         peer_ip, peer_port = _peer(addr)
@@ -188,7 +200,7 @@ class LocalSupervisor:
         self.next_id = 0
 
     def accept(self, listener) -> None:
-        for sock, addr in accepted(listener):
+        for sock, addr in accepted(listener, lambda l, e: log.warning(f"accept on {l}: {e.strerror}")):
             peer_ip, peer_port = _peer(addr)
             self.next_id += 1
             if self.table.full() or not self.table.add(self.next_id, 0, listener.proto, peer_ip, peer_port):

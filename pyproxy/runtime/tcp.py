@@ -16,7 +16,7 @@ from ..sip import StreamParser
 class TCPConnection:
     __slots__ = ("conn_id", "sock", "fd", "proto", "peer_ip", "peer_port", "local_ip", "local_port",
                  "parser", "out", "last_active", "stalled_since", "connecting", "closed", "outbound",
-                 "opened", "pipe", "tls_info", "domain", "target", "waiting")
+                 "opened", "pipe", "tls_info", "domain", "target", "waiting", "reading_paused")
 
     def __init__(self, conn_id: int, sock, proto: Proto, peer: tuple, local: tuple, max_size: int,
                  outbound: bool = False, connecting: bool = False, pipe=None):
@@ -38,7 +38,8 @@ class TCPConnection:
         self.tls_info: dict | None = None   # the peer summary, once the handshake is done
         self.domain = None              # TLS: the domain whose context the connection uses
         self.target: str | None = None  # outbound TLS: the host name the certificate must match
-        self.waiting: list[tuple] = []  # requests written before it was up: (data, route, tried)
+        self.waiting: list[tuple] = []  # requests written before it was up: (data, route, tried, rcv)
+        self.reading_paused = False     # until the peer reads what waits for it
 
     @property
     def established(self) -> bool:

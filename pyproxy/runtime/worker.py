@@ -14,6 +14,7 @@ the part in connections.py.
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import time
 from collections import deque
@@ -272,10 +273,10 @@ class Worker(StreamConnections):
             chunks = range(0, len(answer), ipc.MI_CHUNK)
             try:        # a long answer (tls_list of thousands of connections) in several datagrams
                 for start in chunks:
-                    self.mi_reply.send(ipc.dumps((request_id, self.index, start == chunks[-1],
-                                                  answer[start:start + ipc.MI_CHUNK])))
+                    _send_within(self.mi_reply, ipc.dumps((request_id, self.index, start == chunks[-1],
+                                                           answer[start:start + ipc.MI_CHUNK])), 3.0)
             except OSError as e:
-                log.warning(f"cannot answer the mi process: {e.strerror}")
+                log.warning(f"cannot answer the mi process: {e.strerror or e}")
 
     def tls_entry(self, conn: TCPConnection) -> dict:
         info = conn.tls_info or {}
@@ -627,3 +628,17 @@ def _source_by_target(proto: Proto, listeners) -> bool:
     mine = [l for l in listeners if l.proto is proto]
     return (proto is Proto.UDP and len(mine) > 1) or any(l.wildcard for l in mine) or \
         len({l.family for l in mine}) > 1
+
+
+def _send_within(sock: socket.socket, data: bytes, seconds: float) -> None:
+    """send() on a non-blocking socket, waiting up to ``seconds`` for room (the mi process reads
+    a long answer as it comes; a socket buffer capped by wmem_max holds one piece or two)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            sock.send(data)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise OSError("the mi process did not read its answer in time") from None
+            select.select([], [sock], [], 0.05)

@@ -607,6 +607,7 @@ def test_sigusr1_logs_the_counters_of_every_process(reaper, tmp_path):
         assert udp_options(proxy.port, tries=1) == 200
     for _ in range(2):
         assert tcp_options(proxy.port) == 200
+    time.sleep(0.3)     # a worker counts a reply once it has gone: the client may have it first
     second = usr1_snapshot(proxy, children + 2)
     assert set(second) == roles
 

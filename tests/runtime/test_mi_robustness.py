@@ -9,13 +9,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
+
 from pyproxy.mi.client import call_fifo, call_socket
-from pyproxy.mi.server import _text
+from pyproxy.mi.server import MIServer, _text
 from pyproxy.runtime import ipc
+from pyproxy.runtime.loop import EventLoop
 
 from ._harness import LOOP, free_port, start_proxy, title
 from .test_mi import tls_lines
@@ -107,6 +110,11 @@ def test_a_second_instance_does_not_take_the_paths_and_no_file_is_replaced(reape
     assert "is served by another process" in second.log()
     assert call_socket(str(tmp_path / "mi.sock"), "uptime", [])["uptime"] >= 0    # the first still has it
     assert first.popen.poll() is None
+    fifo_only = tmp_path / "fifo-only"
+    fifo_only.mkdir()
+    third = start_proxy(reaper, fifo_only, 1, f'fifo="{tmp_path}/fifo"\n', ready=False)
+    assert third.popen.wait(15) != 0 and "is read by another process" in third.log()
+    assert call_fifo(str(tmp_path / "fifo"), "uptime", []).startswith("200 OK")   # not removed by it
     important = tmp_path / "important.txt"
     important.write_text("data\n")
     cfg = tmp_path / "third.cfg"
@@ -116,6 +124,36 @@ def test_a_second_instance_does_not_take_the_paths_and_no_file_is_replaced(reape
                        text=True, timeout=30)
     assert r.returncode != 0 and "exists and is not a socket" in r.stderr
     assert important.read_text() == "data\n"
+
+
+def test_a_client_that_half_closes_gets_every_answer(tmp_path):
+    """socat and nc -N shut their sending side once the request is written; a long answer (a
+    tls_list of thousands of connections) must still reach them whole."""
+    mi = MIServer.__new__(MIServer)         # the socket side alone, on a real Unix socket
+    mi.loop, mi.clients = EventLoop(), {}
+    mi.execute = lambda name, args: ["x" * 100] * 20000
+    mi.listener = socket.socket(socket.AF_UNIX)
+    mi.listener.bind(str(tmp_path / "mi.sock"))
+    mi.listener.listen()
+    mi.listener.setblocking(False)
+    mi.loop.add_reader(mi.listener.fileno(), mi.accept)
+    runner = threading.Thread(target=mi.loop.run, daemon=True)
+    runner.start()
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(tmp_path / "mi.sock"))
+            s.sendall(b'{"jsonrpc": "2.0", "method": "tls_list", "id": 1}\n')
+            s.shutdown(socket.SHUT_WR)
+            time.sleep(0.5)
+            data = b""
+            while chunk := s.recv(1 << 16):
+                data += chunk
+        assert len(json.loads(data)["result"]) == 20000
+    finally:
+        mi.loop.stop()
+        runner.join(5)
+        mi.listener.close()
 
 
 def test_json_rpc_corner_cases(proxy_factory, tmp_path):
