@@ -22,7 +22,7 @@ from collections import deque
 
 # hand-off kinds
 MESSAGE = 1         # (MESSAGE, proto, src_ip, src_port, dst_ip, dst_port, conn_id, conn_owner, data, tls)
-SEND = 2            # (SEND, conn_id, data)
+SEND = 2            # (SEND, conn_id, data, host): host, when set, the certificate must name (RFC 5922)
 CONTROL = 3         # mi -> worker: (CONTROL, request_id, command); the worker answers on the mi socket
                     # with (request_id, worker_index, result)
 
