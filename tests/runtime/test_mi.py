@@ -295,6 +295,7 @@ def test_connection_opened_by_one_worker_is_reused_by_the_other(proxy_factory, p
         send_to(proxy, peer.uri(), call_ids[0], u)
         first = peer.next_request()
         assert first is not None and call_ids[0].encode() in first[1], f"{first}\n{proxy.tail()}"
+        time.sleep(0.2)     # the supervisor learns of it a message after worker 1 opened it (loaded CI)
         for cid in call_ids[1:]:        # the connection is open and known: the rest reuse it
             send_to(proxy, peer.uri(), cid, u)
         got = [peer.next_request() for _ in call_ids[1:]]
