@@ -268,6 +268,7 @@ def test_a_connection_is_reused_only_for_hosts_its_certificate_names(proxy_facto
         conn, _ = listener.accept()
         with server_ctx.wrap_socket(conn, server_side=True) as tls:
             assert read_tcp_message(tls, time.monotonic() + 5, bytearray()).startswith(b"OPTIONS sips:bob@biloxi")
+            time.sleep(0.2)     # the supervisor learns of the connection a message after its worker opened it
             send_sips(proxy, u, server_port, call_owned_by(children, children))
             assert status_of(u.recv(65536)) == 477
             tls.settimeout(0.5)
