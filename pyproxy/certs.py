@@ -311,6 +311,16 @@ def make_user_cert(name: str, directory, *, ca_dir, ca_passphrase: bytes | None 
 
 # --- tls_autogenerate ------------------------------------------------------------------------
 
+def autogenerate_pending(settings, cfg_dir: str) -> tuple[str, str] | None:
+    """With tls_autogenerate=yes and the configured certificate or key missing: their paths, which
+    the start fills in (so -c cannot check them yet). None otherwise."""
+    from .config.loader import config_path
+    cert, key = (config_path(p, cfg_dir) for p in (settings.tls_certificate, settings.tls_private_key))
+    if settings.tls_autogenerate and not (os.path.exists(cert) and os.path.exists(key)):
+        return cert, key
+    return None
+
+
 def autogenerate(cert_path, key_path, *, hostnames=("localhost",),
                  ip_addresses=("127.0.0.1", "::1"), days: int = 825) -> list[Path]:
     """For ``tls_autogenerate=yes``: when neither `cert_path` nor `key_path` exists, make a

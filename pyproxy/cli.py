@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from . import __version__
@@ -83,10 +82,9 @@ def check_tls(config) -> list[str]:
     s = config.settings
     if s.disable_tls:
         return []
-    from .config.loader import config_path
+    from .certs import autogenerate_pending
     from .tls import DomainTable, TLSConfigError
-    cert, key = (config_path(p, config.cfg_dir) for p in (s.tls_certificate, s.tls_private_key))
-    if s.tls_autogenerate and not (os.path.exists(cert) and os.path.exists(key)):
+    if autogenerate_pending(s, config.cfg_dir):
         return []       # made, and checked, at the first start
     try:
         table = DomainTable.build(s, config.tls_domains, config.cfg_dir)

@@ -121,13 +121,11 @@ class Arbiter:
 
     def autogenerate_certificates(self) -> None:
         """tls_autogenerate=yes: a throw-away CA and server certificate when none exist yet."""
-        from ..certs import CertError, autogenerate
-        from ..config.loader import config_path
-        cfg_dir = self.config.cfg_dir
-        cert = config_path(self.settings.tls_certificate, cfg_dir)
-        key = config_path(self.settings.tls_private_key, cfg_dir)
-        if os.path.exists(cert) and os.path.exists(key):
+        from ..certs import CertError, autogenerate, autogenerate_pending
+        pending = autogenerate_pending(self.settings, self.config.cfg_dir)
+        if pending is None:
             return
+        cert, key = pending
         try:
             created = autogenerate(cert, key)
             ids = run_as(self.settings.user, self.settings.group)
