@@ -8,7 +8,7 @@ import hashlib
 
 from .config.values import Proto
 from .script.context import Destination, ScriptContext
-from .sip import RemoteSIPError, SIPError
+from .sip import LocalSIPError, RemoteSIPError, SIPError, parse_uri
 
 _MAGIC = "z9hG4bK"
 _TRANSPORTS = {"udp": Proto.UDP, "tcp": Proto.TCP, "tls": Proto.TLS}
@@ -54,28 +54,59 @@ def stateless_branch(msg, target: str) -> str:
     return _MAGIC + hashlib.blake2s(key.encode("utf-8", "surrogateescape"), digest_size=10).hexdigest()
 
 
+def next_hop(ctx: ScriptContext) -> Destination:
+    """Where a request goes when the script names no address: ``$du`` (set by loose_route() to
+    the next Route, RFC 3261 16.6 step 7), else its Request-URI. SIPError when neither is a SIP
+    URI we can send to."""
+    if ctx.dst_uri:
+        return destination_of_uri(parse_uri(ctx.dst_uri))
+    uri = ctx.msg.uri
+    if uri.scheme not in ("sip", "sips"):     # RFC 3261 16.3 step 2: tel:, urn:, ...
+        raise UnsupportedScheme(f"cannot send to a {uri.scheme}: URI")
+    return destination_of_uri(uri)
+
+
+class UnsupportedScheme(LocalSIPError):
+    pass
+
+
+def outgoing(ctx: ScriptContext, dest: Destination, branch: str) -> tuple[bytes, object]:
+    """The request as it leaves for ``dest``: our Via (with ``branch``) on top, the Record-Route
+    values record_route() asked for (they name the socket it leaves by), every edit applied. The
+    message itself is left as it was, so that it can leave again (another branch). Returns the
+    bytes and the sending socket, for runtime.send(). SIPError when it cannot be built."""
+    msg, runtime = ctx.msg, ctx.runtime
+    stamp_received(msg, ctx.rcv)
+    sent_by, source = runtime.via_sent_by(dest.proto, dest, ctx.rcv)
+    via = f"SIP/2.0/{dest.proto.name} {sent_by};branch={branch}"
+    if ctx.rcv.proto is not Proto.UDP and msg.top_via.rport is None:
+        via += f";{CONN_PORT}={ctx.rcv.src_port}"
+    if ctx.record_route is None:        # the stateless hot path: one edit, undone after
+        msg.insert_via(via)
+        data = msg.serialize()
+        msg.remove_top_via()
+        return data, source
+    mark = msg.checkpoint()
+    try:
+        for value in ctx.record_route.values(ctx, dest.proto, sent_by):
+            msg.add_record_route(value)
+        msg.insert_via(via)
+        return msg.serialize(), source
+    finally:
+        msg.rollback(mark)
+
+
 def forward_request(ctx: ScriptContext, dest: Destination | None = None) -> int:
-    """Forward the request statelessly to ``dest`` (default: its Request-URI). 1 sent, -1 failed."""
+    """Forward the request statelessly to ``dest`` (default: next_hop()). 1 sent, -1 failed."""
     msg, runtime = ctx.msg, ctx.runtime
     try:
         if dest is None:
-            if msg.uri.scheme not in ("sip", "sips"):     # RFC 3261 16.3 step 2: tel:, urn:, ...
-                runtime.log(30, f"cannot forward {msg.method} to a {msg.uri.scheme}: URI")
-                ctx.last_error = (416, "Unsupported URI Scheme")
-                return -1
-            dest = destination_of_uri(msg.uri)
-        stamp_received(msg, ctx.rcv)
-        sent_by, source = runtime.via_sent_by(dest.proto, dest, ctx.rcv)
+            dest = next_hop(ctx)
         branch = stateless_branch(msg, f"{dest.proto.value}:{dest.host}:{dest.port}")
-        via = f"SIP/2.0/{dest.proto.name} {sent_by};branch={branch}"
-        if ctx.rcv.proto is not Proto.UDP and msg.top_via.rport is None:
-            via += f";{CONN_PORT}={ctx.rcv.src_port}"
-        msg.insert_via(via)
-        data = msg.serialize()
-        msg.remove_top_via()    # the request may be forwarded again (another branch) from the script
+        data, source = outgoing(ctx, dest, branch)
     except SIPError as e:   # the request's fault (a bad URI or Via), or ours (no socket for that transport)
-        runtime.log(40, f"cannot forward {msg.method}: {e}")
-        ctx.last_error = (400, "Bad Request-URI") if isinstance(e, RemoteSIPError) else (500, "Server Internal Error")
+        ctx.last_error = failure_status(e)
+        runtime.log(30 if isinstance(e, UnsupportedScheme) else 40, f"cannot forward {msg.method}: {e}")
         return -1
     if runtime.send(ctx, dest, data, source):
         return 1
@@ -83,7 +114,33 @@ def forward_request(ctx: ScriptContext, dest: Destination | None = None) -> int:
     return -1
 
 
+def failure_status(e: SIPError) -> tuple[int, str]:
+    """What a request that cannot be sent is answered (sl_reply_error(), t_relay())."""
+    if isinstance(e, UnsupportedScheme):
+        return 416, "Unsupported URI Scheme"
+    if isinstance(e, RemoteSIPError):
+        return 400, "Bad Request-URI"
+    return 500, "Server Internal Error"
+
+
 SEND_FAILED = (477, "Unfortunately error on sending to next hop occurred")
+
+# The branch ids of transaction-stateful requests (tm) start so; a stateless branch is hex.
+STATEFUL_BRANCH = _MAGIC + "tm"
+
+
+def transport_failure(request, why: str) -> tuple[int, str]:
+    """The response a request that could not be sent gets, as if from the next hop. A branch of
+    a transaction: 503, as RFC 3261 16.9 asks ("MUST behave as if the forwarded request received
+    a 503"), with why in the reason phrase; a stateless one: OpenSER's 477."""
+    try:
+        branch = request.top_via.branch or ""
+    except SIPError:
+        branch = ""
+    if not branch.startswith(STATEFUL_BRANCH):
+        return SEND_FAILED
+    detail = "".join(c for c in why if c.isprintable())[:120]
+    return 503, f"Service Unavailable ({detail})"
 
 # RFC 3261 18.2.2: a response goes back on the connection its request came on. When the sender's
 # Via has no rport, nothing in it names that connection's port, so our own Via keeps it (as SER's

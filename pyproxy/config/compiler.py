@@ -46,6 +46,7 @@ class Compiler:
     # -- whole script ---------------------------------------------------------------------------
     def compile(self) -> Script:
         self._index_blocks()
+        self.env.routes = set(self._first)
         self._route_types_of_subroutes()
         source = []
         for block in self.blocks:

@@ -100,6 +100,7 @@ def _load(text: str, path: str) -> LoadedConfig:
                            warnings)
     domains = _tls_domains(settings, [i for i in items if isinstance(i, TLSDomain)], errors, warnings)
     _check_listen(settings, errors, warnings, path)
+    _check_affinity(settings, modules, [i for i in items if isinstance(i, Assign)], errors)
     env = LoadEnv(settings, modparams)
     blocks = [i for i in items if isinstance(i, RouteBlock)]
     functions = _function_table(modules, errors)
@@ -159,6 +160,11 @@ def _modparams(modules: dict[str, ModuleExports], failed: set[str], items: list[
             if v.number is None:
                 errors.add(v.pos, f"modparam: parameter '{param.name}' of module '{name}' is a number, "
                                   f"found {v.describe()}")
+                continue
+            if (param.low is not None and v.number < param.low) or (param.high is not None and v.number > param.high):
+                bounds = f"at least {param.low}" if param.high is None else f"from {param.low} to {param.high}"
+                errors.add(v.pos, f"modparam: parameter '{param.name}' of module '{name}' must be {bounds}, "
+                                  f"found {v.number}")
                 continue
             values[name][param.name] = v.number
         else:
@@ -246,6 +252,16 @@ def _is_tls_listen(settings: Settings, spec: SocketSpec) -> bool:
                 (s.port or settings.tls_port_no) == spec.port:
             return True
     return False
+
+
+def _check_affinity(settings: Settings, modules: dict[str, ModuleExports], assigns: list, errors: ErrorList) -> None:
+    """A module keeping per-call state (tm) needs every message of a call in one worker."""
+    stateful = [m.name for m in modules.values() if m.per_call_state]
+    if stateful and settings.call_affinity == "no" and settings.fork and settings.children > 1:
+        pos = next((a.pos for a in assigns if a.name == "call_affinity"), None)
+        errors.add(pos, f"call_affinity=no cannot work with module '{stateful[0]}': the replies and "
+                        f"retransmissions of a call would reach workers that do not hold its transactions "
+                        f"(use call_affinity=auto, or children=1)")
 
 
 def _check_listen(settings: Settings, errors: ErrorList, warnings: list, path: str) -> None:

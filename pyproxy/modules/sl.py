@@ -27,6 +27,12 @@ def send_reply(ctx, status: int, reason: str, extra_headers=(), sip_warning: boo
     msg, runtime = ctx.msg, ctx.runtime
     if msg.method == "ACK":
         return -1           # an ACK is never answered
+    if ctx.tm is not None:  # a request with a transaction (tm) is answered through it
+        if sip_warning:
+            extra_headers = (*extra_headers, noisy_feedback(ctx))
+        answered = ctx.tm.reply(ctx, status, reason, extra_headers)
+        if answered is not None:
+            return answered
     try:
         stamp_received(msg, ctx.rcv)
         to_tag = stateless_to_tag(msg) if status > 100 and msg.to.tag is None else None
@@ -60,7 +66,11 @@ def sl_reply_error(ctx, headers, sip_warning):
 
 
 def _server_headers(env) -> tuple:
-    s = env.settings
+    return server_headers(env.settings)
+
+
+def server_headers(s) -> tuple:
+    """The Server header of our own replies (server_signature, server_header)."""
     if not s.server_signature or not s.server_header:
         return ()
     name, sep, value = s.server_header.partition(":")

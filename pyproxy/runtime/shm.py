@@ -37,6 +37,18 @@ class Stat(enum.IntEnum):
     TCP_ACCEPTED = 9
     TCP_CLOSED = 10
     SEND_ERRORS = 11
+    # tm (OpenSER's tm statistics): transactions by final status class, branches, replies
+    TM_TRANSACTIONS = 12        # server (UAS) transactions made
+    TM_INUSE = 13               # server transactions alive now (a gauge)
+    TM_BRANCHES = 14            # client (UAC) transactions made
+    TM_2XX = 15
+    TM_3XX = 16
+    TM_4XX = 17
+    TM_5XX = 18
+    TM_6XX = 19
+    TM_REPLIES_IN = 20          # replies that found their transaction
+    TM_RELAYED_REPLIES = 21
+    TM_LOCAL_REPLIES = 22       # final replies made here (t_reply, timeouts, errors)
 
 
 STAT_SLOT_SIZE = 8 * len(Stat)      # one process's counters: native 64-bit, through a memoryview
@@ -176,6 +188,9 @@ class StatSlot:
 
     def add(self, stat: Stat, n: int = 1) -> None:
         self.counters[stat] += n
+
+    def set(self, stat: Stat, value: int) -> None:
+        self.counters[stat] = value
 
     def read(self) -> dict[str, int]:
         return dict(zip((s.name.lower() for s in Stat), self.counters.tolist()))

@@ -21,7 +21,7 @@ from collections import deque
 
 from ..config.ast import RouteKind
 from ..config.values import Proto
-from ..forward import SEND_FAILED, forward_reply
+from ..forward import forward_reply, transport_failure
 from ..modules.sl import send_reply, stateless_to_tag
 from ..script.context import NOT_RECEIVED, Destination, ReceiveInfo, ScriptContext
 from ..sip import (
@@ -122,6 +122,9 @@ class Worker(StreamConnections):
         self.tls = tls                      # the DomainTable, or None when TLS is disabled
         self.mi_reply = mi_reply            # where answers to management commands go
         self.tls_avp = self.settings.tls_client_domain_avp
+        self.request_hooks: tuple = ()      # modules that keep per-call state (tm): see MessageHooks
+        self.after_hooks: tuple = ()
+        self.reply_hooks: tuple = ()
         # a respawned worker: connections on its channel before the supervisor's EPOCH were passed
         # to its predecessor, and the supervisor has forgotten them (as a fallback, it waits EPOCH_WAIT)
         self.incarnation = incarnation
@@ -136,9 +139,12 @@ class Worker(StreamConnections):
         """After fork, in the worker process: anything failing here is a failure to start."""
         become(f"worker {self.index + 1}", self.loop.stop)
         self.debug = log.isEnabledFor(logging.DEBUG)
-        for module in self.config.modules.values():
-            if module.child_init:
-                module.child_init(self.index)
+        hooks = [module.child_init(self.index, self, self.config) for module in self.config.modules.values()
+                 if module.child_init]
+        hooks = [h for h in hooks if h is not None]
+        self.request_hooks = tuple(h.request for h in hooks)
+        self.after_hooks = tuple(h.after_request for h in hooks)
+        self.reply_hooks = tuple(h.reply for h in hooks)
         self.register()
         log.debug("started")
 
@@ -344,11 +350,25 @@ class Worker(StreamConnections):
             self.stats.add(Stat.REQUESTS_IN)
             if rcv.conn_id and "alias" in msg.top_via.params:
                 self.learn_alias(rcv, msg.top_via)
-            self.script.run_request(ctx)
+            if not self.request_hooks:
+                self.script.run_request(ctx)
+                return
+            for hook in self.request_hooks:
+                if hook(ctx):
+                    return              # a retransmission its transaction answered
+            try:
+                self.script.run_request(ctx)
+            finally:
+                for hook in self.after_hooks:
+                    hook(ctx)
         else:
             self.stats.add(Stat.REPLIES_IN)
-            if self.script.has(RouteKind.ONREPLY, "0"):
+            # a reply made here (a request that could not be sent) skips the script, as in OpenSER
+            if rcv.src_port and self.script.has(RouteKind.ONREPLY, "0"):
                 self.script.run(RouteKind.ONREPLY, "0", ctx)
+            for hook in self.reply_hooks:
+                if hook(ctx):
+                    return
             if not ctx.dropped:
                 forward_reply(ctx)
 
@@ -369,16 +389,23 @@ class Worker(StreamConnections):
             self.ratelog("malformed", logging.INFO, text + " (dropped)")
 
     def bounce(self, data: bytes, why: str, rcv: ReceiveInfo = NOT_RECEIVED) -> None:
-        """A request we forwarded never left: its sender hears 477, as if from the next hop (a
-        response made from the forwarded bytes goes back along their Vias, without ours; from
-        the socket the request came in on, ``rcv``, when known)."""
+        """A request we forwarded never left: a response is made from the forwarded bytes, as if
+        from the next hop. A transaction's branch (tm) ends with it (503, naming why); the
+        sender of a request forwarded statelessly hears 477 (it goes back along the Vias, without
+        ours; from the socket the request came in on, ``rcv``, when known)."""
         try:
             request = parse_message(data)
             if not isinstance(request, Request) or request.method == "ACK":
                 raise SIPError("not a request to answer")
-            response = parse_message(make_response(request, *SEND_FAILED, to_tag=stateless_to_tag(request)))
+            status, reason = transport_failure(request, why)
+            reply = make_response(request, status, reason, to_tag=stateless_to_tag(request))
+            response = parse_message(reply)
         except SIPError:
             self.ratelog("bounce", logging.INFO, f"a message could not be sent ({why}); dropped")
+            return
+        if self.reply_hooks:        # to the worker that holds its transaction, if it has one
+            self.dispatch(reply, ReceiveInfo("0.0.0.0", 0, rcv.dst_ip, rcv.dst_port, rcv.proto), response)
+            self.ratelog("bounce", logging.INFO, f"{request.method} {request.ruri} could not be sent ({why})")
             return
         answered = forward_reply(ScriptContext(response, rcv, self)) > 0
         self.ratelog("bounce", logging.INFO, f"{request.method} {request.ruri} could not be sent ({why}); "
@@ -394,6 +421,17 @@ class Worker(StreamConnections):
     # -- the script's Runtime -------------------------------------------------------------------
     def log(self, level: int, text: str) -> None:
         log.log(level, text)
+
+    def call_later(self, delay: float, callback):
+        return self.loop.call_later(delay, callback)
+
+    def received_on(self, rcv: ReceiveInfo) -> str:
+        """host:port of the socket ``rcv`` came in on; on one bound to every address, the local
+        address its sender reached."""
+        host = rcv.dst_ip
+        if host in ("0.0.0.0", "::"):
+            host = self.source_address(rcv.src_ip)
+        return f"[{host}]:{rcv.dst_port}" if ":" in host else f"{host}:{rcv.dst_port}"
 
     def via_sent_by(self, proto: Proto, dest: Destination, rcv: ReceiveInfo) -> tuple[str, object]:
         """Our Via's sent-by for a request to ``dest``, and the socket that sends it. When that
@@ -499,7 +537,9 @@ class Worker(StreamConnections):
             return data, None
         ours = f"\r\nVia: SIP/2.0/{dest.proto.name} {SOURCE_PENDING};".encode()
         sent_by = self.sent_by(source, target[0] if target else "127.0.0.1")
-        return data.replace(ours, f"\r\nVia: SIP/2.0/{dest.proto.name} {sent_by};".encode(), 1), source
+        data = data.replace(ours, f"\r\nVia: SIP/2.0/{dest.proto.name} {sent_by};".encode(), 1)
+        # and the Record-Route value naming that socket (rr), written before it was known
+        return data.replace(f"<sip:{SOURCE_PENDING};".encode(), f"<sip:{sent_by};".encode(), 1), source
 
     def send_to(self, ctx, dest: Destination, data: bytes, target, domain_name=FROM_CTX,
                 source: Listener | None = None) -> bool:

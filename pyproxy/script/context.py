@@ -67,13 +67,18 @@ class Runtime(Protocol):
     def send(self, ctx: "ScriptContext", dest: Destination, data: bytes, source=None) -> bool: ...
     # our Via's sent-by (host:port), and the socket (opaque here) that send() is then given as source
     def via_sent_by(self, proto: Proto, dest: Destination, rcv: ReceiveInfo) -> tuple[str, object]: ...
+    # host:port of the socket a message came in on, as its sender reaches it (Record-Route)
+    def received_on(self, rcv: ReceiveInfo) -> str: ...
     def connected(self, proto: Proto, ip: str, port: int) -> bool: ...
     def log(self, level: int, text: str) -> None: ...
+    # run callback() in ``delay`` seconds; the result has cancel() (transaction timers)
+    def call_later(self, delay: float, callback): ...
     reply_to_via: bool
 
 
 class ScriptContext:
-    __slots__ = ("msg", "rcv", "runtime", "flags", "avps", "route_type", "dropped", "last_error")
+    __slots__ = ("msg", "rcv", "runtime", "flags", "avps", "route_type", "dropped", "last_error",
+                 "dst_uri", "branches", "record_route", "tm")
 
     def __init__(self, msg, rcv: ReceiveInfo, runtime: Runtime, route_type=None):
         self.msg = msg
@@ -84,3 +89,7 @@ class ScriptContext:
         self.route_type = route_type
         self.dropped = False
         self.last_error: tuple[int, str] | None = None   # what sl_reply_error() answers
+        self.dst_uri: str | None = None     # $du: where the request goes next (loose_route), else its R-URI
+        self.branches: list | None = None   # append_branch(): more (uri, dst_uri) targets for t_relay
+        self.record_route = None            # rr's record_route(): Record-Route values made when it leaves
+        self.tm = None                      # tm's state for this message (armed routes, transaction)

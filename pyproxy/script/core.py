@@ -146,6 +146,22 @@ def forward(ctx, dest):
     return forward_request(ctx, dest)
 
 
+MAX_BRANCHES = 12      # OpenSER's limit on the destination set
+
+
+def append_branch(ctx, uri=None):
+    """Add a target to the destination set that t_relay() forks to: ``uri``, or the current
+    Request-URI (and $du) when none is given (OpenSER's append_branch())."""
+    branches = ctx.branches
+    if branches is None:
+        branches = ctx.branches = []
+    if len(branches) + 1 >= MAX_BRANCHES:
+        ctx.runtime.log(logging.ERROR, f"append_branch(): more than {MAX_BRANCHES} branches")
+        return -1
+    branches.append((uri, None) if uri is not None else (ctx.msg.ruri, ctx.dst_uri))
+    return 1
+
+
 def force_rport(ctx):
     """RFC 3581: answer to the source port even if the client did not ask with ;rport."""
     try:
@@ -204,6 +220,9 @@ FUNCTIONS = (
     Function("rewritehostport", sethostport, (1,), "Same as sethostport.", _hostport_fixup, REQUEST_LIKE),
     Function("seturi", seturi, (1,), "Replace the whole R-URI.", each(sip_uri), REQUEST_LIKE),
     Function("rewriteuri", seturi, (1,), "Same as seturi.", each(sip_uri), REQUEST_LIKE),
+    Function("append_branch", append_branch, (0, 1),
+             "Add the Request-URI, or the given URI, to the targets t_relay() forks to.",
+             each(sip_uri), REQUEST_LIKE),
     Function("force_rport", force_rport, (0,), "Add rport to the top Via (RFC 3581).",
              None, RouteType.REQUEST),
     Function("log", log, (1, 2), "Log a message: log([level,] text); $variables are expanded.",

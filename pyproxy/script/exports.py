@@ -57,6 +57,8 @@ class ModParam:
     type: type            # int or str
     default: Any
     doc: str
+    low: int | None = None      # bounds of a number
+    high: int | None = None
 
 
 @dataclass(frozen=True)
@@ -67,9 +69,18 @@ class ModuleExports:
     functions: tuple[Function, ...] = ()
     depends: tuple[str, ...] = ()
     per_call_state: bool = False    # keeps state per call/transaction: needs call affinity
-    # mod_init(module_config, load_env) runs in the master before fork; child_init(rank) in each worker.
+    # mod_init(config) runs in the master before fork; child_init(index, runtime, config) in each
+    # worker after it, and may return the MessageHooks the worker is to call
     mod_init: Callable | None = None
     child_init: Callable | None = None
+
+
+@dataclass(frozen=True)
+class MessageHooks:
+    """What a module that keeps per-call state plugs into the worker's message path."""
+    request: Callable           # (ctx) -> True when it took the request (the script does not run)
+    after_request: Callable     # (ctx) after the script ran on a request (even one that failed)
+    reply: Callable             # (ctx) -> True when it took the reply (it is not forwarded by Via)
 
 
 @dataclass
@@ -77,3 +88,4 @@ class LoadEnv:
     """What a fix-up may consult while the script loads: settings and the modules' parameters."""
     settings: Any
     modparams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    routes: set = field(default_factory=set)    # (RouteKind, name) of every route block

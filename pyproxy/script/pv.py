@@ -67,6 +67,17 @@ register("rU", _safe(lambda c, a: c.msg.uri.user), _set_uri_part("user"), "Reque
 register("rd", _safe(lambda c, a: c.msg.uri.host), _set_uri_part("host"), "Request-URI host")
 register("rp", _safe(lambda c, a: c.msg.uri.port or (5061 if c.msg.uri.transport == "tls" else 5060)),
          _set_uri_part("port"), "Request-URI port (5060, or 5061 for TLS, when not written)")
+def _set_du(ctx, arg, value):
+    if value is None:
+        ctx.dst_uri = None
+        return
+    from ..sip import parse_uri
+    parse_uri(str(value))
+    ctx.dst_uri = str(value)
+
+
+register("du", lambda c, a: c.dst_uri, _set_du, "destination URI: where the request goes instead of its "
+                                                "Request-URI (loose_route() sets it to the next Route)")
 register("rm", lambda c, a: c.msg.method if hasattr(c.msg, "method") else c.msg.cseq[1], None, "method")
 register("rs", lambda c, a: getattr(c.msg, "status", None), None, "reply status")
 register("rr", lambda c, a: getattr(c.msg, "reason", None), None, "reply reason")

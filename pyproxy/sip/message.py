@@ -343,6 +343,15 @@ class Message:
         """The message with all recorded edits applied, in one pass; repeatable."""
         return serialize(self)
 
+    def checkpoint(self) -> tuple:
+        """The edits so far, to go back to with rollback(): edits made for one branch of a
+        request (its Via, Record-Route, what branch_route changed) stay out of the others."""
+        return (None if self._edits is None else self._edits.copy()), self.body
+
+    def rollback(self, checkpoint: tuple) -> None:
+        edits, self.body = checkpoint
+        self._edits = None if edits is None else edits.copy()
+
     def _start_line(self) -> bytes:
         return self._start
 
@@ -375,6 +384,13 @@ class Request(Message):
         self.ruri = uri
         self._uri = None
         self._ed().ruri_changed = True
+
+    def checkpoint(self) -> tuple:
+        return super().checkpoint(), self.ruri, self._uri
+
+    def rollback(self, checkpoint: tuple) -> None:
+        base, self.ruri, self._uri = checkpoint
+        super().rollback(base)
 
     def _start_line(self) -> bytes:
         if self._edits is not None and self._edits.ruri_changed:

@@ -40,6 +40,13 @@ class Edits:
         self.body_changed = False
         self.ruri_changed = False
 
+    def copy(self) -> Edits:
+        new = Edits()
+        new.top, new.bottom, new.drop, new.subst = list(self.top), list(self.bottom), set(self.drop), dict(self.subst)
+        new.via_pop, new.via_params = self.via_pop, self.via_params
+        new.body_changed, new.ruri_changed = self.body_changed, self.ruri_changed
+        return new
+
 
 _NO_EDITS = Edits()
 
