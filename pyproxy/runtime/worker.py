@@ -19,11 +19,11 @@ import socket
 import time
 from collections import deque
 
-from ..config.ast import RouteKind
 from ..config.values import Proto
 from ..forward import forward_reply, transport_failure
 from ..modules.sl import send_reply, stateless_to_tag
 from ..script.context import NOT_RECEIVED, Destination, ReceiveInfo, ScriptContext
+from ..script.router import MessageRouter
 from ..sip import (
     MessageTooLarge,
     RemoteSIPError,
@@ -122,9 +122,7 @@ class Worker(StreamConnections):
         self.tls = tls                      # the DomainTable, or None when TLS is disabled
         self.mi_reply = mi_reply            # where answers to management commands go
         self.tls_avp = self.settings.tls_client_domain_avp
-        self.request_hooks: tuple = ()      # modules that keep per-call state (tm): see MessageHooks
-        self.after_hooks: tuple = ()
-        self.reply_hooks: tuple = ()
+        self.router = MessageRouter(self.script)     # with the modules' hooks after fork (boot)
         # a respawned worker: connections on its channel before the supervisor's EPOCH were passed
         # to its predecessor, and the supervisor has forgotten them (as a fallback, it waits EPOCH_WAIT)
         self.incarnation = incarnation
@@ -139,12 +137,7 @@ class Worker(StreamConnections):
         """After fork, in the worker process: anything failing here is a failure to start."""
         become(f"worker {self.index + 1}", self.loop.stop)
         self.debug = log.isEnabledFor(logging.DEBUG)
-        hooks = [module.child_init(self.index, self, self.config) for module in self.config.modules.values()
-                 if module.child_init]
-        hooks = [h for h in hooks if h is not None]
-        self.request_hooks = tuple(h.request for h in hooks)
-        self.after_hooks = tuple(h.after_request for h in hooks)
-        self.reply_hooks = tuple(h.reply for h in hooks)
+        self.router = MessageRouter.for_process(self.config, self.index, self)
         self.register()
         log.debug("started")
 
@@ -350,27 +343,10 @@ class Worker(StreamConnections):
             self.stats.add(Stat.REQUESTS_IN)
             if rcv.conn_id and "alias" in msg.top_via.params:
                 self.learn_alias(rcv, msg.top_via)
-            if not self.request_hooks:
-                self.script.run_request(ctx)
-                return
-            for hook in self.request_hooks:
-                if hook(ctx):
-                    return              # a retransmission its transaction answered
-            try:
-                self.script.run_request(ctx)
-            finally:
-                for hook in self.after_hooks:
-                    hook(ctx)
+            self.router.request(ctx)
         else:
             self.stats.add(Stat.REPLIES_IN)
-            # a reply made here (a request that could not be sent) skips the script, as in OpenSER
-            if rcv.src_port and self.script.has(RouteKind.ONREPLY, "0"):
-                self.script.run(RouteKind.ONREPLY, "0", ctx)
-            for hook in self.reply_hooks:
-                if hook(ctx):
-                    return
-            if not ctx.dropped:
-                forward_reply(ctx)
+            self.router.reply(ctx)
 
     def answer_malformed(self, data: bytes, rcv: ReceiveInfo, status: int, reason: str) -> None:
         """A message that does not parse: answer it if enough of it is readable, else drop it."""
@@ -403,7 +379,7 @@ class Worker(StreamConnections):
         except SIPError:
             self.ratelog("bounce", logging.INFO, f"a message could not be sent ({why}); dropped")
             return
-        if self.reply_hooks:        # to the worker that holds its transaction, if it has one
+        if self.router.reply_hooks:     # to the worker that holds its transaction, if it has one
             self.dispatch(reply, ReceiveInfo("0.0.0.0", 0, rcv.dst_ip, rcv.dst_port, rcv.proto), response)
             self.ratelog("bounce", logging.INFO, f"{request.method} {request.ruri} could not be sent ({why})")
             return
