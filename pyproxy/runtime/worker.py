@@ -401,6 +401,8 @@ class Worker(StreamConnections):
     def call_later(self, delay: float, callback):
         return self.loop.call_later(delay, callback)
 
+    now = staticmethod(time.monotonic)      # the clock call_later() counts by
+
     def received_on(self, rcv: ReceiveInfo) -> str:
         """host:port of the socket ``rcv`` came in on; on one bound to every address, the local
         address its sender reached."""

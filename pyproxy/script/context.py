@@ -73,6 +73,7 @@ class Runtime(Protocol):
     def log(self, level: int, text: str) -> None: ...
     # run callback() in ``delay`` seconds; the result has cancel() (transaction timers)
     def call_later(self, delay: float, callback): ...
+    def now(self) -> float: ...     # the clock call_later() counts by
     reply_to_via: bool
 
 

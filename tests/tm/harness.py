@@ -13,6 +13,7 @@ same flows through real processes and sipp.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import uuid
@@ -38,6 +39,7 @@ loadmodule "tm"
 loadmodule "rr"
 loadmodule "textops"
 """
+HEAD_XLOG = HEAD + 'loadmodule "xlog"\n'     # for tests that look at $variables through xlog()
 
 
 class Clock:
@@ -93,6 +95,22 @@ class Sent:
         return f"Sent({self.dest.proto.value}:{self.dest.host}:{self.dest.port} {self.first_line!r} at {self.at})"
 
 
+class FakeStats:
+    """The worker's statistics slot (runtime/shm.py StatSlot): add() and set() by Stat."""
+
+    def __init__(self):
+        self.counters: collections.Counter = collections.Counter()
+
+    def add(self, stat, n: int = 1) -> None:
+        self.counters[stat] += n
+
+    def set(self, stat, value: int) -> None:
+        self.counters[stat] = value
+
+    def __getitem__(self, stat) -> int:
+        return self.counters[stat]
+
+
 class FakeRuntime:
     reply_to_via = False
 
@@ -103,6 +121,7 @@ class FakeRuntime:
         self.sent: list[Sent] = []
         self.logs: list[tuple[int, str]] = []
         self.refuse: set[tuple[str, int]] = set()       # send() fails at once to these
+        self.stats = FakeStats()
 
     def send(self, ctx, dest, data, source=None) -> bool:
         if (dest.host, dest.port) in self.refuse:
@@ -124,6 +143,9 @@ class FakeRuntime:
 
     def call_later(self, delay, callback):
         return self.clock.call_later(delay, callback)
+
+    def now(self) -> float:
+        return self.clock.now
 
 
 class FakeProxy:
@@ -165,6 +187,15 @@ class FakeProxy:
         self.clock.advance(seconds)
         return self.take()
 
+    def logged(self, needle: str) -> list[str]:
+        """The log lines (xlog() and the proxy's own) that contain ``needle``."""
+        return [text for _, text in self.runtime.logs if needle in text]
+
+    def idle(self) -> bool:
+        """No transaction left and no timer running: everything was let go."""
+        layer = self.layer
+        return not layer.servers and not layer.clients and self.clock.pending() == 0
+
 
 def invite(ruri: str = "sip:bob@10.0.0.2", branch: str | None = None, method: str = "INVITE",
            call_id: str | None = None, cseq: int = 1, extra: str = "", to_tag: str | None = None,
@@ -203,11 +234,13 @@ def ack_of(request_text: str, response) -> str:
 
 
 def reply_to(request, status: int, reason: str = "", to_tag: str | None = "b1", extra=()) -> bytes:
-    """A UAS's response to a request it received (the Vias as they came)."""
+    """A UAS's response to a request it received: the Vias as they came, its Record-Route
+    copied (RFC 3261 12.1.1)."""
     if isinstance(request, Sent):
         request = request.msg
+    record_route = tuple(("Record-Route", v) for v in request.header_values("record-route"))
     return make_response(request, status, reason or REASONS.get(status, "Whatever"),
-                         to_tag=to_tag if status > 100 else None, headers=extra)
+                         to_tag=to_tag if status > 100 else None, headers=record_route + tuple(extra))
 
 
 REASONS = {100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 302: "Moved Temporarily",
@@ -219,3 +252,29 @@ REASONS = {100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 30
 
 def status(sent: Sent) -> int:
     return sent.msg.status
+
+
+def requests(out: list[Sent]) -> list[Sent]:
+    return [s for s in out if not s.data.startswith(b"SIP/2.0 ")]
+
+
+def responses(out: list[Sent]) -> list[Sent]:
+    return [s for s in out if s.data.startswith(b"SIP/2.0 ")]
+
+
+def methods(out: list[Sent]) -> list[str]:
+    """The method of each request sent, the status (as text) of each response."""
+    return [s.first_line.split()[1] if s.data.startswith(b"SIP/2.0 ") else s.first_line.split()[0]
+            for s in out]
+
+
+def ack_2xx(request_text: str, response, ruri: str | None = None, routes=(), branch: str | None = None) -> str:
+    """The ACK a UAC sends for a 2xx (RFC 3261 13.2.2.4): a new transaction (its own branch), to
+    the remote target, along the route set."""
+    msg = parse_message(request_text.encode())
+    branch = branch or f"z9hG4bK{uuid.uuid4().hex[:12]}"
+    route = "".join(f"Route: {r}\r\n" for r in routes)
+    return (f"ACK {ruri or msg.ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {UAC[0]}:{UAC[1]};branch={branch}\r\n"
+            f"{route}From: {msg.header('from')}\r\nTo: {response.header('to')}\r\n"
+            f"Call-ID: {msg.call_id}\r\nCSeq: {msg.cseq[0]} ACK\r\nMax-Forwards: 70\r\n"
+            "Content-Length: 0\r\n\r\n")

@@ -20,7 +20,7 @@ from .keys import client_key, server_key
 from .machines import Action, Event, Kind, Start, State, Stop, Timer, reply_event, step
 from .proxy import ProxyCore
 from .requests import ack_for
-from .timers import TimerValues
+from .timers import TimerLists, TimerValues
 from .transaction import ClientTransaction, ServerTransaction, Transaction
 
 # Our branch ids: the magic cookie and "tm" (which a stateless branch, hex, never has), this
@@ -45,6 +45,7 @@ class TransactionLayer:
         self.servers: dict[tuple, ServerTransaction] = {}
         self.clients: dict[tuple, ClientTransaction] = {}
         self.serial = 0
+        self.running = TimerLists(runtime.call_later, runtime.now, self._expired)
         self.prefix = f"{BRANCH_MARK}{os.getpid() & 0xFFFFF:x}{os.urandom(2).hex()}."
         self.core = ProxyCore(self, server_headers)
 
@@ -124,8 +125,8 @@ class TransactionLayer:
     def delete(self, txn: Transaction) -> None:
         txn.state = State.TERMINATED
         if txn.timers:
-            for handle in txn.timers.values():
-                handle.cancel()
+            for timer, interval in txn.timers.items():
+                self.running.stop(txn, timer, interval)
             txn.timers = None
         if isinstance(txn, ServerTransaction):
             if self.servers.get(txn.key) is txn:
@@ -183,8 +184,9 @@ class TransactionLayer:
         if timers is None:
             timers = txn.timers = {}
         elif timer in timers:
-            timers[timer].cancel()
-        timers[timer] = self.runtime.call_later(interval, lambda: self._expired(txn, timer))
+            self.running.stop(txn, timer, timers[timer])
+        timers[timer] = interval
+        self.running.start(txn, timer, interval)
 
     def _expired(self, txn: Transaction, timer: Timer) -> None:
         if txn.timers is not None:
@@ -193,10 +195,9 @@ class TransactionLayer:
 
     def stop(self, txn: Transaction, timer: Timer) -> None:
         if txn.timers:
-            handle = txn.timers.pop(timer, None)
-            if handle is not None:
-                handle.cancel()
-
+            interval = txn.timers.pop(timer, None)
+            if interval is not None:
+                self.running.stop(txn, timer, interval)
 
 
 def make_layer(index: int, runtime, config) -> TransactionLayer:
@@ -204,5 +205,3 @@ def make_layer(index: int, runtime, config) -> TransactionLayer:
     from ..sl import server_headers
     return TransactionLayer(runtime, config.script, TimerValues.from_modparams(params),
                             server_headers(config.settings))
-
-

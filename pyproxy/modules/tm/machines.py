@@ -16,6 +16,8 @@ import enum
 
 
 class Kind(enum.Enum):
+    __hash__ = object.__hash__      # members are singletons: the table lookups hash by identity
+
     INVITE_SERVER = "INVITE server"
     SERVER = "non-INVITE server"
     INVITE_CLIENT = "INVITE client"
@@ -23,6 +25,8 @@ class Kind(enum.Enum):
 
 
 class State(enum.Enum):
+    __hash__ = object.__hash__
+
     CALLING = "calling"
     TRYING = "trying"
     PROCEEDING = "proceeding"
@@ -33,6 +37,8 @@ class State(enum.Enum):
 
 
 class Event(enum.Enum):
+    __hash__ = object.__hash__
+
     REQUEST = "request"           # server: the request again (a retransmission)
     ACK = "ACK"                   # INVITE server: the ACK of a non-2xx final response
     SEND_1XX = "send 1xx"         # server: the proxy core sends a reply upstream
@@ -46,6 +52,8 @@ class Event(enum.Enum):
 
 
 class Timer(enum.Enum):
+    __hash__ = object.__hash__
+
     A = "A"     # INVITE client: retransmit (UDP)
     B = "B"     # INVITE client: no response at all (fr_timer)
     C = "C"     # INVITE client, after a provisional: no final response (fr_inv_timer, RFC 3261 16.8)
@@ -62,6 +70,8 @@ class Timer(enum.Enum):
 
 
 class Action(enum.Enum):
+    __hash__ = object.__hash__
+
     SEND = "send"                 # server: send the reply given with the event, keep it as the last
     SEND_ONLY = "send only"       # server: send it, keep nothing (a 2xx: the UAC retransmits those)
     RESEND_REPLY = "resend reply"

@@ -26,6 +26,8 @@ from .machines import Kind, State, reply_event
 from .requests import cancel_for
 from .transaction import ClientTransaction, LocalReply, ServerTransaction
 
+FORWARDED_2XX = LocalReply(200, "forwarded")     # a branch's 2xx, gone upstream (not kept)
+
 NO_100 = 0x01           # t_relay flags (OpenSER): do not send 100 Trying
 RESUBMISSION = (401, 407, 415, 420, 484)    # 16.7 step 6: 4xx worth preferring
 FINAL_CLASS_STAT = {2: Stat.TM_2XX, 3: Stat.TM_3XX, 4: Stat.TM_4XX, 5: Stat.TM_5XX, 6: Stat.TM_6XX}
@@ -267,7 +269,7 @@ class ProxyCore:
         client.data = None              # no retransmission, CANCEL or ACK will be built of it now
         if status < 300:
             # "... 2xx response to an INVITE, the proxy MUST forward it immediately" -- every one
-            client.final = reply
+            client.final = FORWARDED_2XX
             self.forward_upstream(server, reply)
             if server.final_status:
                 server.settle()
@@ -305,7 +307,8 @@ class ProxyCore:
 
     def branch_done(self, client: ClientTransaction, final) -> None:
         client.final = final
-        client.data = None
+        if client.state is State.TERMINATED:
+            client.data = None          # else (Timer C) the final response the CANCEL brings is ACKed
         server = client.server
         if final.status >= 600:
             # 16.7 step 5: a 6xx: "the stateful proxy SHOULD cancel all client pending

@@ -17,6 +17,9 @@ milliseconds); either spelling works.
 
 from __future__ import annotations
 
+import math
+from collections import OrderedDict
+
 from .machines import Timer
 
 RETRANSMISSION = frozenset({Timer.A, Timer.E, Timer.G})     # UDP only (RFC 3261 17.1.1.2, 17.2.1)
@@ -56,3 +59,64 @@ class TimerValues:
         (A doubles without bound: Timer B ends it)."""
         doubled = 2 * last
         return doubled if timer is Timer.A else min(doubled, self.t2)
+
+
+class TimerLists:
+    """Every timer of the transactions of one worker, as OpenSER kept them: one list per
+    interval, in which timers expire in the order they were started. Starting and stopping one
+    is O(1), a stopped timer is gone at once (nothing waits in a heap until its time, holding
+    its transaction), and the event loop holds one timer: the next expiry of all of them.
+
+    Entries are keyed by (transaction, Timer); ``expired(transaction, timer)`` is called for
+    each one that expires.
+    """
+
+    SLACK = 0.005       # timers due within this of each other fire in one wake-up
+
+    def __init__(self, call_later, now, expired):
+        self.call_later, self.now, self.expired = call_later, now, expired
+        self.lists: dict[float, OrderedDict] = {}
+        self.wakeup = None
+        self.wakeup_at = math.inf
+
+    def start(self, txn, timer, interval: float) -> None:
+        entries = self.lists.get(interval)
+        if entries is None:
+            entries = self.lists[interval] = OrderedDict()
+        when = self.now() + interval
+        entries[(txn, timer)] = when
+        if when < self.wakeup_at - self.SLACK:
+            self._arm(when)
+
+    def stop(self, txn, timer, interval: float) -> None:
+        entries = self.lists.get(interval)
+        if entries:
+            entries.pop((txn, timer), None)
+
+    def __len__(self) -> int:
+        return sum(map(len, self.lists.values()))
+
+    def _arm(self, when: float) -> None:
+        if self.wakeup is not None:
+            self.wakeup.cancel()
+        self.wakeup_at = when
+        self.wakeup = self.call_later(max(0.0, when - self.now()), self._run)
+
+    def _run(self) -> None:
+        self.wakeup, self.wakeup_at = None, math.inf
+        deadline = self.now() + self.SLACK
+        due = []
+        for entries in self.lists.values():
+            while entries:
+                key = next(iter(entries))
+                if entries[key] > deadline:
+                    break
+                del entries[key]
+                due.append(key)
+        for txn, timer in due:
+            self.expired(txn, timer)
+        heads = [entries[next(iter(entries))] for entries in self.lists.values() if entries]
+        if heads:
+            earliest = min(heads)
+            if earliest < self.wakeup_at - self.SLACK:
+                self._arm(earliest)

@@ -8,7 +8,7 @@ replies go.
 
 from __future__ import annotations
 
-from .machines import INITIAL, Kind
+from .machines import INITIAL, Kind, State
 
 
 class Transaction:
@@ -18,7 +18,7 @@ class Transaction:
         self.kind = kind
         self.state = INITIAL[kind]
         self.reliable = reliable        # TCP/TLS: no retransmissions, no wait (RFC 3261 17)
-        self.timers: dict | None = None     # Timer -> the event loop's timer
+        self.timers: dict | None = None     # Timer -> its interval, while it runs
         self.intervals: dict | None = None  # retransmission Timer -> its last interval
 
 
@@ -56,7 +56,11 @@ class ServerTransaction(Transaction):
         if self.final_status and not self.pending():
             self.ctx.msg = None
             self.ctx.avps = {}
+            for branch in self.branches:        # their responses are not needed either
+                branch.final = SETTLED
             self.branches = []
+            if self.state is State.ACCEPTED:
+                self.last_reply = None      # INVITE retransmissions after a 2xx are absorbed (RFC 6026)
 
 
 class ClientTransaction(Transaction):
@@ -91,3 +95,6 @@ class LocalReply:
 
     def __repr__(self) -> str:
         return f"LocalReply({self.status} {self.reason})"
+
+
+SETTLED = LocalReply(0, "settled")      # the final response of a branch whose transaction is done
