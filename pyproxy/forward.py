@@ -88,8 +88,8 @@ def outgoing(ctx: ScriptContext, dest: Destination, branch: str) -> tuple[bytes,
         return data, source
     mark = msg.checkpoint()
     try:
-        for value in ctx.record_route.values(ctx, dest.proto, sent_by):
-            msg.add_record_route(value)
+        for value in reversed(ctx.record_route.values(ctx, dest.proto, sent_by)):
+            msg.add_record_route(value)     # each above the last: the first value ends on top
         msg.insert_via(via)
         return msg.serialize(), source
     finally:

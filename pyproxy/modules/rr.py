@@ -26,10 +26,10 @@ class RecordRoute:
 
     __slots__ = ("preset", "params", "options")
 
-    def __init__(self, options: dict, preset: str | None = None):
+    def __init__(self, options: dict, preset: str | None = None, params: str = ""):
         self.options = options          # the module's parameters
         self.preset = preset
-        self.params = ""                # add_rr_param()
+        self.params = params            # add_rr_param()
 
     def values(self, ctx, out_proto: Proto, out_sent_by: str) -> list[str]:
         """The Record-Route values for a request leaving by ``out_proto`` from ``out_sent_by``."""
@@ -75,7 +75,8 @@ def add_rr_param(ctx, param):
     if ctx.record_route is None:
         ctx.runtime.log(logging.WARNING, "add_rr_param(): call record_route() first")
         return -1
-    ctx.record_route.params += param
+    rr = ctx.record_route        # a new one: a branch_route's parameters stay on its branch
+    ctx.record_route = RecordRoute(rr.options, rr.preset, rr.params + param)
     return 1
 
 

@@ -91,11 +91,13 @@ class TransactionLayer:
         except SIPError:
             return False
         client = self.clients.get(key) if key is not None else None
-        if client is None:
-            return False
-        self.stats.add(Stat.TM_REPLIES_IN)
         # made by this process when the request could not be sent: a transport error (17.1.4)
-        event = Event.FAILED if ctx.rcv.src_port == 0 else reply_event(reply.status, sending=False)
+        local = ctx.rcv.src_port == 0
+        if client is None:
+            # one for a branch whose transaction has ended goes nowhere (its caller has its answer)
+            return local and key is not None and key[0].startswith(BRANCH_MARK)
+        self.stats.add(Stat.TM_REPLIES_IN)
+        event = Event.FAILED if local else reply_event(reply.status, sending=False)
         self.fire(client, event, reply=reply, rctx=ctx)
         return True
 

@@ -129,6 +129,8 @@ class ProxyCore:
             return "a 6xx response came: no new branches (RFC 3261 16.7)"
         if server.final_status:
             return f"the transaction was answered {server.final_status} already"
+        if server.canceled:
+            return "the transaction was canceled (RFC 3261 16.10: no new branches)"
         if server.branches and not state.in_failure:
             return "the request was relayed already (a second t_relay() in the same route?)"
         return None
@@ -161,7 +163,7 @@ class ProxyCore:
         """Send the request to each target ((uri, dst_uri)); how many branches left."""
         ctx, runtime = server.ctx, self.runtime
         msg = ctx.msg
-        dst_uri = ctx.dst_uri
+        dst_uri, record_route = ctx.dst_uri, ctx.record_route
         sent = 0
         for uri, du in targets:
             index = len(server.branches)
@@ -179,9 +181,9 @@ class ProxyCore:
                 ctx.last_error = failure_status(e)
                 runtime.log(logging.WARNING, f"t_relay(): cannot send {msg.method} to {uri}: {e}")
                 continue
-            finally:
+            finally:           # what the branch (and its branch_route) changed stays with it
                 msg.rollback(mark)
-                ctx.dst_uri = dst_uri
+                ctx.dst_uri, ctx.record_route = dst_uri, record_route
             client = self.layer.new_client(server, index, branch, server.method, target, data, source)
             server.branches.append(client)
             if not runtime.send(ctx, target, data, source):

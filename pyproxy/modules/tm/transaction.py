@@ -8,6 +8,7 @@ replies go.
 
 from __future__ import annotations
 
+from ...script.context import ScriptContext
 from .machines import INITIAL, Kind, State
 
 
@@ -54,8 +55,10 @@ class ServerTransaction(Transaction):
         """A final response went upstream and every branch has its own: the request, the
         branches and their replies are not needed any more."""
         if self.final_status and not self.pending():
-            self.ctx.msg = None
-            self.ctx.avps = {}
+            # a context of its own from now on: the script may still be running on the old one
+            old = self.ctx
+            self.ctx = ScriptContext(None, old.rcv, old.runtime)
+            self.ctx.tm, self.ctx.flags = old.tm, old.flags
             for branch in self.branches:        # their responses are not needed either
                 branch.final = SETTLED
             self.branches = []
