@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pyproxy.config.loader import load_config_text
 from pyproxy.config.values import Proto, SocketSpec
 from pyproxy.forward import transport_failure
+from pyproxy.modules.sl import stateless_to_tag
 from pyproxy.myself import Myself
 from pyproxy.script.context import Destination, ReceiveInfo, ScriptContext
 from pyproxy.script.router import MessageRouter
@@ -172,10 +173,15 @@ class FakeProxy:
         return ctx
 
     def fail(self, sent: Sent, why: str = "connection refused") -> None:
-        """What the worker does when a request it handed to the transport could not leave."""
+        """What the worker does when a request it handed to the transport could not leave
+        (Worker.bounce): an ACK is dropped; any other request gets a response made from its
+        bytes, as if from the next hop, handed to the router as a reply from port 0."""
         request = sent.msg
+        if request.method == "ACK":
+            return
         status, reason = transport_failure(request, why)
-        self.receive(make_response(request, status, reason), src=("0.0.0.0", 0))
+        self.receive(make_response(request, status, reason, to_tag=stateless_to_tag(request)),
+                     src=("0.0.0.0", 0))
 
     def take(self) -> list[Sent]:
         """What was sent since the last take()."""
@@ -194,7 +200,8 @@ class FakeProxy:
     def idle(self) -> bool:
         """No transaction left and no timer running: everything was let go."""
         layer = self.layer
-        return not layer.servers and not layer.clients and self.clock.pending() == 0
+        timers = len(getattr(layer, "running", ()))     # the layer's own timer lists, if it has them
+        return not layer.servers and not layer.clients and not timers and self.clock.pending() == 0
 
 
 def invite(ruri: str = "sip:bob@10.0.0.2", branch: str | None = None, method: str = "INVITE",

@@ -234,6 +234,11 @@ class ProxyCore:
             self.runtime.log(logging.INFO, f"cannot forward a {reply.status} reply: {e}")
             return
         self.stats.add(Stat.TM_RELAYED_REPLIES)
+        if server.state is State.TERMINATED:
+            # a 2xx of a branch that outlived its server transaction: forwarded all the same
+            # (16.7 step 5), where the transaction sent its replies
+            self.send_upstream(server, data)
+            return
         self.layer.fire(server, reply_event(reply.status, sending=True), data=data)
 
     def finalized(self, server: ServerTransaction, status: int) -> None:
@@ -353,7 +358,7 @@ class ProxyCore:
         """True when failure_route forked again or replied."""
         ctx = server.ctx
         state.reply_code = best.status
-        state.timed_out = any(isinstance(b.final, LocalReply) and b.final.timeout for b in server.branches)
+        state.timed_out = isinstance(best, LocalReply) and best.timeout      # the branch that failed
         state.in_failure = True
         ctx.route_type, ctx.dst_uri, ctx.branches, ctx.dropped = RouteKind.FAILURE, None, None, False
         before = len(server.branches)
