@@ -85,29 +85,27 @@ def loose_route(ctx):
     values are removed and $du names the next hop; false when there is nothing to follow."""
     msg, runtime = ctx.msg, ctx.runtime
     try:
-        routes = [str(r) for r in msg.routes]
+        routes = list(msg.routes)       # NameAddr values, their URIs parsed
         uri = msg.uri
     except SIPError as e:
         runtime.log(logging.INFO, f"loose_route(): {e}")
         return -1
     if not routes:
         return -1
-    changed = False
+    count = len(routes)
     if uri.user is None and "lr" in uri.params and _is_ours(runtime, uri):
         # RFC 3261 16.4: "If the Request-URI contains a value this proxy previously placed into a
         # Record-Route header field ..., the proxy MUST replace the Request-URI in the request
         # with the last value from the Route header field, and remove that value" (a strict
         # router sent it).
-        msg.set_ruri(_route_uri(routes.pop()))
-        changed = True
-    if routes and _is_ours(runtime, parse_uri(_route_uri(routes[0]))):
-        first = parse_uri(_route_uri(routes.pop(0)))
+        msg.set_ruri(str(routes.pop().uri))
+    if routes and _is_ours(runtime, routes[0].uri):
+        first = routes.pop(0).uri
         # the second of a double Record-Route is ours too
-        if routes and "r2" in first.params and _is_ours(runtime, parse_uri(_route_uri(routes[0]))):
+        if routes and "r2" in first.params and _is_ours(runtime, routes[0].uri):
             routes.pop(0)
-        changed = True
     if routes:
-        following = parse_uri(_route_uri(routes[0]))
+        following = routes[0].uri
         if "lr" in following.params:
             ctx.dst_uri = str(following)
         else:
@@ -118,16 +116,12 @@ def loose_route(ctx):
             routes.pop(0)
             msg.set_ruri(str(following))
             ctx.dst_uri = None
-        changed = True
-    if changed:
+            count = -1
+    if len(routes) != count:
         msg.remove_header("Route")
         for value in routes:
-            msg.add_header("Route", value)
+            msg.add_header("Route", str(value))
     return 1
-
-
-def _route_uri(value: str) -> str:
-    return value[value.index("<") + 1:value.index(">")] if "<" in value else value.split(";")[0]
 
 
 def _is_ours(runtime, uri) -> bool:

@@ -344,13 +344,12 @@ class Message:
         return serialize(self)
 
     def checkpoint(self) -> tuple:
-        """The edits so far, to go back to with rollback(): edits made for one branch of a
-        request (its Via, Record-Route, what branch_route changed) stay out of the others."""
+        """The edits so far, to go back to with rollback() (once): edits made for one branch of
+        a request (its Via, Record-Route, what branch_route changed) stay out of the others."""
         return (None if self._edits is None else self._edits.copy()), self.body
 
     def rollback(self, checkpoint: tuple) -> None:
-        edits, self.body = checkpoint
-        self._edits = None if edits is None else edits.copy()
+        self._edits, self.body = checkpoint
 
     def _start_line(self) -> bytes:
         return self._start
