@@ -184,7 +184,10 @@ class StreamConnections:
             data = conn.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
             return
-        except OSError:
+        except OSError as e:
+            if conn.connecting:         # a refused connect shows here first, before on_writable
+                self.close(conn, f"connect failed: {e.strerror}")
+                return
             data = b""
         if not data:
             self.close(conn, None)
@@ -378,7 +381,7 @@ class StreamConnections:
         if why:
             self.ratelog("refused" if refused else "close", logging.INFO,
                          f"closing {conn.proto.value} connection with {conn.peer_ip}:{conn.peer_port}: {why}")
-        if conn.out:
+        if conn.out and (conn.established or not conn.waiting):     # waiting ones fail over below
             self.ratelog("lost", logging.WARNING, f"{len(conn.out)} queued bytes to "
                                                   f"{conn.peer_ip}:{conn.peer_port} dropped")
         elif conn.pipe is not None and conn.pipe.handshake_done:

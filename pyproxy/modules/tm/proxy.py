@@ -92,6 +92,10 @@ class ProxyCore:
         append_branch() added. 1 when at least one branch left, -1 when none could."""
         msg = ctx.msg
         if msg.method == "ACK":         # the ACK of a 2xx: end to end, not a transaction
+            if not self.in_dialog(msg):
+                # the ACK of a non-2xx reply that no transaction here took: stray, dropped
+                self.runtime.log(logging.DEBUG, "t_relay(): an ACK without a To tag matches nothing: dropped")
+                return 1
             try:
                 return forward_request(ctx, dest.resolve(msg) if dest.__class__ is UriDestination else dest)
             except SIPError:
@@ -122,6 +126,13 @@ class ProxyCore:
         if server.kind is Kind.INVITE_SERVER and server.last_reply is None and not flags & NO_100:
             self.reply_local(server, 100, "Trying")     # at once, as OpenSER: the UAC stops retransmitting
         return 1
+
+    @staticmethod
+    def in_dialog(msg) -> bool:
+        try:
+            return msg.to.tag is not None
+        except SIPError:
+            return False
 
     @staticmethod
     def cannot_add_branches(server: ServerTransaction, state: TmState) -> str | None:

@@ -8,6 +8,7 @@ replies go.
 
 from __future__ import annotations
 
+from ...config.values import Proto
 from ...script.context import ScriptContext
 from .machines import INITIAL, Kind, State
 
@@ -31,7 +32,7 @@ class ServerTransaction(Transaction):
                  "serial", "blocked", "method")
 
     def __init__(self, kind: Kind, key: tuple, ctx, serial: int):
-        super().__init__(kind, ctx.rcv.proto.value != "udp")
+        super().__init__(kind, ctx.rcv.proto is not Proto.UDP)
         self.key = key
         self.ctx = ctx                  # the request's script context (flags, AVPs, armed routes)
         self.method = ctx.msg.method
@@ -74,7 +75,7 @@ class ClientTransaction(Transaction):
 
     def __init__(self, kind: Kind, key: tuple, server: ServerTransaction | None, index: int, dest,
                  data: bytes, source):
-        super().__init__(kind, dest.proto.value != "udp")
+        super().__init__(kind, dest.proto is not Proto.UDP)
         self.key = key                  # (branch, method)
         self.server = server            # None for a CANCEL we send
         self.index = index
