@@ -178,7 +178,8 @@ class ProxyCore:
         sent = 0
         for uri, du in targets:
             index = len(server.branches)
-            mark = msg.checkpoint()
+            # a branch that changes the request (another URI, a branch_route) works on a copy
+            mark = msg.checkpoint() if uri != msg.ruri or state.on_branch is not None else None
             try:
                 if uri != msg.ruri:
                     msg.set_ruri(uri)
@@ -193,7 +194,8 @@ class ProxyCore:
                 runtime.log(logging.WARNING, f"t_relay(): cannot send {msg.method} to {uri}: {e}")
                 continue
             finally:           # what the branch (and its branch_route) changed stays with it
-                msg.rollback(mark)
+                if mark is not None:
+                    msg.rollback(mark)
                 ctx.dst_uri, ctx.record_route = dst_uri, record_route
             client = self.layer.new_client(server, index, branch, server.method, target, data, source)
             server.branches.append(client)

@@ -27,11 +27,13 @@ RELIABLE_ZERO = frozenset({Timer.D, Timer.I, Timer.J, Timer.K})     # 0 s over T
 
 
 class TimerValues:
-    __slots__ = ("t1", "t2", "fr", "fr_inv", "wait")
+    __slots__ = ("t1", "t2", "fr", "fr_inv", "wait", "firsts")
 
     def __init__(self, t1: float = 0.5, t2: float = 4.0, fr: float = 30.0, fr_inv: float = 120.0,
                  wait: float = 5.0):
         self.t1, self.t2, self.fr, self.fr_inv, self.wait = t1, t2, fr, fr_inv, wait
+        self.firsts = {(timer, reliable): self._first(timer, reliable)
+                       for timer in Timer for reliable in (False, True)}
 
     @classmethod
     def from_modparams(cls, params: dict) -> TimerValues:
@@ -42,6 +44,9 @@ class TimerValues:
 
     def first(self, timer: Timer, reliable: bool) -> float | None:
         """The first interval of ``timer``; None: the timer does not run on this transport."""
+        return self.firsts[timer, reliable]
+
+    def _first(self, timer: Timer, reliable: bool) -> float | None:
         if timer in RETRANSMISSION:
             return None if reliable else self.t1
         if reliable and timer in RELIABLE_ZERO:
