@@ -127,9 +127,9 @@ def split_list(value: str, sep: str = ",") -> list[str]:
 
     Empty pieces are kept: whether "a,,b" is acceptable is the caller's call.
     """
+    if sep not in value:        # one piece, whatever quotes and brackets it holds
+        return [value.strip()]
     if '"' not in value and "<" not in value:
-        if sep not in value:
-            return [value.strip()]
         return [piece.strip() for piece in value.split(sep)]
     pieces: list[str] = []
     start = 0

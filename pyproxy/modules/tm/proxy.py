@@ -230,7 +230,7 @@ class ProxyCore:
     # -- sending --------------------------------------------------------------------------------
     def send_upstream(self, server: ServerTransaction, data: bytes) -> None:
         ctx = server.ctx
-        if ctx.msg is not None:
+        if server.reply_dest is None:       # RFC 3261 18.2.2 (and force_rport()), once
             server.reply_dest = reply_destination_for_request(ctx.msg, ctx.rcv, self.runtime.reply_to_via)
         self.runtime.send(ctx, server.reply_dest, data)
 
