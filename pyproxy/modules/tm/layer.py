@@ -17,7 +17,7 @@ from ...forward import STATEFUL_BRANCH
 from ...runtime.shm import Stat
 from ...sip import SIPError
 from .keys import client_key, server_key
-from .machines import Action, Event, Kind, Start, State, Stop, Timer, reply_event, step
+from .machines import FIRST_TIMERS, Action, Event, Kind, Start, State, Stop, Timer, reply_event, step
 from .proxy import ProxyCore
 from .requests import ack_for
 from .timers import TimerLists, TimerValues
@@ -117,7 +117,7 @@ class TransactionLayer:
         client = ClientTransaction(kind, (branch, method), server, index, dest, data, source)
         self.clients[client.key] = client
         self.stats.add(Stat.TM_BRANCHES)
-        for timer in (Timer.A, Timer.B) if kind is Kind.INVITE_CLIENT else (Timer.E, Timer.F):
+        for timer in FIRST_TIMERS[kind]:
             self.start(client, timer)
         return client
 
