@@ -78,6 +78,16 @@ class TLSDomain:
     pos: Position
 
 
+def route_name(text: str) -> str:
+    """How route blocks are keyed: a number by its value (route[01] is route(1), route[0x2] is
+    route(2)), a name as written."""
+    if text.isdigit():
+        return str(int(text))
+    if text[:2].lower() == "0x" and len(text) > 2 and all(c in "0123456789abcdefABCDEF" for c in text[2:]):
+        return str(int(text, 16))
+    return text
+
+
 class RouteKind(enum.Enum):
     REQUEST = "route"
     ONREPLY = "onreply_route"

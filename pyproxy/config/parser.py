@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from .ast import (Assign, BoolOp, Call, Compare, Config, Control, DomainSide, If, Keyword, LoadModule,
                   ModParam, Myself, Not, PVar, Return, RouteBlock, RouteCall, RouteKind, SetPV, Stop,
-                  TLSDomain, Value, ValueKind)
+                  TLSDomain, Value, ValueKind, route_name)
 from .errors import ConfigError, ErrorList
 from .lexer import T, Token, tokenize
 
@@ -466,5 +466,4 @@ def parse(text: str, file: str, errors: ErrorList) -> Config:
 
 
 def _route_name(tok: Token) -> str:
-    """A route's number as its value (route[01] is route(1), route[0x2] is route(2)); a name as written."""
-    return str(int(tok.text, 0 if tok.text.lower().startswith("0x") else 10)) if tok.kind is T.NUMBER else tok.text
+    return route_name(tok.text) if tok.kind is T.NUMBER else tok.text

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import logging
 
-from ..config.values import Proto, parse_host_port
+from ..config.values import Proto
 from ..config.ast import Value, ValueKind
 from ..forward import destination_of_uri, forward_request
 from ..sip import SIPError
 from .context import Destination
 from .exports import FixupError, Function, RouteType
-from .fixups import each, format_string, integer, sip_uri, text
+from .fixups import address, each, format_string, integer, sip_uri, text
 
 MAX_FLAG = 63
 
@@ -79,10 +79,7 @@ def seturi(ctx, uri):
 
 
 def _hostport(arg, i):
-    try:
-        spec = parse_host_port(text(arg, i), allow_proto=False)
-    except ValueError as e:
-        raise FixupError(f"argument {i + 1}: {e}", i) from None
+    spec = address(arg, i)
     return spec.host, spec.port
 
 

@@ -5,6 +5,7 @@ takes, once, at load time. Each raises FixupError naming the argument and what w
 from __future__ import annotations
 
 from ..config.ast import PVar, Value
+from ..config.values import SocketSpec, parse_host_port
 from ..sip import SIPError, parse_uri
 from .exports import FixupError
 from .pv import PVError, compile_format
@@ -28,6 +29,14 @@ def integer(arg, i: int, low: int | None = None, high: int | None = None, what: 
         bounds = f" from {low} to {high}" if low is not None and high is not None else ""
         raise FixupError(f"argument {i + 1} must be {what}{bounds}, found {found}", i)
     return value
+
+
+def address(arg, i: int, allow_proto: bool = False, what: str = "") -> SocketSpec:
+    """``host[:port]`` (``[proto:]host[:port]`` with ``allow_proto``), as forward() and t_relay() take."""
+    try:
+        return parse_host_port(text(arg, i), allow_proto=allow_proto)
+    except ValueError as e:
+        raise FixupError(f"argument {i + 1}: {what}{e}", i) from None
 
 
 def sip_uri(arg, i: int) -> str:

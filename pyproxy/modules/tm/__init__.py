@@ -15,13 +15,13 @@ from __future__ import annotations
 import re
 import weakref
 
-from ...config.ast import RouteKind
-from ...config.values import Proto, parse_host_port
+from ...config.ast import RouteKind, route_name
+from ...config.values import Proto
 from ...script import pv
 from ...script.context import Destination
 from ...script.core import UriDestination
 from ...script.exports import FixupError, Function, MessageHooks, ModParam, ModuleExports, RouteType
-from ...script.fixups import integer, status_code, text
+from ...script.fixups import address, integer, status_code, text
 from ...script.regex import compile_posix
 from ...sip import SIPError
 from .keys import client_key, server_key
@@ -79,9 +79,7 @@ def _arm(attribute: str):
 
 def _route_fixup(kind: RouteKind):
     def fixup(args, env):
-        arg = args[0]
-        written = str(arg.number) if getattr(arg, "number", None) is not None else text(arg, 0)
-        name = str(int(written, 0)) if re.fullmatch(r"\d+|0[xX][0-9a-fA-F]+", written) else written
+        name = route_name(text(args[0], 0))
         if (kind, name) not in env.routes:
             raise FixupError(f"argument 1: there is no {kind.value}[{name}] block in this config", 0)
         return (name,)
@@ -135,10 +133,7 @@ def _relay_fixup(args, env):
     first = args[0]
     if len(args) == 1 and getattr(first, "number", None) is not None:
         return None, integer(first, 0, 0, 0xFF, "t_relay flags")
-    try:
-        spec = parse_host_port(text(first, 0), allow_proto=True)
-    except ValueError as e:
-        raise FixupError(f"argument 1: expected [proto:]host[:port]: {e}", 0) from None
+    spec = address(first, 0, allow_proto=True, what="expected [proto:]host[:port]: ")
     flags = integer(args[1], 1, 0, 0xFF, "t_relay flags") if len(args) > 1 else 0
     return Destination(spec.proto or Proto.UDP, spec.host, spec.port), flags
 
@@ -147,10 +142,7 @@ def _relay_to_fixup(proto: Proto):
     def fixup(args, env):
         if not args:        # to the Request-URI's host and port, over this transport
             return UriDestination(proto, None), 0
-        try:
-            spec = parse_host_port(text(args[0], 0), allow_proto=False)
-        except ValueError as e:
-            raise FixupError(f"argument 1: {e}", 0) from None
+        spec = address(args[0], 0)
         port = integer(args[1], 1, 1, 65535, "a port") if len(args) > 1 else spec.port
         return Destination(proto, spec.host, port), 0
     return fixup
