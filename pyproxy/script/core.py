@@ -134,7 +134,7 @@ class UriDestination:
 
 
 def forward(ctx, dest):
-    if dest.__class__ is UriDestination:
+    if dest is not None:
         try:
             dest = dest.resolve(ctx.msg)
         except SIPError:

@@ -18,7 +18,6 @@ from ...config.ast import RouteKind
 from ...forward import (SEND_FAILED, failure_status, forward_request, next_hop, outgoing,
                         reply_destination_for_request, stamp_received)
 from ...runtime.shm import Stat
-from ...script.core import UriDestination
 from ...sip import SIPError, make_response
 from ..sl import stateless_to_tag
 from .keys import server_key
@@ -97,7 +96,7 @@ class ProxyCore:
                 self.runtime.log(logging.DEBUG, "t_relay(): an ACK without a To tag matches nothing: dropped")
                 return 1
             try:
-                return forward_request(ctx, dest.resolve(msg) if dest.__class__ is UriDestination else dest)
+                return forward_request(ctx, dest and dest.resolve(msg))
             except SIPError:
                 ctx.last_error = (400, "Bad Request-URI")
                 return -1
@@ -186,7 +185,7 @@ class ProxyCore:
                 ctx.dst_uri = du
                 if state.on_branch is not None and not self.run_branch_route(ctx, state, index):
                     continue
-                target = dest.resolve(msg) if dest.__class__ is UriDestination else dest or next_hop(ctx)
+                target = dest.resolve(msg) if dest is not None else next_hop(ctx)
                 branch = self.layer.branch_id(server, index)
                 data, source = outgoing(ctx, target, branch)
             except SIPError as e:
