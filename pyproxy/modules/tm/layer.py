@@ -18,7 +18,7 @@ from ...runtime.shm import Stat
 from ...sip import SIPError
 from .keys import client_key, server_key
 from .machines import FIRST_TIMERS, Action, Event, Kind, Start, State, Stop, Timer, reply_event, step
-from .proxy import ProxyCore
+from .proxy import ProxyCore, TmState
 from .requests import ack_for
 from .timers import TimerLists, TimerValues
 from .transaction import ClientTransaction, ServerTransaction, Transaction
@@ -55,10 +55,13 @@ class TransactionLayer:
         again) or the ACK of a non-2xx final response. False: the script takes it."""
         msg = ctx.msg
         try:
-            server = self.servers.get(server_key(msg))
+            key = server_key(msg)
         except SIPError:
             return False
+        server = self.servers.get(key)
         if server is None:
+            if msg.method != "ACK":     # kept for t_relay()/t_newtran(), which would compute it again
+                ctx.tm = TmState(self.core, key=key)
             return False
         if msg.method == "ACK":
             # RFC 3261 17.2.3: the ACK of a 2xx has a branch of its own; an RFC 2543 peer's may

@@ -36,12 +36,13 @@ class TmState:
     """tm's part of one message's script context: the routes the script armed, its transaction,
     and what $T_reply_code and $T_branch_idx read."""
 
-    __slots__ = ("core", "server", "on_failure", "on_reply", "on_branch", "branch_idx", "reply_code",
+    __slots__ = ("core", "server", "key", "on_failure", "on_reply", "on_branch", "branch_idx", "reply_code",
                  "in_failure", "timed_out")
 
-    def __init__(self, core: ProxyCore, server: ServerTransaction | None = None):
+    def __init__(self, core: ProxyCore, server: ServerTransaction | None = None, key: tuple | None = None):
         self.core = core
         self.server = server
+        self.key = key              # the request's server transaction key, once computed
         self.on_failure = self.on_reply = self.on_branch = None     # route names
         self.branch_idx: int | None = None
         self.reply_code: int | None = None
@@ -80,7 +81,7 @@ class ProxyCore:
         """The request's server transaction, made now if it has none (t_newtran)."""
         state = tm_state(ctx, self)
         if state.server is None:
-            key = server_key(ctx.msg)
+            key = state.key or server_key(ctx.msg)
             if key in self.layer.servers:       # two transactions for one request: refuse
                 raise SIPError("the request has a transaction already")
             state.server = self.layer.new_server(ctx, key)
