@@ -27,17 +27,15 @@ def send_reply(ctx, status: int, reason: str, extra_headers=(), sip_warning: boo
     msg, runtime = ctx.msg, ctx.runtime
     if msg.method == "ACK":
         return -1           # an ACK is never answered
-    if ctx.tm is not None:  # a request with a transaction (tm) is answered through it
+    try:
         if sip_warning:
             extra_headers = (*extra_headers, noisy_feedback(ctx))
-        answered = ctx.tm.reply(ctx, status, reason, extra_headers)
-        if answered is not None:
-            return answered
-    try:
+        if ctx.tm is not None:  # a request with a transaction (tm) is answered through it
+            answered = ctx.tm.reply(ctx, status, reason, extra_headers)
+            if answered is not None:
+                return answered
         stamp_received(msg, ctx.rcv)
         to_tag = stateless_to_tag(msg) if status > 100 and msg.to.tag is None else None
-        if sip_warning:
-            extra_headers = (*extra_headers, noisy_feedback(ctx))
         data = make_response(msg, status, reason, to_tag=to_tag, headers=extra_headers)
         dest = reply_destination_for_request(msg, ctx.rcv, runtime.reply_to_via)
     except SIPError as e:

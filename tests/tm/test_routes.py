@@ -9,7 +9,7 @@ import pytest
 from pyproxy.config.values import Proto
 from pyproxy.sip import parse_message
 
-from .harness import (HEAD_XLOG, UAC, UAS, UAS2, FakeProxy, ack_2xx, ack_of, cancel_of, invite, methods,
+from .harness import (HEAD, HEAD_XLOG, UAC, UAS, UAS2, FakeProxy, ack_2xx, ack_of, cancel_of, invite, methods,
                       reply_to, requests, responses, status)
 
 
@@ -662,3 +662,15 @@ onreply_route[2] { xlog("L_INFO", "I: $T_branch_idx $rs\\n"); }
     b2, = requests(proxy.take())[-1:]
     proxy.receive(reply_to(b2, 180), src=("10.0.0.4", 5060))
     assert logs(proxy, "I: ") == ["0 486", "1 486", "2 180"]
+
+
+def test_sip_warning_is_added_once_whether_or_not_tm_answers():
+    """sip_warning=yes: one Warning header on a stateless reply to a request tm has seen, and on
+    a reply through its transaction."""
+    proxy = FakeProxy('route { if (method=="OPTIONS") { sl_send_reply("404", "Nope"); exit; } '
+                      't_newtran(); sl_send_reply("486", "Busy"); }', head="sip_warning=yes\n" + HEAD)
+    proxy.receive(invite(method="OPTIONS"))
+    proxy.receive(invite())
+    stateless, stateful = proxy.take()
+    assert (status(stateless), status(stateful)) == (404, 486)
+    assert [len(s.msg.header_values("warning")) for s in (stateless, stateful)] == [1, 1]
