@@ -23,10 +23,6 @@ from .requests import ack_for
 from .timers import TimerLists, TimerValues
 from .transaction import ClientTransaction, ServerTransaction, Transaction
 
-# Our branch ids: the magic cookie and "tm" (which a stateless branch, hex, never has), this
-# process's tag, the transaction's serial and the branch's index.
-BRANCH_MARK = STATEFUL_BRANCH
-
 
 class NoStats:
     def add(self, stat, n: int = 1) -> None:
@@ -46,7 +42,9 @@ class TransactionLayer:
         self.clients: dict[tuple, ClientTransaction] = {}
         self.serial = 0
         self.running = TimerLists(runtime.call_later, runtime.now, self._expired)
-        self.prefix = f"{BRANCH_MARK}{os.getpid() & 0xFFFFF:x}{os.urandom(2).hex()}."
+        # our branch ids: STATEFUL_BRANCH (which a stateless branch never starts with), this
+        # process's tag, then the transaction's serial and the branch's index (branch_id())
+        self.prefix = f"{STATEFUL_BRANCH}{os.getpid() & 0xFFFFF:x}{os.urandom(2).hex()}."
         self.core = ProxyCore(self, server_headers)
 
     # -- the worker's hooks ---------------------------------------------------------------------
@@ -98,7 +96,7 @@ class TransactionLayer:
         local = ctx.rcv.src_port == 0
         if client is None:
             # one for a branch whose transaction has ended goes nowhere (its caller has its answer)
-            return local and key is not None and key[0].startswith(BRANCH_MARK)
+            return local and key is not None and key[0].startswith(STATEFUL_BRANCH)
         self.stats.add(Stat.TM_REPLIES_IN)
         event = Event.FAILED if local else reply_event(reply.status, sending=False)
         self.fire(client, event, reply=reply, rctx=ctx)
