@@ -142,6 +142,7 @@ def transport_failure(request, why: str) -> tuple[int, str]:
     detail = "".join(c for c in why if c.isprintable())[:120]
     return 503, f"Service Unavailable ({detail})"
 
+
 # RFC 3261 18.2.2: a response goes back on the connection its request came on. When the sender's
 # Via has no rport, nothing in it names that connection's port, so our own Via keeps it (as SER's
 # ;i= kept the connection id); it is removed with our Via before the response goes on.

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from ..sip import SIPError
+from ..sip import SIPError, parse_uri
 
 
 class PVError(ValueError):
@@ -67,11 +67,12 @@ register("rU", _safe(lambda c, a: c.msg.uri.user), _set_uri_part("user"), "Reque
 register("rd", _safe(lambda c, a: c.msg.uri.host), _set_uri_part("host"), "Request-URI host")
 register("rp", _safe(lambda c, a: c.msg.uri.port or (5061 if c.msg.uri.transport == "tls" else 5060)),
          _set_uri_part("port"), "Request-URI port (5060, or 5061 for TLS, when not written)")
+
+
 def _set_du(ctx, arg, value):
     if value is None:
         ctx.dst_uri = None
         return
-    from ..sip import parse_uri
     parse_uri(str(value))
     ctx.dst_uri = str(value)
 
