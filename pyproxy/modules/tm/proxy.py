@@ -49,6 +49,13 @@ class TmState:
         self.in_failure = False
         self.timed_out = False
 
+    def settled(self) -> TmState:
+        """A copy for a settled transaction's context: its armed onreply_route, and no reference
+        back to the transaction, so that nothing cyclic is left for the collector to find."""
+        state = TmState(self.core, key=self.key)
+        state.on_reply = self.on_reply
+        return state
+
     def reply(self, ctx, status: int, reason: str, headers=()) -> int | None:
         """sl's replies to a request that has a transaction go through it (a stateless one would
         leave the transaction waiting and its retransmissions unanswered); None: it has none."""

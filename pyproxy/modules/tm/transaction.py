@@ -59,7 +59,9 @@ class ServerTransaction(Transaction):
             # a context of its own from now on: the script may still be running on the old one
             old = self.ctx
             self.ctx = ScriptContext(None, old.rcv, old.runtime)
-            self.ctx.tm, self.ctx.flags = old.tm, old.flags
+            self.ctx.flags = old.flags
+            if old.tm is not None:      # what the replies still to come need (their onreply_route)
+                self.ctx.tm = old.tm.settled()
             for branch in self.branches:        # their responses are not needed either
                 branch.final = SETTLED
             self.branches = []
