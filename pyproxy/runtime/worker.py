@@ -53,6 +53,7 @@ GC_YOUNG = 20000            # allocations between collections of the youngest ge
 EPOCH_WAIT = 2.0            # seconds a respawned worker waits for the supervisor's EPOCH at most
 SOURCE_PENDING = "source.pyproxy.invalid"   # a Via sent-by to write in once DNS says where it goes
 PENDING = object()          # send()'s source for a request whose Via names SOURCE_PENDING
+PROTOS = {p.value: p for p in Proto}     # a hand-off's transport (a dict: Proto(value) costs more)
 FROM_CTX = object()         # send_stream(): the TLS client domain named by the context's AVP now
 
 
@@ -253,7 +254,7 @@ class Worker(StreamConnections):
             self.stats.add(Stat.HANDOFFS_IN)
             if item[0] == ipc.MESSAGE:
                 _, proto, src_ip, src_port, dst_ip, dst_port, conn_id, owner, data, tls = item
-                rcv = ReceiveInfo(src_ip, src_port, dst_ip, dst_port, Proto(proto), conn_id or None,
+                rcv = ReceiveInfo(src_ip, src_port, dst_ip, dst_port, PROTOS[proto], conn_id or None,
                                   None if owner < 0 else owner, tls)
                 self.process(data, rcv, None)
             elif item[0] == ipc.CONTROL:
