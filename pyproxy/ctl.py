@@ -17,16 +17,19 @@ from pathlib import Path
 
 from . import __version__
 from .certs import CertError, make_root_ca, make_user_cert
+from .db import DEFAULT_URL, DatabaseError, connect, schema, subscribers
+from .db.subscribers import SubscriberError
 from .mi.client import DEFAULT_SOCKET, MIClientError, call_fifo, call_socket
 
 DEFAULT_CA_DIR = "./tls/rootCA"
+DEFAULT_CONFIG = "/etc/pyproxy/pyproxy.cfg"         # as pyproxy's -f
 
 
 class CtlError(Exception):
     """A failure of the command line itself (an unreadable passphrase file, ...)."""
 
 
-_FAILURES = (CertError, CtlError, MIClientError)
+_FAILURES = (CertError, CtlError, MIClientError, DatabaseError, SubscriberError)
 
 
 # --- argument types --------------------------------------------------------------------------
@@ -164,15 +167,162 @@ def _run_mi(args) -> list[str]:
     return [json.dumps(call_socket(args.socket, args.name, args.params), indent=2)]
 
 
+# --- the database: tables and subscribers ----------------------------------------------------
+# The database is the one the config given with -f uses (auth_db's db_url, else uri_db's, else
+# usrloc's, else the default), or --db-url.
+
+DB_MODULES = ("auth_db", "uri_db", "usrloc")
+
+
+def _config(args):
+    from .config.errors import ConfigErrors
+    from .config.loader import load_config
+    try:
+        return load_config(args.config)
+    except ConfigErrors as e:
+        raise CtlError(f"{args.config}: cannot find the database in it:\n" + str(e)) from None
+
+
+def _database(args):
+    if args.db_url:
+        return connect(args.db_url)
+    params = _config(args).modparams
+    url = next((params[m]["db_url"] for m in DB_MODULES if params.get(m, {}).get("db_url")), DEFAULT_URL)
+    return connect(url)
+
+
+def _user_and_domain(args, text: str) -> tuple[str, str]:
+    """USER@DOMAIN, or USER in the config's only domain (its one alias)."""
+    user, at, domain = text.partition("@")
+    if at:
+        return user, domain
+    if args.db_url:
+        raise CtlError(f"give the user as {text}@DOMAIN (with --db-url there is no config to name the domain)")
+    aliases = sorted({a.host for a in _config(args).settings.alias})
+    if len(aliases) != 1:
+        named = f"{len(aliases)}: {', '.join(aliases)}" if aliases else "none"
+        raise CtlError(f"give the user as {text}@DOMAIN: {args.config} names {named} (alias=) "
+                       f"where one would be the default")
+    return user, aliases[0]
+
+
+def _add_db(commands) -> None:
+    db = commands.add_parser("db", help="the database: create its tables",
+                             description="Create the tables pyproxy uses (subscriber, location, uri, "
+                                         "version) on the configured database, leaving existing ones.")
+    sub = db.add_subparsers(title="db commands", metavar="COMMAND", required=True)
+    init = sub.add_parser("init", help="create the missing tables")
+    init.set_defaults(run=_run_db_init)
+
+
+def _run_db_init(args) -> list[str]:
+    db = _database(args)
+    try:
+        made = []
+        for table in schema.TABLES:
+            made += schema.create(db, [table])
+            print(f"  {table}: {'created' if table in made else 'exists'}", file=sys.stderr)
+    finally:
+        db.close()
+    return [f"{db.url}: {len(made)} table(s) created" + (f": {', '.join(made)}" if made else "")]
+
+
+def _add_subscribers(commands) -> None:
+    add = commands.add_parser("add", help="add a subscriber (a user who may register and call)",
+                              description="Add USER (alice, in the config's domain, or alice@domain) with "
+                                          "PASSWORD; or every line 'USER PASSWORD [EMAIL]' of --file.")
+    add.add_argument("user", metavar="USER", nargs="?")
+    add.add_argument("password", metavar="PASSWORD", nargs="?")
+    add.add_argument("--email", default="", help="the user's e-mail address")
+    add.add_argument("--file", metavar="FILE", help="add the users listed in FILE ('-': standard input)")
+    add.set_defaults(run=_run_add)
+    passwd = commands.add_parser("passwd", help="change a subscriber's password")
+    passwd.add_argument("user", metavar="USER")
+    passwd.add_argument("password", metavar="PASSWORD")
+    passwd.set_defaults(run=_run_passwd)
+    rm = commands.add_parser("rm", help="remove a subscriber")
+    rm.add_argument("user", metavar="USER")
+    rm.set_defaults(run=_run_rm)
+
+
+def _run_add(args) -> list[str]:
+    if args.file:
+        return _add_file(args)
+    if not (args.user and args.password):
+        raise CtlError("add needs USER PASSWORD (or --file FILE)")
+    user, domain = _user_and_domain(args, args.user)
+    db = _database(args)
+    try:
+        schema.require(db, ["subscriber"])
+        subscribers.add(db, user, domain, args.password, args.email)
+    finally:
+        db.close()
+    return [f"{user}@{domain} added"]
+
+
+def _add_file(args) -> list[str]:
+    source = sys.stdin if args.file == "-" else _open(args.file)
+    lines = [(n, line.split()) for n, line in enumerate(source, 1) if line.strip() and not line.startswith("#")]
+    db = _database(args)
+    added = 0
+    try:
+        schema.require(db, ["subscriber"])
+        for done, (n, fields) in enumerate(lines, 1):
+            if len(fields) not in (2, 3):
+                raise CtlError(f"{args.file}:{n}: expected 'USER PASSWORD [EMAIL]'")
+            user, domain = _user_and_domain(args, fields[0])
+            try:
+                subscribers.add(db, user, domain, fields[1], fields[2] if len(fields) == 3 else "")
+            except SubscriberError as e:
+                raise CtlError(f"{args.file}:{n}: {e} ({added} added before it)") from None
+            added += 1
+            if done % 500 == 0 or done == len(lines):
+                print(f"\r  {done}/{len(lines)} users", end="" if done < len(lines) else "\n", file=sys.stderr)
+    finally:
+        db.close()
+    return [f"{added} subscriber(s) added"]
+
+
+def _open(path: str):
+    try:
+        return open(path, encoding="utf-8")
+    except OSError as e:
+        raise CtlError(f"{path}: {e.strerror}") from None
+
+
+def _run_passwd(args) -> list[str]:
+    user, domain = _user_and_domain(args, args.user)
+    db = _database(args)
+    try:
+        subscribers.set_password(db, user, domain, args.password)
+    finally:
+        db.close()
+    return [f"password of {user}@{domain} changed"]
+
+
+def _run_rm(args) -> list[str]:
+    user, domain = _user_and_domain(args, args.user)
+    db = _database(args)
+    try:
+        subscribers.remove(db, user, domain)
+    finally:
+        db.close()
+    return [f"{user}@{domain} removed"]
+
+
 # --- the command -----------------------------------------------------------------------------
 
-COMMANDS = (_add_tls, _add_mi)
+COMMANDS = (_add_tls, _add_mi, _add_db, _add_subscribers)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pyproxyctl",
                                 description="Administration of pyproxy, like openserctl.")
     p.add_argument("-V", "--version", action="version", version=f"pyproxyctl {__version__}")
+    p.add_argument("-f", dest="config", metavar="FILE", default=DEFAULT_CONFIG,
+                   help=f"the pyproxy config that names the database (default {DEFAULT_CONFIG})")
+    p.add_argument("--db-url", metavar="URL", help="the database, instead of the config's "
+                                                    "(sqlite:///path, postgres://..., mysql://...)")
     commands = p.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for add in COMMANDS:
         add(commands)

@@ -25,6 +25,7 @@ from setproctitle import setproctitle
 from ..mi.server import Endpoints, MIServer, MIStartError
 from ..myself import Myself
 from ..script.core import NOTICE
+from ..script.exports import ModuleInitError
 from ..tls.domains import DomainTable, TLSConfigError
 from . import ipc
 from .listeners import BindError, bind_all
@@ -56,6 +57,7 @@ class Arbiter:
         self.config = config
         self.settings = config.settings
         self.args = args
+        self.initialized: list = []          # modules whose mod_init ran (mod_destroy at stop)
         self.children: dict[int, tuple[str, int]] = {}      # pid -> (kind, index)
         self.started: dict[tuple[str, int], float] = {}
         self.quick_deaths: dict[tuple[str, int], int] = {}
@@ -88,7 +90,11 @@ class Arbiter:
         self.tls = self.build_tls()
         for module in self.config.modules.values():
             if module.mod_init:
-                module.mod_init(self.config)
+                try:
+                    module.mod_init(self.config)
+                except ModuleInitError as e:
+                    raise Halt(f"module {module.name}: {e}") from None
+            self.initialized.append(module)
         self.handoffs = [ipc.datagram_pair() for _ in range(self.workers)]
         self.channels = [ipc.channel_pair() for _ in range(self.workers)]
         self.master_channel, self.supervisor_master_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -179,9 +185,21 @@ class Arbiter:
             self.stop()
             return e.status
         finally:
+            self.destroy_modules()
             self.remove_pid_file()
             if getattr(self, "mi_endpoints", None) is not None:
                 self.mi_endpoints.remove()
+
+    def destroy_modules(self) -> None:
+        """After the children stopped: what the modules started in the master ends (a write-back
+        cache is written out, shared files removed)."""
+        for module in reversed(self.initialized):
+            if module.mod_destroy:
+                try:
+                    module.mod_destroy(self.config)
+                except Exception as e:
+                    log.error(f"module {module.name}: stopping: {e}")
+        self.initialized = []
 
     def report_start(self, outcome: str) -> None:
         """Tell the command that started the daemon how the start went (it waits for this)."""

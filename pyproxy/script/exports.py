@@ -27,6 +27,11 @@ ROUTE_TYPE_OF = {RouteKind.REQUEST: RouteType.REQUEST, RouteKind.ONREPLY: RouteT
                  RouteKind.FAILURE: RouteType.FAILURE, RouteKind.BRANCH: RouteType.BRANCH}
 
 
+class ModuleInitError(Exception):
+    """A module cannot start (its database is unreachable, a file cannot be made): the master
+    stops with this text."""
+
+
 class FixupError(ValueError):
     """An argument that cannot work; the text says what was expected. Optionally which argument."""
 
@@ -69,10 +74,12 @@ class ModuleExports:
     functions: tuple[Function, ...] = ()
     depends: tuple[str, ...] = ()
     per_call_state: bool = False    # keeps state per call/transaction: needs call affinity
-    # mod_init(config) runs in the master before fork; child_init(index, runtime, config) in each
-    # worker after it, and may return the MessageHooks the worker is to call
+    # mod_init(config) runs in the master before fork (ModuleInitError stops the start);
+    # child_init(index, runtime, config) in each worker after it, and may return the MessageHooks
+    # the worker is to call; mod_destroy(config) in the master once the children have stopped
     mod_init: Callable | None = None
     child_init: Callable | None = None
+    mod_destroy: Callable | None = None
 
 
 @dataclass(frozen=True)

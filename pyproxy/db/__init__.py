@@ -1,0 +1,197 @@
+"""Databases behind one small interface, chosen by a URL (a module's ``db_url``).
+
+    sqlite:///var/lib/pyproxy/pyproxy.db        embedded (Kamailio's db_sqlite spelling: sqlite:// + absolute path)
+    postgres://user:password@host:port/database  PostgreSQL, with psycopg 3   (pip install 'pyproxy[postgres]')
+    mysql://user:password@host:port/database     MySQL/MariaDB, with PyMySQL  (pip install 'pyproxy[mysql]')
+
+A ``Database`` connects lazily, on its first statement, so one made in the master before fork
+carries no connection into the workers. SQL is written once with ``?`` placeholders and always
+parameterised. A connection that breaks is dropped and made again on the next statement, at most
+once a second: while the server is away each statement fails at once with ``DatabaseUnavailable``
+(the request that needed it gets a 500) instead of every worker waiting on it.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+DEFAULT_URL = "sqlite:///var/lib/pyproxy/pyproxy.db"
+RECONNECT_INTERVAL = 1.0        # seconds between two attempts to reach a server that is away
+CONNECT_TIMEOUT = 3             # seconds
+
+
+class DatabaseError(Exception):
+    """A statement failed: the text names the database and the reason."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database cannot be reached (or is locked) now; a later attempt may succeed."""
+
+
+@dataclass(frozen=True)
+class DbUrl:
+    scheme: str                 # sqlite, postgres or mysql
+    path: str | None = None     # sqlite: the file
+    user: str | None = None
+    password: str | None = None
+    host: str | None = None
+    port: int | None = None
+    database: str | None = None
+
+    def __str__(self) -> str:
+        """The URL without its password: for logs and messages."""
+        if self.scheme == "sqlite":
+            return f"sqlite://{self.path}"
+        user = f"{self.user}@" if self.user else ""
+        port = f":{self.port}" if self.port else ""
+        return f"{self.scheme}://{user}{self.host or ''}{port}/{self.database or ''}"
+
+
+SCHEMES = {"sqlite": "sqlite", "postgres": "postgres", "postgresql": "postgres", "mysql": "mysql"}
+
+
+def parse_url(text: str) -> DbUrl:
+    """A db_url, checked; ValueError says what is wrong with it."""
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme.lower() not in SCHEMES:
+        raise ValueError(f"'{text}' is not a database URL: expected sqlite:///path/to/file.db, "
+                         f"postgres://user:password@host/database or mysql://user:password@host/database")
+    scheme = SCHEMES[scheme.lower()]
+    if scheme == "sqlite":
+        if not rest.startswith("/"):
+            raise ValueError(f"'{text}': an SQLite URL names an absolute path: sqlite:///path/to/file.db")
+        return DbUrl("sqlite", path=rest)
+    parts = urlsplit(text)
+    database = parts.path.lstrip("/")
+    if not parts.hostname or not database:
+        raise ValueError(f"'{text}': expected {scheme}://user:password@host[:port]/database")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"'{text}': the port is not a number from 1 to 65535") from None
+    return DbUrl(scheme, user=unquote(parts.username) if parts.username else None,
+                 password=unquote(parts.password) if parts.password is not None else None,
+                 host=parts.hostname, port=port, database=unquote(database))
+
+
+class Database:
+    """One connection to one database, made when first needed, remade when it breaks."""
+
+    def __init__(self, url: DbUrl, driver) -> None:
+        self.url = url
+        self.driver = driver
+        self.conn = None
+        self.retry_at = 0.0
+        self.last_failure = ""
+        self.in_transaction = False
+
+    # -- statements -----------------------------------------------------------------------------
+    def query(self, sql: str, params=()) -> list[tuple]:
+        with self._cursor() as cur:
+            cur.execute(self.driver.sql(sql), tuple(params))
+            return cur.fetchall()
+
+    def execute(self, sql: str, params=()) -> int:
+        """Run one statement; the number of rows it changed."""
+        with self._cursor() as cur:
+            cur.execute(self.driver.sql(sql), tuple(params))
+            return cur.rowcount
+
+    def executemany(self, sql: str, rows) -> None:
+        with self._cursor() as cur:
+            cur.executemany(self.driver.sql(sql), [tuple(r) for r in rows])
+
+    @contextmanager
+    def transaction(self):
+        """All the statements inside, or none of them."""
+        if self.in_transaction:
+            yield self
+            return
+        conn = self._connection()
+        try:
+            self.driver.begin(conn)
+            self.in_transaction = True
+            yield self
+            conn.commit()
+        except BaseException as e:
+            self.in_transaction = False
+            try:
+                conn.rollback()
+            except Exception:
+                self._drop()
+            if isinstance(e, self.driver.errors):
+                raise self._failure(e) from None
+            raise
+        finally:
+            self.in_transaction = False
+
+    def close(self) -> None:
+        self._drop()
+
+    # -- the connection -------------------------------------------------------------------------
+    @contextmanager
+    def _cursor(self):
+        conn = self._connection()
+        try:
+            cur = conn.cursor()
+        except self.driver.errors as e:
+            raise self._failure(e) from None
+        try:
+            yield cur
+        except self.driver.errors as e:
+            raise self._failure(e) from None
+        finally:
+            try:
+                cur.close()
+            except Exception:
+                pass
+
+    def _connection(self):
+        if self.conn is not None:
+            return self.conn
+        now = time.monotonic()
+        if now < self.retry_at:
+            raise DatabaseUnavailable(f"database {self.url} is unavailable: {self.last_failure}")
+        try:
+            self.conn = self.driver.connect(self.url)
+        except self.driver.errors as e:
+            self.retry_at = now + RECONNECT_INTERVAL
+            self.last_failure = _first_line(e)
+            raise DatabaseUnavailable(f"cannot connect to database {self.url}: {self.last_failure}") from None
+        return self.conn
+
+    def _failure(self, e: Exception) -> DatabaseError:
+        text = _first_line(e)
+        if self.driver.is_unavailable(e):
+            self._drop()
+            self.last_failure = text
+            self.retry_at = time.monotonic() + RECONNECT_INTERVAL
+            return DatabaseUnavailable(f"database {self.url} is unavailable: {text}")
+        return DatabaseError(f"database {self.url}: {text}")
+
+    def _drop(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip() or e.__class__.__name__
+    return text.splitlines()[0]
+
+
+def connect(url: str | DbUrl) -> Database:
+    """A Database for ``url`` (not connected yet). DatabaseError when its driver is missing."""
+    from .drivers import driver_for
+    if isinstance(url, str):
+        try:
+            url = parse_url(url)
+        except ValueError as e:
+            raise DatabaseError(str(e)) from None
+    return Database(url, driver_for(url))

@@ -1,0 +1,101 @@
+"""usrloc: the location service, the bindings of addresses of record to contacts that the
+registrar module saves and looks up (OpenSER's usrloc). store.py says where they live per
+``db_mode``; this file is the module: its parameters, and its part in the master and workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ...db import DEFAULT_URL, DatabaseError, parse_url
+from ...script.exports import ModParam, ModuleExports, ModuleInitError
+from . import store
+from .store import Binding, Location
+
+__all__ = ["Binding", "Location", "aor_of", "location"]
+
+_cache_path: str | None = None      # the shared file the master made (inherited by the workers)
+_location: Location | None = None   # this process's
+
+
+def location() -> Location:
+    """This worker's Location (the registrar's and management commands' way in)."""
+    if _location is None:
+        raise DatabaseError("usrloc is not started in this process")
+    return _location
+
+
+def aor_of(uri, use_domain: bool) -> tuple[str, str]:
+    """The key of an address of record: (user, domain) -- domain "" without use_domain."""
+    user = uri.user or ""
+    return (user, uri.host.lower()) if use_domain else (user, "")
+
+
+def _params(config) -> dict:
+    return config.modparams.get("usrloc", {})
+
+
+def db_url_of(config) -> str:
+    return _params(config).get("db_url") or DEFAULT_URL
+
+
+def mod_init(config) -> None:
+    global _cache_path
+    params = _params(config)
+    mode = params["db_mode"]
+    _cache_path = store.new_cache_path() if mode != 3 else None
+    try:
+        parse_url(db_url_of(config))
+        loaded = store.prepare(mode, db_url_of(config), _cache_path, time.time())
+    except (DatabaseError, ValueError) as e:
+        raise ModuleInitError(str(e)) from None
+    if loaded:
+        logging.getLogger("pyproxy").info(f"usrloc: {loaded} binding(s) loaded from {parse_url(db_url_of(config))}")
+
+
+def child_init(index: int, runtime, config) -> None:
+    global _location
+    params = _params(config)
+    _location = Location(params["db_mode"], db_url_of(config), _cache_path)
+    if index == 0:      # one worker keeps the table clean (and writes back in db_mode 2)
+        interval = params["timer_interval"]
+
+        def tick():
+            try:
+                _location.expire(time.time())
+                _location.flush(time.time())
+            except DatabaseError as e:
+                runtime.log(logging.WARNING, f"usrloc: {e}")
+            runtime.call_later(interval, tick)
+
+        runtime.call_later(interval, tick)
+
+
+def mod_destroy(config) -> None:
+    if _params(config)["db_mode"] == 2 and _cache_path is not None:
+        final = Location(2, db_url_of(config), _cache_path)
+        try:
+            flushed = final.flush(time.time())
+            logging.getLogger("pyproxy").info(f"usrloc: {flushed} address(es) of record written back")
+        finally:
+            final.close()
+    store.remove_cache(_cache_path)
+
+
+EXPORTS = ModuleExports(
+    name="usrloc",
+    doc="The location service: contacts of registered users.",
+    mod_init=mod_init,
+    child_init=child_init,
+    mod_destroy=mod_destroy,
+    params=(
+        ModParam("db_url", str, "", f"The database of the location table; empty: the default database "
+                                    f"({DEFAULT_URL})."),
+        ModParam("db_mode", int, 0, "0: in memory only; 1: write-through; 2: write-back every "
+                                    "timer_interval; 3: database only.", 0, 3),
+        ModParam("timer_interval", int, 60, "Seconds between removals of expired contacts (and "
+                                            "write-backs in db_mode 2).", 1, 3600),
+        ModParam("use_domain", int, 0, "1: the address of record is user@domain; 0: the user alone.", 0, 1),
+    ),
+)

@@ -1,0 +1,209 @@
+"""Where the bindings live, per ``db_mode``, behind one interface (``Location``).
+
+Every worker must see every registration, and a registration must outlive the worker that took
+it. So the "memory" of OpenSER's usrloc is here a small SQLite database in a shared-memory file
+(``/dev/shm``): all workers open it, SQLite's locking serialises their changes, and a worker that
+dies mid-write leaves it consistent. The master makes it empty at start (loaded from the database
+in db_mode 1 and 2) and removes it at stop.
+
+- db_mode 0: the shared file only; registrations end with the server.
+- db_mode 1 (write-through): each change goes to the database in the same step; if the database
+  refuses, the change is not made and the REGISTER gets a 500.
+- db_mode 2 (write-back): changes mark their AOR dirty; the first worker writes dirty AORs to the
+  database every ``timer_interval`` seconds, and the master once more at stop.
+- db_mode 3 (database only): no shared file; every worker reads and writes the database
+  (several proxies may share it).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import tempfile
+from dataclasses import dataclass
+
+from ...db import Database, DatabaseError, connect, schema
+
+COLUMNS = ("contact", "expires", "q", "callid", "cseq", "received", "path", "socket", "user_agent",
+           "flags", "cflags", "methods", "last_modified")
+SELECT = ", ".join(COLUMNS)
+INSERT = (f"INSERT INTO location (username, domain, {SELECT}) "
+          f"VALUES ({', '.join('?' * (len(COLUMNS) + 2))})")
+DIRTY_TABLE = "CREATE TABLE IF NOT EXISTS location_dirty (username TEXT NOT NULL, domain TEXT NOT NULL, " \
+              "PRIMARY KEY (username, domain))"
+
+
+@dataclass(slots=True)
+class Binding:
+    """One Contact of an address of record (RFC 3261 10.2)."""
+    contact: str                # the Contact URI, as registered
+    expires: int                # when it ends (Unix time)
+    q: float = 1.0
+    callid: str = ""
+    cseq: int = 0
+    received: str | None = None     # sip:ip:port;transport=t -- where the REGISTER came from
+    path: str | None = None         # RFC 3327 Path, comma-separated
+    socket: str | None = None       # proto:ip:port of the socket it came in on
+    user_agent: str = ""
+    flags: int = 0
+    cflags: int = 0
+    methods: int | None = None
+    last_modified: int = 0
+
+    def row(self) -> tuple:
+        return (self.contact, db_time(self.expires), self.q, self.callid, self.cseq, self.received, self.path,
+                self.socket, self.user_agent, self.flags, self.cflags, self.methods, db_time(self.last_modified))
+
+    @classmethod
+    def from_row(cls, row) -> Binding:
+        b = cls(*row)
+        b.expires, b.last_modified, b.q, b.cseq = unix_time(b.expires), unix_time(b.last_modified), float(b.q), int(b.cseq)
+        return b
+
+
+def db_time(t: float) -> str:
+    return datetime.datetime.fromtimestamp(int(t), datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def unix_time(value) -> int:
+    if isinstance(value, str):
+        value = datetime.datetime.strptime(value[:19], "%Y-%m-%d %H:%M:%S")
+    return int(value.replace(tzinfo=datetime.UTC).timestamp())
+
+
+class Bindings:
+    """The location table of one SQL database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def get(self, aor: tuple[str, str], now: float) -> list[Binding]:
+        rows = self.db.query(f"SELECT {SELECT} FROM location WHERE username = ? AND domain = ? AND expires > ?",
+                             (*aor, db_time(now)))
+        return [Binding.from_row(r) for r in rows]
+
+    def replace(self, aor: tuple[str, str], bindings: list[Binding]) -> None:
+        """The AOR's bindings become ``bindings`` (inside the caller's transaction)."""
+        self.db.execute("DELETE FROM location WHERE username = ? AND domain = ?", aor)
+        if bindings:
+            self.db.executemany(INSERT, [(*aor, *b.row()) for b in bindings])
+
+    def all(self, now: float) -> dict[tuple[str, str], list[Binding]]:
+        out: dict[tuple[str, str], list[Binding]] = {}
+        for row in self.db.query(f"SELECT username, domain, {SELECT} FROM location WHERE expires > ? "
+                                 f"ORDER BY username, domain", (db_time(now),)):
+            out.setdefault((row[0], row[1]), []).append(Binding.from_row(row[2:]))
+        return out
+
+    def expire(self, now: float) -> int:
+        return self.db.execute("DELETE FROM location WHERE expires <= ?", (db_time(now),))
+
+
+class Location:
+    """usrloc's bindings for one process, wherever db_mode keeps them."""
+
+    def __init__(self, mode: int, db_url: str, cache_path: str | None) -> None:
+        self.mode = mode
+        self.db = connect(db_url) if mode else None
+        self.cache = connect(f"sqlite://{cache_path}") if mode != 3 else None
+        self.store = Bindings(self.db if mode == 3 else self.cache)
+        self.backing = Bindings(self.db) if mode in (1, 2) else None
+
+    def lookup(self, aor: tuple[str, str], now: float) -> list[Binding]:
+        return self.store.get(aor, now)
+
+    def change(self, aor: tuple[str, str], now: float, update):
+        """Run ``update(current bindings)`` -> (new bindings or None for no change, result) as one
+        step that no other worker interleaves with; the result."""
+        with self.store.db.transaction():
+            new, result = update(self.store.get(aor, now))
+            if new is not None:
+                self.store.replace(aor, new)
+                if self.mode == 1:          # the database first: if it refuses, nothing changed
+                    with self.db.transaction():
+                        self.backing.replace(aor, new)
+                elif self.mode == 2:
+                    self.cache.execute("INSERT OR IGNORE INTO location_dirty (username, domain) VALUES (?, ?)", aor)
+        return result
+
+    def remove(self, aor: tuple[str, str], now: float) -> int:
+        """Remove every binding of ``aor``; how many there were."""
+        return self.change(aor, now, lambda current: ([], len(current)))
+
+    def all(self, now: float) -> dict:
+        return self.store.all(now)
+
+    def expire(self, now: float) -> int:
+        """Forget what has expired (the first worker, every timer_interval)."""
+        count = self.store.expire(now)
+        if self.mode == 1:
+            self.backing.expire(now)
+        return count
+
+    def flush(self, now: float) -> int:
+        """db_mode 2: write the AORs changed since the last flush to the database."""
+        if self.mode != 2:
+            return 0
+        dirty = self.cache.query("SELECT username, domain FROM location_dirty")
+        for aor in dirty:
+            with self.cache.transaction():
+                bindings = self.store.get(aor, now)
+                with self.db.transaction():
+                    self.backing.replace(aor, bindings)
+                self.cache.execute("DELETE FROM location_dirty WHERE username = ? AND domain = ?", aor)
+        if dirty:
+            self.backing.expire(now)
+        return len(dirty)
+
+    def close(self) -> None:
+        for db in (self.db, self.cache):
+            if db is not None:
+                db.close()
+
+
+def new_cache_path() -> str:
+    folder = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    return os.path.join(folder, f"pyproxy-{os.getpid()}-location.db")
+
+
+def prepare(mode: int, db_url: str, cache_path: str | None, now: float) -> int:
+    """In the master, before fork: check the database, make the shared file and fill it from the
+    database (db_mode 1, 2). The number of bindings loaded. DatabaseError says what failed."""
+    if mode:
+        db = connect(db_url)
+        try:
+            if db.url.scheme == "sqlite" and not os.path.exists(db.url.path):
+                schema.create(db)   # the embedded database is made on first start
+            schema.require(db, ["location"])
+            loaded = Bindings(db).all(now) if mode in (1, 2) else {}
+        finally:
+            db.close()
+    else:
+        loaded = {}
+    if cache_path is None:
+        return 0
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(cache_path + suffix):
+            os.unlink(cache_path + suffix)
+    cache = connect(f"sqlite://{cache_path}")
+    try:
+        schema.create(cache, ["location"])
+        cache.execute(DIRTY_TABLE)
+        bindings = Bindings(cache)
+        with cache.transaction():
+            for aor, items in loaded.items():
+                bindings.replace(aor, items)
+    finally:
+        cache.close()
+    return sum(map(len, loaded.values()))
+
+
+def remove_cache(cache_path: str | None) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.unlink(cache_path + suffix)
+        except (OSError, TypeError):
+            pass
+
+
+__all__ = ["Binding", "DatabaseError", "Location", "new_cache_path", "prepare", "remove_cache"]

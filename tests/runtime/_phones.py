@@ -1,0 +1,110 @@
+"""Raw-socket SIP phones for the registrar and auth tests: a UDP or TCP endpoint that sends
+REGISTERs and INVITEs and reads what the proxy sends it, with bounded waits."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+from ._harness import LOOP, read_tcp_message, status_of, tcp_connect, udp_socket
+
+
+class Phone:
+    """A SIP endpoint on 127.0.0.1 over UDP (its own socket) or TCP (one connection)."""
+
+    def __init__(self, proxy_port: int, proto: str = "udp", user: str = "alice", domain: str = LOOP):
+        self.proxy_port, self.proto, self.user, self.domain = proxy_port, proto, user, domain
+        self.sock = udp_socket(5.0) if proto == "udp" else tcp_connect(proxy_port, 5.0)
+        self.port = self.sock.getsockname()[1]
+        self.buf = bytearray()
+        self.call_id = f"{uuid.uuid4().hex[:16]}@{LOOP}"
+        self.cseq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    # -- sending ------------------------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        if self.proto == "udp":
+            self.sock.sendto(data, (LOOP, self.proxy_port))
+        else:
+            self.sock.sendall(data)
+
+    def request(self, method: str, ruri: str, headers: str = "", to: str | None = None,
+                call_id: str | None = None, body: str = "") -> bytes:
+        self.cseq += 1
+        return (f"{method} {ruri} SIP/2.0\r\n"
+                f"Via: SIP/2.0/{self.proto.upper()} {LOOP}:{self.port};branch=z9hG4bK{uuid.uuid4().hex[:16]};rport\r\n"
+                "Max-Forwards: 70\r\n"
+                f"From: <sip:{self.user}@{self.domain}>;tag={uuid.uuid4().hex[:8]}\r\n"
+                f"To: <{to or f'sip:{self.user}@{self.domain}'}>\r\n"
+                f"Call-ID: {call_id or self.call_id}\r\n"
+                f"CSeq: {self.cseq} {method}\r\n"
+                f"{headers}"
+                f"Content-Length: {len(body)}\r\n\r\n{body}").encode()
+
+    def register(self, contact: str | None = "default", expires: int | None = None, headers: str = "",
+                 to: str | None = None) -> bytes | None:
+        """REGISTER (this phone's own Contact by default; None: a query) and its final reply."""
+        if contact == "default":
+            contact = f"<sip:{self.user}@{LOOP}:{self.port};transport={self.proto}>"
+        extra = (f"Contact: {contact}\r\n" if contact else "") + \
+                (f"Expires: {expires}\r\n" if expires is not None else "") + headers
+        self.send(self.request("REGISTER", f"sip:{self.domain}", extra, to=to))
+        return self.final()
+
+    # -- receiving ----------------------------------------------------------------------------
+    def receive(self, timeout: float = 5.0) -> bytes | None:
+        deadline = time.monotonic() + timeout
+        if self.proto != "udp":
+            return read_tcp_message(self.sock, deadline, self.buf)
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recvfrom(65535)[0]
+        except TimeoutError:
+            return None
+
+    def final(self, timeout: float = 5.0) -> bytes | None:
+        """The next final response (provisional ones skipped)."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            msg = self.receive(left)
+            if msg is None:
+                return None
+            status = status_of(msg)
+            if status is not None and status >= 200:
+                return msg
+        return None
+
+    def expect_request(self, method: str, timeout: float = 5.0) -> bytes | None:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            msg = self.receive(left)
+            if msg is None:
+                return None
+            if msg.startswith(method.encode() + b" "):
+                return msg
+        return None
+
+    def answer(self, request: bytes, status: int, reason: str) -> None:
+        """Reply to a request the proxy sent us (Vias, From, To, Call-ID, CSeq copied)."""
+        head = request.split(b"\r\n\r\n", 1)[0].decode()
+        keep = [line for line in head.split("\r\n")[1:]
+                if re.match(r"(?i)(via|from|to|call-id|cseq)\s*:", line)]
+        keep = [line + ";tag=callee" if re.match(r"(?i)to\s*:", line) else line for line in keep]
+        self.send((f"SIP/2.0 {status} {reason}\r\n" + "\r\n".join(keep) + "\r\nContent-Length: 0\r\n\r\n").encode())
+
+
+def contacts(reply: bytes) -> list[str]:
+    """The Contact values of a reply, one per header line."""
+    return re.findall(rb"(?im)^(?:contact|m)\s*:\s*(.+?)\r?$", reply.split(b"\r\n\r\n")[0])
+
+
+def header(msg: bytes, name: str) -> str | None:
+    m = re.search(rf"(?im)^{name}\s*:\s*(.+?)\r?$".encode(), msg.split(b"\r\n\r\n")[0])
+    return m.group(1).decode() if m else None
+
+
+def first_line(msg: bytes) -> str:
+    return msg.split(b"\r\n", 1)[0].decode()

@@ -1,0 +1,193 @@
+"""The registrar end to end: phones (raw sockets) register to a real pyproxy and are called
+through it, over UDP and TCP; registrations are shared by the workers, outlive a killed worker,
+and outlive a restart when kept in SQLite, PostgreSQL or MariaDB; bad REGISTERs get their 4xx."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from database.fresh import BACKENDS, fresh_database
+
+from pyproxy.db import connect
+
+from ._harness import LOOP, status_of
+from ._phones import Phone, contacts, first_line, header
+
+ROUTE = """
+loadmodule "tm"
+loadmodule "usrloc"
+loadmodule "registrar"
+modparam("usrloc", "db_mode", {mode})
+modparam("usrloc", "db_url", "{url}")
+modparam("usrloc", "timer_interval", 1)
+modparam("registrar", "max_contacts", 5)
+route {{
+    if (method=="OPTIONS" && uri==myself && $rU==$null) {{ sl_send_reply("200", "OK"); exit; }}
+    if (method=="REGISTER") {{ save("location"); exit; }}
+    if (!lookup("location")) {{ sl_send_reply("404", "Not Found"); exit; }}
+    t_relay();
+}}
+"""
+
+
+def start(proxy_factory, tmp_path, mode=0, url=None, children=2):
+    url = url or f"sqlite://{tmp_path}/location.db"
+    return proxy_factory(children=children, route=ROUTE.format(mode=mode, url=url))
+
+
+def db_init(url: str) -> None:
+    """What an operator runs once for a database server: pyproxyctl db init."""
+    done = subprocess.run([sys.executable, "-m", "pyproxy.ctl", "--db-url", url, "db", "init"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture
+def phones():
+    made = []
+
+    def make(*args, **kw):
+        made.append(Phone(*args, **kw))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.close()
+
+
+def call(caller: Phone, callee: Phone, user: str = "alice"):
+    """caller INVITEs user@proxy; callee must get it and answers 486: the caller gets the 486."""
+    caller.send(caller.request("INVITE", f"sip:{user}@{LOOP}:{caller.proxy_port}", to=f"sip:{user}@{LOOP}",
+                               call_id=f"call-{time.monotonic_ns()}"))
+    invite = callee.expect_request("INVITE")
+    assert invite is not None, "the INVITE did not reach the registered phone"
+    callee.answer(invite, 486, "Busy Here")
+    final = caller.final()
+    assert final is not None and status_of(final) == 486, final
+    return invite
+
+
+@pytest.mark.parametrize("proto", ["udp", "tcp"])
+def test_a_registered_phone_is_called_where_it_registered_from(proxy_factory, tmp_path, phones, proto):
+    proxy = start(proxy_factory, tmp_path)
+    alice = phones(proxy.port, proto)
+    # a Contact that names nothing listening: only the address the REGISTER came from reaches her
+    ok = alice.register(f"<sip:alice@{LOOP}:9;transport={proto}>", expires=300)
+    assert status_of(ok) == 200, ok
+    assert contacts(ok) == [f"<sip:alice@{LOOP}:9;transport={proto}>;expires=300".encode()]
+    invite = call(phones(proxy.port, "udp", user="bob"), alice)
+    assert first_line(invite) == f"INVITE sip:alice@{LOOP}:9;transport={proto} SIP/2.0"
+
+
+def test_query_refresh_and_unregister(proxy_factory, tmp_path, phones):
+    proxy = start(proxy_factory, tmp_path)
+    alice = phones(proxy.port)
+    assert status_of(alice.register("<sip:alice@10.0.0.1>;expires=120")) == 200
+    assert status_of(alice.register("<sip:alice@10.0.0.2>;q=0.5", expires=600)) == 200
+    listed = alice.register(None)
+    assert sorted(contacts(listed)) == [b"<sip:alice@10.0.0.1>;expires=120", b"<sip:alice@10.0.0.2>;expires=600;q=0.5"]
+    assert status_of(alice.register("*", expires=0)) == 200
+    assert contacts(alice.register(None)) == []
+    bob = phones(proxy.port, user="bob")
+    bob.send(bob.request("INVITE", f"sip:alice@{LOOP}", to=f"sip:alice@{LOOP}"))
+    assert status_of(bob.final()) == 404
+
+
+def test_every_worker_sees_every_registration_and_a_killed_worker_loses_none(proxy_factory, tmp_path, phones):
+    proxy = start(proxy_factory, tmp_path, children=4)
+    for n in range(8):          # Call-IDs spread over the four workers
+        assert status_of(phones(proxy.port, user=f"u{n}").register(f"<sip:u{n}@10.0.0.{n}>")) == 200
+    worker = proxy.workers()[1]
+    os.kill(worker, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while proxy.workers().get(1) in (None, worker):
+        assert time.monotonic() < deadline, "worker 1 was not respawned\n" + proxy.tail()
+        time.sleep(0.1)
+    for n in range(8):
+        listed = phones(proxy.port, user=f"u{n}").register(None)
+        assert contacts(listed) == [f"<sip:u{n}@10.0.0.{n}>;expires=3600".encode()], (n, listed)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", [1, 2, 3])
+def test_registrations_survive_a_restart_in_a_database(proxy_factory, tmp_path, phones, backend, mode):
+    with fresh_database(backend, tmp_path) as url:
+        if backend != "sqlite":     # the embedded database is made at first start; a server's is not
+            db_init(url)
+        proxy = start(proxy_factory, tmp_path, mode, url)
+        assert status_of(phones(proxy.port).register("<sip:alice@10.0.0.1:5060>", expires=900)) == 200
+        assert status_of(phones(proxy.port, user="o'hara").register("<sip:x@10.0.0.9>")) == 200
+        assert proxy.stop() == 0
+        rows = connect(url).query("SELECT username, contact FROM location ORDER BY username")
+        assert [tuple(r) for r in rows] == [("alice", "sip:alice@10.0.0.1:5060"), ("o'hara", "sip:x@10.0.0.9")]
+        again = start(proxy_factory, tmp_path, mode, url)
+        listed = phones(again.port).register(None)
+        assert len(contacts(listed)) == 1 and contacts(listed)[0].startswith(b"<sip:alice@10.0.0.1:5060>;expires=")
+        again.stop()
+
+
+def test_expired_contacts_are_gone(proxy_factory, tmp_path, phones):
+    proxy = proxy_factory(children=2, route=ROUTE.format(mode=0, url="") .replace(
+        'modparam("registrar", "max_contacts", 5)', 'modparam("registrar", "min_expires", 1)'))
+    alice = phones(proxy.port)
+    assert status_of(alice.register("<sip:alice@10.0.0.1>", expires=1)) == 200
+    deadline = time.monotonic() + 10
+    while contacts(alice.register(None)):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+
+
+@pytest.mark.parametrize("what, extra, status", [
+    ("too many contacts", "".join(f"Contact: <sip:a@10.0.{i // 250}.{i % 250}>\r\n" for i in range(1000)), 403),
+    ("a Contact without a host", "Contact: <sip:alice@>\r\n", 400),
+    ("an Expires past 2**32-1", "Contact: <sip:alice@10.0.0.1>\r\nExpires: 99999999999\r\n", 400),
+    ("a too brief expiry", "Contact: <sip:alice@10.0.0.1>;expires=5\r\n", 423),
+    ("a star with Expires", "Contact: *\r\nExpires: 60\r\n", 400),
+    ("a bad q", "Contact: <sip:alice@10.0.0.1>;q=7\r\n", 400),
+])
+def test_bad_registers_get_their_4xx_and_write_nothing(proxy_factory, tmp_path, phones, what, extra, status):
+    proxy = start(proxy_factory, tmp_path)
+    alice = phones(proxy.port)
+    reply = alice.register(None, headers=extra)
+    assert status_of(reply) == status, (what, reply)
+    if status == 423:
+        assert header(reply, "Min-Expires") == "60"
+    assert contacts(alice.register(None)) == []
+    assert proxy.answers() == (200, 200)
+
+
+def test_sql_metacharacters_in_a_user_are_stored_as_they_are(proxy_factory, tmp_path, phones):
+    proxy = start(proxy_factory, tmp_path, 3)
+    user = "x'%3B--"
+    evil = phones(proxy.port, user=user)
+    assert status_of(evil.register("<sip:evil@10.0.0.1>")) == 200
+    rows = connect(f"sqlite://{tmp_path}/location.db").query("SELECT username FROM location")
+    assert [r[0] for r in rows] == [user]
+
+
+def test_a_database_that_goes_away_gives_500_and_comes_back(proxy_factory, tmp_path, phones):
+    with fresh_database("postgres", tmp_path) as url:
+        db_init(url)
+        proxy = start(proxy_factory, tmp_path, 3, url)
+        alice = phones(proxy.port)
+        assert status_of(alice.register("<sip:alice@10.0.0.1>")) == 200
+        name = url.rsplit("/", 1)[1]
+        admin = connect("postgres://postgres@127.0.0.1:5432/postgres")
+        try:
+            admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+            admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ?", (name,))
+            reply = alice.register("<sip:alice@10.0.0.2>")
+            assert status_of(reply) == 500, reply
+            assert "location database" in first_line(reply)
+            admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+            deadline = time.monotonic() + 15
+            while status_of(alice.register("<sip:alice@10.0.0.2>")) != 200:
+                assert time.monotonic() < deadline, proxy.tail()
+                time.sleep(0.3)
+        finally:
+            admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+            admin.close()
+        assert "database" in proxy.log() and proxy.alive()
