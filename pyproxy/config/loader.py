@@ -172,6 +172,12 @@ def _modparams(modules: dict[str, ModuleExports], failed: set[str], items: list[
                 errors.add(v.pos, f"modparam: parameter '{param.name}' of module '{name}' is a string, "
                                   f"found {v.describe()} (quote it)")
                 continue
+            if param.check is not None:
+                try:
+                    param.check(v.text)
+                except ValueError as e:
+                    errors.add(v.pos, f"modparam: parameter '{param.name}' of module '{name}': {e}")
+                    continue
             values[name][param.name] = v.text
     return values
 

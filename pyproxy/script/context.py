@@ -84,7 +84,7 @@ class Runtime(Protocol):
 
 class ScriptContext:
     __slots__ = ("msg", "rcv", "runtime", "flags", "avps", "route_type", "dropped", "last_error",
-                 "dst_uri", "branches", "record_route", "tm")
+                 "dst_uri", "branches", "record_route", "tm", "auth")
 
     def __init__(self, msg, rcv: ReceiveInfo, runtime: Runtime, route_type=None):
         self.msg = msg
@@ -99,3 +99,4 @@ class ScriptContext:
         self.branches: list | None = None   # append_branch(): more (uri, dst_uri) targets for t_relay
         self.record_route = None            # rr's record_route(): Record-Route values made when it leaves
         self.tm = None                      # tm's state for this message (armed routes, transaction)
+        self.auth = None                    # auth's: the credentials authorize() accepted

@@ -64,6 +64,7 @@ class ModParam:
     doc: str
     low: int | None = None      # bounds of a number
     high: int | None = None
+    check: Callable[[str], None] | None = None     # a string's check: ValueError says what is expected
 
 
 @dataclass(frozen=True)

@@ -256,6 +256,17 @@ class Message:
             added[:] = kept
         return count
 
+    def remove_header_line(self, name: str, nth: int) -> bool:
+        """Remove the ``nth`` (0-based) received line of header ``name``; False when there is none."""
+        key = canonical(name)
+        lines = [i for i, n in enumerate(self._names) if n == key]
+        if nth >= len(lines):
+            return False
+        edits = self._ed()
+        edits.drop.add(lines[nth])
+        edits.subst.pop(lines[nth], None)
+        return True
+
     def replace_header(self, name: str, value: str) -> None:
         """Put ``name: value`` in place of the first ``name`` header and remove the others."""
         entry = header_line(name, value)

@@ -3,6 +3,7 @@ REGISTERs and INVITEs and reads what the proxy sends it, with bounded waits."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 import uuid
@@ -108,3 +109,31 @@ def header(msg: bytes, name: str) -> str | None:
 
 def first_line(msg: bytes) -> str:
     return msg.split(b"\r\n", 1)[0].decode()
+
+
+def challenges(reply: bytes, header_name: str = "WWW-Authenticate") -> list[dict]:
+    """The digest challenges of a 401/407, as dicts (realm, nonce, algorithm, qop, stale)."""
+    out = []
+    for value in re.findall(rf"(?im)^{header_name}\s*:\s*Digest\s+(.+?)\r?$".encode(), reply.split(b"\r\n\r\n")[0]):
+        params = dict(re.findall(r'(\w+)="?([^",]*)"?', value.decode()))
+        out.append({k.lower(): v for k, v in params.items()})
+    return out
+
+
+def credentials(challenge: dict, method: str, uri: str, user: str, password: str, nc: int = 1,
+                header: str = "Authorization", algorithm: str | None = None) -> str:
+    """The header line answering ``challenge`` (RFC 2617 / RFC 7616)."""
+    algorithm = algorithm or challenge.get("algorithm", "MD5")
+    h = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}[algorithm]
+    realm, nonce = challenge["realm"], challenge["nonce"]
+    ha1 = h(f"{user}:{realm}:{password}".encode()).hexdigest()
+    ha2 = h(f"{method}:{uri}".encode()).hexdigest()
+    extra = ""
+    if challenge.get("qop"):
+        cnonce = "0a4f113b"
+        response = h(f"{ha1}:{nonce}:{nc:08x}:{cnonce}:auth:{ha2}".encode()).hexdigest()
+        extra = f', qop=auth, nc={nc:08x}, cnonce="{cnonce}"'
+    else:
+        response = h(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()
+    return (f'{header}: Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{uri}", '
+            f'response="{response}", algorithm={algorithm}{extra}\r\n')

@@ -1,0 +1,135 @@
+"""auth_db: digest authentication against the subscriber table (OpenSER's auth_db module):
+``www_authorize(realm, table)`` and ``proxy_authorize(realm, table)``.
+
+With ``calculate_ha1=1`` the HA1 is computed from the clear-text ``password_column`` (as the
+manual's Example 1-14 has it); otherwise it is read: ``password_column`` (``ha1``) for MD5,
+``password_column_2`` (``ha1b``) for user names holding a domain, ``sha256_column``
+(``ha1_sha256``) for SHA-256. A database that fails answers 500 and ends the script.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from ..db import DEFAULT_URL, Database, DatabaseError, connect
+from ..script.exports import FixupError, Function, ModParam, ModuleExports, ModuleInitError, RouteType
+from ..script.fixups import text
+from .auth import authorize
+from .auth.digest import ha1
+from .sl import send_reply
+
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+_db: Database | None = None
+
+
+def _check_identifier(value: str) -> None:
+    if not IDENTIFIER.fullmatch(value):
+        raise ValueError(f"expected a table or column name (letters, digits, _), found \"{value}\"")
+
+
+def www_authorize(ctx, realm, table, params):
+    return _authorize(ctx, realm, table, params, "www")
+
+
+def proxy_authorize(ctx, realm, table, params):
+    return _authorize(ctx, realm, table, params, "proxy")
+
+
+def _authorize(ctx, realm, table, params, kind):
+    try:
+        return authorize(ctx, realm, kind, lambda user, r, algorithm: find_ha1(table, params, user, r, algorithm, ctx))
+    except DatabaseError as e:
+        ctx.runtime.log(logging.ERROR, f"{kind}_authorize(): {e}")
+        send_reply(ctx, 500, "Server Internal Error (subscriber database)")
+        return 0
+
+
+def find_ha1(table: str, params: dict, user: str, realm: str, algorithm: str, ctx) -> str | None:
+    if params["calculate_ha1"]:
+        column = params["password_column"]
+    elif algorithm == "SHA-256":
+        column = params["sha256_column"]
+    else:
+        column = params["password_column_2"] if "@" in user else params["password_column"]
+    sql = f"SELECT {column} FROM {table} WHERE {params['user_column']} = ?"
+    args = [user]
+    if params["use_domain"]:
+        sql += f" AND {params['domain_column']} = ?"
+        args.append(realm)
+    rows = database(params).query(sql, args)
+    if not rows:
+        return None
+    value = rows[0][0] or ""
+    if params["calculate_ha1"]:
+        return ha1(algorithm, user, realm, value)
+    if not value:
+        ctx.runtime.log(logging.WARNING, f"subscriber {user}: no {column} stored for {algorithm} "
+                                         f"(pyproxyctl passwd sets every HA1)")
+        return None
+    return value.lower()
+
+
+def database(params: dict) -> Database:
+    global _db
+    if _db is None:
+        _db = connect(params["db_url"] or DEFAULT_URL)
+    return _db
+
+
+def mod_init(config) -> None:
+    from ..db import schema
+    params = config.modparams["auth_db"]
+    try:
+        db = connect(params["db_url"] or DEFAULT_URL)
+        try:
+            if db.url.scheme == "sqlite":
+                schema.create(db)       # the embedded database is made on first start
+            schema.require(db, ["subscriber"])
+        finally:
+            db.close()
+    except DatabaseError as e:
+        raise ModuleInitError(str(e)) from None
+
+
+def child_init(index, runtime, config) -> None:
+    global _db
+    _db = None          # each process connects on its own, after fork
+
+
+def _fixup(args, env):
+    table = text(args[1], 1)
+    if not IDENTIFIER.fullmatch(table):
+        raise FixupError(f'expected a table name, found "{table}"', 1)
+    return text(args[0], 0), table, env.modparams.get("auth_db", {})
+
+
+REQUEST = RouteType.REQUEST | RouteType.FAILURE
+
+EXPORTS = ModuleExports(
+    name="auth_db",
+    doc="Digest authentication against a database of subscribers.",
+    depends=("auth",),
+    mod_init=mod_init,
+    child_init=child_init,
+    params=(
+        ModParam("db_url", str, "", f"The subscribers' database; empty: the default ({DEFAULT_URL})."),
+        ModParam("user_column", str, "username", "The user name column.", check=_check_identifier),
+        ModParam("domain_column", str, "domain", "The domain (realm) column.", check=_check_identifier),
+        ModParam("password_column", str, "ha1", "The HA1 column, or the password column with calculate_ha1=1.",
+                 check=_check_identifier),
+        ModParam("password_column_2", str, "ha1b", "The HA1 of user names that hold a domain (user@domain).",
+                 check=_check_identifier),
+        ModParam("sha256_column", str, "ha1_sha256", "The SHA-256 HA1 column (RFC 7616).",
+                 check=_check_identifier),
+        ModParam("calculate_ha1", int, 0, "1: password_column holds clear-text passwords.", 0, 1),
+        ModParam("use_domain", int, 0, "1: match the realm against domain_column too.", 0, 1),
+    ),
+    functions=(
+        Function("www_authorize", www_authorize, (2,), "Check the REGISTER's credentials: (realm, table).",
+                 _fixup, REQUEST),
+        Function("proxy_authorize", proxy_authorize, (2,), "Check a request's proxy credentials: (realm, table).",
+                 _fixup, REQUEST),
+    ),
+)
