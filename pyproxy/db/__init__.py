@@ -77,6 +77,12 @@ def parse_url(text: str) -> DbUrl:
                  host=parts.hostname, port=port, database=unquote(database))
 
 
+def check_url(text: str) -> None:
+    """A modparam check: an empty db_url (the default database) or a valid one."""
+    if text:
+        parse_url(text)
+
+
 class Database:
     """One connection to one database, made when first needed, remade when it breaks."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 
-from ..db import DEFAULT_URL, Database, DatabaseError, connect
+from ..db import DEFAULT_URL, Database, DatabaseError, check_url, connect
 from ..script.exports import FixupError, Function, ModParam, ModuleExports, ModuleInitError, RouteType
 from ..script.fixups import text
 from .auth import authorize
@@ -114,7 +114,8 @@ EXPORTS = ModuleExports(
     mod_init=mod_init,
     child_init=child_init,
     params=(
-        ModParam("db_url", str, "", f"The subscribers' database; empty: the default ({DEFAULT_URL})."),
+        ModParam("db_url", str, "", f"The subscribers' database; empty: the default ({DEFAULT_URL}).",
+                 check=check_url),
         ModParam("user_column", str, "username", "The user name column.", check=_check_identifier),
         ModParam("domain_column", str, "domain", "The domain (realm) column.", check=_check_identifier),
         ModParam("password_column", str, "ha1", "The HA1 column, or the password column with calculate_ha1=1.",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from ..db import DEFAULT_URL, Database, DatabaseError, connect
+from ..db import DEFAULT_URL, Database, DatabaseError, check_url, connect
 from ..script.exports import Function, ModParam, ModuleExports, RouteType
 from ..sip import SIPError
 from .auth_db import _check_identifier
@@ -94,7 +94,8 @@ EXPORTS = ModuleExports(
     doc="Checks of To, From and Request-URI users against the database.",
     child_init=child_init,
     params=(
-        ModParam("db_url", str, "", f"The subscribers' database; empty: the default ({DEFAULT_URL})."),
+        ModParam("db_url", str, "", f"The subscribers' database; empty: the default ({DEFAULT_URL}).",
+                 check=check_url),
         ModParam("db_table", str, "subscriber", "The subscriber table.", check=_check_identifier),
         ModParam("user_column", str, "username", "Its user name column.", check=_check_identifier),
         ModParam("domain_column", str, "domain", "Its domain column.", check=_check_identifier),

@@ -39,8 +39,8 @@ CASES = [
     ("unknown tls method", "tls_method=TLSv2\n", "1:12", "unknown tls_method TLSv2: expected SSLv23"),
     ("empty tls range", "tls_method=TLSv1_3-TLSv1_2\n", "1:12", "range TLSv1_3-TLSv1_2 is empty: TLSv1_3 is newer than TLSv1_2"),
     # --- modules ------------------------------------------------------------------------------
-    ("module not written", 'loadmodule "modules/usrloc/usrloc.so"\n', "1:1",
-     "module 'usrloc' (OpenSER's location service) is not available in pyproxy yet"),
+    ("module not written", 'loadmodule "modules/dialog/dialog.so"\n', "1:1",
+     "module 'dialog' (OpenSER's dialog tracking) is not available in pyproxy yet"),
     ("tm without affinity", 'children=4\ncall_affinity=no\nloadmodule "tm"\n', "2:1",
      "call_affinity=no cannot work with module 'tm'"),
     ("no such failure_route", 'loadmodule "tm"\nroute { t_on_failure("3"); t_relay(); }\n', "2:22",

@@ -32,13 +32,13 @@ def test_console_script_is_installed():
 
 def test_check_reports_every_error_with_position(tmp_path):
     cfg = tmp_path / "bad.cfg"
-    cfg.write_text('chidlren=4\nloadmodule "modules/usrloc/usrloc.so"\nloadmodule "sl"\n'
+    cfg.write_text('chidlren=4\nloadmodule "modules/dialog/dialog.so"\nloadmodule "sl"\n'
                    'route {\n  sl_send_reply("404");\n}\n')
     r = pyproxy("-c", "-f", str(cfg))
     assert r.returncode == 1
     lines = r.stderr.splitlines()
     assert lines[0] == f"{cfg}:1:1: unknown parameter 'chidlren' (did you mean 'children'?)"
-    assert lines[1] == (f"{cfg}:2:1: loadmodule: module 'usrloc' (OpenSER's location service) "
+    assert lines[1] == (f"{cfg}:2:1: loadmodule: module 'dialog' (OpenSER's dialog tracking) "
                         f"is not available in pyproxy yet")
     assert lines[2] == f"{cfg}:5:3: sl_send_reply() takes 2 arguments, found 1"
     assert lines[3] == f"pyproxy: {cfg}: 3 errors, not started"

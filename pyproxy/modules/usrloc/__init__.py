@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 
-from ...db import DEFAULT_URL, DatabaseError, parse_url
+from ...db import DEFAULT_URL, DatabaseError, check_url, parse_url
 from ...script.exports import ModParam, ModuleExports, ModuleInitError
 from . import store
 from .store import Binding, Location
@@ -91,7 +91,8 @@ EXPORTS = ModuleExports(
     mod_destroy=mod_destroy,
     params=(
         ModParam("db_url", str, "", f"The database of the location table; empty: the default database "
-                                    f"({DEFAULT_URL})."),
+                                    f"({DEFAULT_URL}).",
+                 check=check_url),
         ModParam("db_mode", int, 0, "0: in memory only; 1: write-through; 2: write-back every "
                                     "timer_interval; 3: database only.", 0, 3),
         ModParam("timer_interval", int, 60, "Seconds between removals of expired contacts (and "
