@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import hashlib
 import re
+import socket
 import time
 import uuid
 
-from ._harness import LOOP, read_tcp_message, status_of, tcp_connect, udp_socket
+from ._harness import LOOP, read_tcp_message, status_of, udp_socket
 
 
 class Phone:
     """A SIP endpoint on 127.0.0.1 over UDP (its own socket) or TCP (one connection)."""
 
-    def __init__(self, proxy_port: int, proto: str = "udp", user: str = "alice", domain: str = LOOP):
+    def __init__(self, proxy_port: int, proto: str = "udp", user: str = "alice", domain: str = LOOP,
+                 proxy_host: str = LOOP):
         self.proxy_port, self.proto, self.user, self.domain = proxy_port, proto, user, domain
-        self.sock = udp_socket(5.0) if proto == "udp" else tcp_connect(proxy_port, 5.0)
+        self.proxy_host = proxy_host
+        self.sock = udp_socket(5.0) if proto == "udp" else socket.create_connection((proxy_host, proxy_port), 5.0)
         self.port = self.sock.getsockname()[1]
         self.buf = bytearray()
         self.call_id = f"{uuid.uuid4().hex[:16]}@{LOOP}"
@@ -28,7 +31,7 @@ class Phone:
     # -- sending ------------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
         if self.proto == "udp":
-            self.sock.sendto(data, (LOOP, self.proxy_port))
+            self.sock.sendto(data, (self.proxy_host, self.proxy_port))
         else:
             self.sock.sendall(data)
 
