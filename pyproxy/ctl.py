@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import __version__
 from .certs import CertError, make_root_ca, make_user_cert
-from .db import DEFAULT_URL, DatabaseError, connect, schema, subscribers
+from .db import DEFAULT_URL, DatabaseError, connect, module_url, schema, subscribers
 from .db.subscribers import SubscriberError
 from .mi.client import DEFAULT_SOCKET, MIClientError, call_fifo, call_socket
 
@@ -186,9 +186,9 @@ def _config(args):
 def _database(args):
     if args.db_url:
         return connect(args.db_url)
-    params = _config(args).modparams
-    url = next((params[m]["db_url"] for m in DB_MODULES if params.get(m, {}).get("db_url")), DEFAULT_URL)
-    return connect(url)
+    config = _config(args)
+    module = next((m for m in DB_MODULES if config.modparams.get(m, {}).get("db_url")), None)
+    return connect(module_url(config, module) if module else DEFAULT_URL)
 
 
 def _user_and_domain(args, text: str) -> tuple[str, str]:

@@ -13,6 +13,7 @@ once a second: while the server is away each statement fails at once with ``Data
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -80,7 +81,21 @@ def parse_url(text: str) -> DbUrl:
 def check_url(text: str) -> None:
     """A modparam check: an empty db_url (the default database) or a valid one."""
     if text:
-        parse_url(text)
+        parse_url(resolve_url(text, "/"))
+
+
+def resolve_url(text: str, cfg_dir: str) -> str:
+    """``sqlite://`` followed by a relative path names a file in the config's folder, as the TLS
+    files do (pyproxy's addition to Kamailio's ``sqlite:///absolute/path``)."""
+    if text.startswith("sqlite://") and not text[len("sqlite://"):].startswith("/"):
+        return "sqlite://" + os.path.join(os.path.abspath(cfg_dir), text[len("sqlite://"):])
+    return text
+
+
+def module_url(config, module: str) -> str:
+    """The database a module uses: its db_url (resolved), else the default one."""
+    url = config.modparams.get(module, {}).get("db_url")
+    return resolve_url(url, config.cfg_dir) if url else DEFAULT_URL
 
 
 class Database:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 
-from ..db import DEFAULT_URL, Database, DatabaseError, check_url, connect
+from ..db import DEFAULT_URL, Database, DatabaseError, check_url, connect, module_url
 from ..script.exports import FixupError, Function, ModParam, ModuleExports, ModuleInitError, RouteType
 from ..script.fixups import text
 from .auth import authorize
@@ -81,8 +81,9 @@ def database(params: dict) -> Database:
 def mod_init(config) -> None:
     from ..db import schema
     params = config.modparams["auth_db"]
+    params["db_url"] = module_url(config, "auth_db")      # the workers' copy, resolved
     try:
-        db = connect(params["db_url"] or DEFAULT_URL)
+        db = connect(params["db_url"])
         try:
             if db.url.scheme == "sqlite":
                 schema.create(db)       # the embedded database is made on first start

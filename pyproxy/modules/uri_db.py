@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from ..db import DEFAULT_URL, Database, DatabaseError, check_url, connect
+from ..db import DEFAULT_URL, Database, DatabaseError, check_url, connect, module_url
 from ..script.exports import Function, ModParam, ModuleExports, RouteType
 from ..sip import SIPError
 from .auth_db import _check_identifier
@@ -78,6 +78,10 @@ def _exists(ctx, params: dict, sql: str, args: list) -> int:
         return 0
 
 
+def mod_init(config) -> None:
+    config.modparams["uri_db"]["db_url"] = module_url(config, "uri_db")    # the workers' copy, resolved
+
+
 def child_init(index, runtime, config) -> None:
     global _db
     _db = None
@@ -92,6 +96,7 @@ REQUEST = RouteType.REQUEST | RouteType.FAILURE
 EXPORTS = ModuleExports(
     name="uri_db",
     doc="Checks of To, From and Request-URI users against the database.",
+    mod_init=mod_init,
     child_init=child_init,
     params=(
         ModParam("db_url", str, "", f"The subscribers' database; empty: the default ({DEFAULT_URL}).",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 import socket
+import ssl
 import time
 import uuid
 
@@ -19,7 +20,14 @@ class Phone:
                  proxy_host: str = LOOP):
         self.proxy_port, self.proto, self.user, self.domain = proxy_port, proto, user, domain
         self.proxy_host = proxy_host
-        self.sock = udp_socket(5.0) if proto == "udp" else socket.create_connection((proxy_host, proxy_port), 5.0)
+        if proto == "udp":
+            self.sock = udp_socket(5.0)
+        else:
+            self.sock = socket.create_connection((proxy_host, proxy_port), 5.0)
+            if proto == "tls":      # a phone that trusts the proxy's certificate blindly, as many do
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+                self.sock = context.wrap_socket(self.sock)
         self.port = self.sock.getsockname()[1]
         self.buf = bytearray()
         self.call_id = f"{uuid.uuid4().hex[:16]}@{LOOP}"

@@ -19,7 +19,8 @@ import subprocess
 import sys
 
 import pytest
-from ._harness import LOOP, ROOT, Proxy, Reaper, port_in_use
+from ._harness import LOOP, ROOT, Proxy, Reaper, port_in_use, status_of
+from ._phones import Phone, challenges, credentials
 from .test_tls import tls_options
 
 FALLBACK = "pyproxy -f etc/pyproxy.cfg -D -E"
@@ -94,6 +95,39 @@ def test_shipped_config_serves_tls_on_5061_with_its_generated_certificate(shippe
     assert tls_options(TLS_PORT, ctx, "localhost") == (200, "localhost")
     served = ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate((LOOP, TLS_PORT), timeout=5))
     assert served == ssl.PEM_cert_to_DER_cert(cert.read_text())
+
+
+def test_phones_register_with_their_password_and_call_each_other(shipped):
+    """The database was made at first start (etc/pyproxy.db); pyproxyctl adds users to it; alice
+    registers over TLS, bob over UDP, both with digest (qop=auth), and bob's call reaches alice
+    over her TLS connection."""
+    proxy, folder, _ = shipped
+    cfg = folder / "etc" / "pyproxy.cfg"
+    assert (folder / "etc" / "pyproxy.db").is_file()
+    for user in ("alice", "bob"):
+        done = subprocess.run([sys.executable, "-m", "pyproxy.ctl", "-f", str(cfg), "add", user, f"{user}-pw"],
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0 and f"{user}@localhost added" in done.stdout, done.stderr
+    alice, bob = Phone(TLS_PORT, "tls", "alice", "localhost"), Phone(PORT, "udp", "bob", "localhost")
+    try:
+        for phone, port in ((alice, TLS_PORT), (bob, PORT)):
+            first = phone.register(expires=600)
+            assert status_of(first) == 401, first
+            auth = credentials(challenges(first)[0], "REGISTER", "sip:localhost", phone.user, f"{phone.user}-pw")
+            assert status_of(phone.register(expires=600, headers=auth)) == 200
+        bob.send(bob.request("INVITE", "sip:alice@localhost", to="sip:alice@localhost", call_id="shipped-1"))
+        challenge = bob.final()
+        assert status_of(challenge) == 407
+        auth = credentials(challenges(challenge, "Proxy-Authenticate")[0], "INVITE", "sip:alice@localhost",
+                           "bob", "bob-pw", header="Proxy-Authorization")
+        bob.send(bob.request("INVITE", "sip:alice@localhost", auth, to="sip:alice@localhost", call_id="shipped-1"))
+        invite = alice.expect_request("INVITE")
+        assert invite is not None, proxy.tail()
+        alice.answer(invite, 486, "Busy Here")
+        assert status_of(bob.final()) == 486
+    finally:
+        alice.close()
+        bob.close()
 
 
 def test_shipped_config_stops_with_status_0_on_sigterm(shipped):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 
-from ...db import DEFAULT_URL, DatabaseError, check_url, parse_url
+from ...db import DEFAULT_URL, DatabaseError, check_url, module_url, parse_url
 from ...script.exports import ModParam, ModuleExports, ModuleInitError
 from . import store
 from .store import Binding, Location
@@ -37,7 +37,7 @@ def _params(config) -> dict:
 
 
 def db_url_of(config) -> str:
-    return _params(config).get("db_url") or DEFAULT_URL
+    return module_url(config, "usrloc")
 
 
 def mod_init(config) -> None:
