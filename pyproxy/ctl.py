@@ -310,9 +310,42 @@ def _run_rm(args) -> list[str]:
     return [f"{user}@{domain} removed"]
 
 
+# --- ul: the registrations of a running pyproxy (through its management socket) --------------
+
+def _add_ul(commands) -> None:
+    ul = commands.add_parser("ul", help="show or remove registrations in a running pyproxy",
+                             description="The location service of a running pyproxy, through its mi_socket.")
+    ul.add_argument("-s", "--socket", default=DEFAULT_SOCKET, help=f"its mi_socket (default {DEFAULT_SOCKET})")
+    sub = ul.add_subparsers(title="ul commands", metavar="COMMAND", required=True)
+    show = sub.add_parser("show", help="every registration, or one address of record's")
+    show.add_argument("aor", metavar="AOR", nargs="?", help="USER or USER@DOMAIN")
+    show.set_defaults(run=_run_ul_show)
+    rm = sub.add_parser("rm", help="remove every contact of an address of record")
+    rm.add_argument("aor", metavar="AOR")
+    rm.set_defaults(run=_run_ul_rm)
+
+
+def _run_ul_show(args) -> list[str]:
+    if args.aor:
+        table = {args.aor: call_socket(args.socket, "ul_show_contact", [args.aor])}
+    else:
+        table = call_socket(args.socket, "ul_dump", [])
+    lines = []
+    for aor, contacts in table.items():
+        lines.append(f"{aor}: {len(contacts)} contact(s)")
+        lines += [f"  <{c['contact']}>;expires={c['expires']};q={c['q']:g}  from {c['received']} on "
+                  f"{c['socket']}" + (f"  {c['user_agent']}" if c["user_agent"] else "") for c in contacts]
+    return lines or ["no registrations"]
+
+
+def _run_ul_rm(args) -> list[str]:
+    removed = call_socket(args.socket, "ul_rm", [args.aor])["removed"]
+    return [f"{args.aor}: {removed} contact(s) removed"]
+
+
 # --- the command -----------------------------------------------------------------------------
 
-COMMANDS = (_add_tls, _add_mi, _add_db, _add_subscribers)
+COMMANDS = (_add_tls, _add_mi, _add_db, _add_subscribers, _add_ul)
 
 
 def build_parser() -> argparse.ArgumentParser:

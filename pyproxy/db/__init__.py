@@ -98,6 +98,22 @@ def module_url(config, module: str) -> str:
     return resolve_url(url, config.cfg_dir) if url else DEFAULT_URL
 
 
+def hand_over(url: str, settings) -> None:
+    """An SQLite database the master made before dropping privileges (user=, group=): the
+    workers, running as that user, must write the file, its journal, and the folder the journal
+    goes in when pyproxy made that folder."""
+    from ..runtime.process import run_as
+    from .drivers import MADE_FOLDERS
+    ids = run_as(settings.user, settings.group)
+    if ids is None or not url.startswith("sqlite://"):
+        return
+    path = url[len("sqlite://"):]
+    folder = os.path.dirname(path)
+    for name in (path, path + "-wal", path + "-shm", *(f for f in MADE_FOLDERS if f == folder)):
+        if os.path.exists(name):
+            os.chown(name, *ids)
+
+
 class Database:
     """One connection to one database, made when first needed, remade when it breaks."""
 

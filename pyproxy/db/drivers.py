@@ -8,6 +8,8 @@ import sqlite3
 
 from . import CONNECT_TIMEOUT, DatabaseError, DbUrl
 
+MADE_FOLDERS: set[str] = set()      # folders made for SQLite files (hand_over() gives them away)
+
 
 class SQLite:
     name = "SQLite"
@@ -18,7 +20,9 @@ class SQLite:
     def connect(url: DbUrl):
         folder = os.path.dirname(url.path)
         try:
-            os.makedirs(folder, mode=0o750, exist_ok=True)
+            if not os.path.isdir(folder):
+                os.makedirs(folder, mode=0o750)
+                MADE_FOLDERS.add(folder)
         except OSError as e:
             raise sqlite3.OperationalError(f"cannot make the folder {folder}: {e.strerror}") from None
         # autocommit (isolation_level=None): transactions are BEGIN IMMEDIATE, so that two workers

@@ -14,6 +14,7 @@ import time
 import psutil
 
 from .. import __version__
+from ..db import DatabaseError
 
 
 class MIError(Exception):
@@ -92,6 +93,62 @@ def tls_reload(mi, args):
         raise MIError("reload failed in some workers: " + "; ".join(failed))
     os.kill(mi.master_pid, mi.reload_signal)      # respawned workers get the new files too
     return {"reloaded": len(answers)}
+
+
+# -- the location service (usrloc) ----------------------------------------------------------
+def _location(mi):
+    if "usrloc" not in mi.config.modules:
+        raise MIError("module usrloc is not loaded")
+    from ..modules import usrloc
+    return usrloc.management_view(mi.config)
+
+
+def _aor(mi, text: str) -> tuple[str, str]:
+    use_domain = mi.config.modparams["usrloc"]["use_domain"]
+    user, _, domain = text.partition("@")
+    if not user:
+        raise MIError(f"'{text}' is not an address of record (USER or USER@DOMAIN)")
+    return (user, domain.lower()) if use_domain else (user, "")
+
+
+def _binding(b, now: float) -> dict:
+    return {"contact": b.contact, "expires": max(0, int(b.expires - now)), "q": b.q, "callid": b.callid,
+            "cseq": b.cseq, "received": b.received, "socket": b.socket, "path": b.path,
+            "user_agent": b.user_agent}
+
+
+def _aor_text(aor: tuple[str, str]) -> str:
+    return f"{aor[0]}@{aor[1]}" if aor[1] else aor[0]
+
+
+@command("ul_dump", "every registered address of record and its contacts")
+def ul_dump(mi, args):
+    now = time.time()
+    try:
+        return {_aor_text(aor): [_binding(b, now) for b in items] for aor, items in _location(mi).all(now).items()}
+    except DatabaseError as e:
+        raise MIError(str(e)) from None
+
+
+@command("ul_show_contact", "the contacts of one address of record: ul_show_contact AOR")
+def ul_show_contact(mi, args):
+    if len(args) != 1:
+        raise MIError("usage: ul_show_contact AOR")
+    now = time.time()
+    try:
+        return [_binding(b, now) for b in _location(mi).lookup(_aor(mi, args[0]), now)]
+    except DatabaseError as e:
+        raise MIError(str(e)) from None
+
+
+@command("ul_rm", "remove every contact of an address of record: ul_rm AOR")
+def ul_rm(mi, args):
+    if len(args) != 1:
+        raise MIError("usage: ul_rm AOR")
+    try:
+        return {"removed": _location(mi).remove(_aor(mi, args[0]), time.time())}
+    except DatabaseError as e:
+        raise MIError(str(e)) from None
 
 
 def run(mi, name: str, args: list[str]):

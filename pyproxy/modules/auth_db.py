@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 
-from ..db import DEFAULT_URL, Database, DatabaseError, check_url, connect, module_url
+from ..db import DEFAULT_URL, Database, DatabaseError, check_url, connect, hand_over, module_url
 from ..script.exports import FixupError, Function, ModParam, ModuleExports, ModuleInitError, RouteType
 from ..script.fixups import text
 from .auth import authorize
@@ -90,7 +90,8 @@ def mod_init(config) -> None:
             schema.require(db, ["subscriber"])
         finally:
             db.close()
-    except DatabaseError as e:
+        hand_over(params["db_url"], config.settings)
+    except (DatabaseError, OSError) as e:
         raise ModuleInitError(str(e)) from None
 
 

@@ -191,3 +191,25 @@ def test_a_database_that_goes_away_gives_500_and_comes_back(proxy_factory, tmp_p
             admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
             admin.close()
         assert "database" in proxy.log() and proxy.alive()
+
+
+def test_pyproxyctl_ul_shows_and_removes_registrations(proxy_factory, tmp_path, phones):
+    sock = tmp_path / "mi.sock"
+    proxy = proxy_factory(children=2, extra=f'mi_socket="{sock}"\n',
+                          route=ROUTE.format(mode=0, url=f"sqlite://{tmp_path}/location.db"))
+    assert status_of(phones(proxy.port).register("<sip:alice@10.0.0.1:5070>", expires=300)) == 200
+    assert status_of(phones(proxy.port, user="bob").register("<sip:bob@10.0.0.2>")) == 200
+
+    def ctl(*args):
+        done = subprocess.run([sys.executable, "-m", "pyproxy.ctl", "ul", "-s", str(sock), *args],
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+
+    shown = ctl("show")
+    assert shown[0] == "alice: 1 contact(s)" and shown[2] == "bob: 1 contact(s)"
+    assert shown[1].startswith("  <sip:alice@10.0.0.1:5070>;expires=") and "from sip:127.0.0.1:" in shown[1]
+    assert ctl("show", "bob")[0] == "bob: 1 contact(s)"
+    assert ctl("rm", "alice") == ["alice: 1 contact(s) removed"]
+    assert contacts(phones(proxy.port).register(None)) == []
+    assert ctl("show") == ["bob: 1 contact(s)", ctl("show", "bob")[1]]

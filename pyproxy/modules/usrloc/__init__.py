@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 
-from ...db import DEFAULT_URL, DatabaseError, check_url, module_url, parse_url
+from ...db import DEFAULT_URL, DatabaseError, check_url, hand_over, module_url, parse_url
 from ...script.exports import ModParam, ModuleExports, ModuleInitError
 from . import store
 from .store import Binding, Location
@@ -48,7 +48,9 @@ def mod_init(config) -> None:
     try:
         parse_url(db_url_of(config))
         loaded = store.prepare(mode, db_url_of(config), _cache_path, time.time())
-    except (DatabaseError, ValueError) as e:
+        for url in (db_url_of(config) if mode else "", f"sqlite://{_cache_path}" if _cache_path else ""):
+            hand_over(url, config.settings)
+    except (DatabaseError, ValueError, OSError) as e:
         raise ModuleInitError(str(e)) from None
     if loaded:
         logging.getLogger("pyproxy").info(f"usrloc: {loaded} binding(s) loaded from {parse_url(db_url_of(config))}")
@@ -70,6 +72,14 @@ def child_init(index: int, runtime, config) -> None:
             runtime.call_later(interval, tick)
 
         runtime.call_later(interval, tick)
+
+
+def management_view(config) -> Location:
+    """The bindings for the management process (made once there, after fork)."""
+    global _location
+    if _location is None:
+        _location = Location(_params(config)["db_mode"], db_url_of(config), _cache_path)
+    return _location
 
 
 def mod_destroy(config) -> None:

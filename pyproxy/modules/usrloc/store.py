@@ -17,8 +17,10 @@ in db_mode 1 and 2) and removes it at stop.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 
@@ -162,8 +164,24 @@ class Location:
 
 
 def new_cache_path() -> str:
+    """This master's shared file; those of masters that died without removing theirs go."""
     folder = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    for name in os.listdir(folder):
+        m = re.fullmatch(r"pyproxy-(\d+)-location\.db(-wal|-shm)?", name)
+        if m and not _running(int(m.group(1))):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, name))
     return os.path.join(folder, f"pyproxy-{os.getpid()}-location.db")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def prepare(mode: int, db_url: str, cache_path: str | None, now: float) -> int:
