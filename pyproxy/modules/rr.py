@@ -17,6 +17,7 @@ from ..config.values import Proto
 from ..script.exports import FixupError, Function, ModParam, ModuleExports, RouteType
 from ..script.fixups import text
 from ..sip import SIPError, parse_uri
+from .path import received_of
 
 REQUEST_LIKE = RouteType.REQUEST | RouteType.FAILURE | RouteType.BRANCH
 
@@ -99,11 +100,15 @@ def loose_route(ctx):
         # with the last value from the Route header field, and remove that value" (a strict
         # router sent it).
         msg.set_ruri(str(routes.pop().uri))
+    received = None
     if routes and _is_ours(runtime, routes[0].uri):
         first = routes.pop(0).uri
         # the second of a double Record-Route is ours too
         if routes and "r2" in first.params and _is_ours(runtime, routes[0].uri):
             routes.pop(0)
+        received = received_of(first)   # a Path of ours (add_path_received): where the phone is
+    if not routes and received:
+        ctx.dst_uri = received
     if routes:
         following = routes[0].uri
         if "lr" in following.params:

@@ -81,6 +81,22 @@ class Message:
             return values
         return [piece for value in values for piece in split_list(value) if piece]
 
+    def values_to_send(self, name: str) -> list[str]:
+        """The lines of ``name`` as the message would leave now: those added on top, the received
+        ones not removed (as edited), those added below. One value per line, not split."""
+        key = canonical(name)
+        edits = self._edits
+        if edits is None:
+            return [self._value(i) for i, n in enumerate(self._names) if n == key]
+
+        def added(entries):
+            return [line.split(b":", 1)[1].strip().decode("utf-8", "surrogateescape") for k, line in entries
+                    if k == key]
+        received = [edits.subst[i].split(b":", 1)[1].strip().decode("utf-8", "surrogateescape")
+                    if i in edits.subst else self._value(i)
+                    for i, n in enumerate(self._names) if n == key and i not in edits.drop]
+        return added(edits.top) + received + added(edits.bottom)
+
     def has_header(self, name: str) -> bool:
         return canonical(name) in self._names
 

@@ -251,3 +251,15 @@ def test_shallow_validation_checks_what_routing_reads():
     bad_mf = parse_message(base.format(frm="<sip:a@b>;tag=1", mf="x").encode())
     with pytest.raises(RemoteSIPError):
         bad_mf.validate(deep=False)
+
+
+def test_values_to_send_include_added_lines_and_leave_out_removed_ones():
+    from pyproxy.sip import parse_message
+    msg = parse_message(b"REGISTER sip:a SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nPath: <sip:p1;lr>\r\n"
+                        b"Path: <sip:p2;lr>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nFrom: <sip:a@h>;tag=1\r\n"
+                        b"To: <sip:a@h>\r\nContent-Length: 0\r\n\r\n")
+    assert msg.values_to_send("path") == ["<sip:p1;lr>", "<sip:p2;lr>"]
+    msg.add_header("Path", "<sip:p0;lr>", first=True)
+    msg.remove_header_line("path", 1)
+    msg.add_header("Path", "<sip:p3;lr>")
+    assert msg.values_to_send("Path") == ["<sip:p0;lr>", "<sip:p1;lr>", "<sip:p3;lr>"]

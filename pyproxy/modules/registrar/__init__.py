@@ -22,6 +22,7 @@ from ...sip import SIPError
 from ...sip.address import parse_name_addr
 from ...sip.headers import split_list
 from .. import usrloc
+from ..path import received_of
 from ..sl import send_reply
 from .rules import Limits, Refused, contact_headers, read_register, updated
 
@@ -36,7 +37,7 @@ def save(ctx, table, flags, limits: Limits, use_domain: bool, use_path: bool):
             raise Refused(400, "save() takes a REGISTER")
         aor = _aor(msg, use_domain)
         req = read_register(msg, limits)
-        path = ", ".join(msg.header_values("path")) if use_path else ""
+        path = ", ".join(msg.values_to_send("path")) if use_path else ""     # add_path()'s included
         proto = rcv.proto.value
         where = {"received": f"sip:{_hostport(rcv.src_ip, rcv.src_port)};transport={proto}",
                  "socket": f"{proto}:{_hostport(rcv.dst_ip, rcv.dst_port)}", "path": path or None,
@@ -91,9 +92,13 @@ def lookup(ctx, table, append_branches: bool, use_domain: bool):
         except SIPError as e:
             ctx.runtime.log(logging.ERROR, f"lookup(): the stored Path {first.path!r} is malformed: {e}")
             return -1
+        if _ours(ctx, hops[0].uri):     # our own Path: straight where it says the phone is
+            received = received_of(hops.pop(0).uri)
+        else:
+            received = None
         for hop in hops:            # RFC 3327 5.2: the Path becomes the request's route set
             ctx.msg.add_header("Route", str(hop))
-        ctx.dst_uri = str(hops[0].uri)
+        ctx.dst_uri = str(hops[0].uri) if hops else received or first.received
     else:
         ctx.dst_uri = first.received
     if append_branches:
@@ -101,6 +106,11 @@ def lookup(ctx, table, append_branches: bool, use_domain: bool):
         branches.extend((b.contact, b.received) for b in bindings[1:] if not b.path)
         ctx.branches = branches or None
     return 1
+
+
+def _ours(ctx, uri) -> bool:
+    default = 5061 if uri.scheme == "sips" or uri.transport == "tls" else 5060
+    return bool(uri.host) and ctx.runtime.is_myself(uri.host, uri.port or default)
 
 
 def registered(ctx, table, use_domain: bool):
