@@ -1,9 +1,10 @@
 """Which hosts and ports are this proxy ("myself" in the script).
 
-Every listen address, every alias, and the host's own names: for sockets bound to every address,
-all of them (names and addresses); for a socket bound to one address, the host's names that
-resolve to it (``localhost`` for a loopback address), as OpenSER's automatic aliases did. A port
-of ``None`` means "any of our ports" (``src_ip==myself``).
+Every listen address, every alias (on any port when it names none, as in OpenSER), and the
+host's own names: for sockets bound to every address, all of them (names and addresses); for a
+socket bound to one address, the host's names that resolve to it (``localhost`` for a loopback
+address), as OpenSER's automatic aliases did. A port of ``None`` means "any of our ports"
+(``src_ip==myself``).
 """
 
 from __future__ import annotations
@@ -34,13 +35,18 @@ class Myself:
         for ip, ports in list(self.ports.items()):
             for name in names.get(ip, ()):
                 self.ports.setdefault(name, set()).update(ports)
-        all_ports = {p for ports in self.ports.values() for p in ports}
+        # an alias without a port is this proxy on any port, as in OpenSER: the domain of
+        # sip:alice@example.com, whose DNS SRV records may name any port, is ours
+        self.any_port = {_norm(a.host) for a in aliases if not a.port}
         for a in aliases:
-            # an alias without a port stands for the name on every port we listen on
-            self.ports.setdefault(_norm(a.host), set()).update({a.port} if a.port else all_ports)
+            if a.port:
+                self.ports.setdefault(_norm(a.host), set()).add(a.port)
 
     def __call__(self, host: str, port: int | None = None, proto=None) -> bool:
-        ports = self.ports.get(_norm(host))
+        name = _norm(host)
+        if name in self.any_port:
+            return True
+        ports = self.ports.get(name)
         if ports is None:
             return False
         return port is None or port in ports

@@ -412,3 +412,13 @@ def test_myself_includes_the_host_names_of_each_listen_address():
     addresses = {info[4][0] for info in socket.getaddrinfo(hostname, None)}
     assert me(hostname, 5070) is ("127.0.0.1" in addresses)
     assert Myself([SocketSpec(Proto.UDP, "0.0.0.0", 5070)])(hostname, 5070)
+
+
+def test_an_alias_without_a_port_is_myself_on_any_port_and_one_with_a_port_on_that_port():
+    from pyproxy.config.values import SocketSpec
+    from pyproxy.myself import Myself
+    me = Myself([SocketSpec(Proto.UDP, "127.0.0.1", 5070)],
+                [SocketSpec(None, "example.com", None), SocketSpec(None, "sip.example.org", 5080)])
+    assert me("example.com", 5060) and me("Example.COM", 5999) and me("example.com")
+    assert me("sip.example.org", 5080) and not me("sip.example.org", 5060)
+    assert me("127.0.0.1", 5070) and not me("127.0.0.1", 5060)
