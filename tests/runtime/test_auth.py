@@ -27,6 +27,7 @@ modparam("auth_db", "password_column", "{column}")
 modparam("auth_db", "calculate_ha1", {calculate})
 modparam("uri_db", "db_url", "{url}")
 modparam("auth", "secret", "{secret}")
+modparam("auth", "digest_algorithms", "SHA-256,MD5")
 route {{
     if (method=="OPTIONS" && uri==myself && $rU==$null) {{ sl_send_reply("200", "OK"); exit; }}
     if (method=="REGISTER") {{

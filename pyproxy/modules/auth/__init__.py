@@ -4,8 +4,10 @@
 user's HA1.
 
 qop ``"0"`` challenges without qop (the manual's phones need it), ``"1"`` with qop="auth" and its
-nonce-count replay protection. Each challenge offers SHA-256 and MD5 (RFC 8760), in the order of
-``digest_algorithms``. An expired nonce gets ``stale=true`` (the phone retries without asking its
+nonce-count replay protection. Challenges offer the algorithms of ``digest_algorithms``: MD5 by
+default, because a SHA-256 challenge makes some phones fail outright (baresip 1.0 answers a 401
+that offers SHA-256 and MD5 with "Function not implemented"); "SHA-256,MD5" offers both (RFC 8760),
+and SHA-256 credentials are checked whenever a phone sends them. An expired nonce gets ``stale=true`` (the phone retries without asking its
 user). Credentials that cannot be read get 400 and end the script.
 """
 
@@ -27,7 +29,7 @@ KINDS = {   # which header carries credentials, and how a challenge is made
 }
 
 _nonces: Nonces | None = None
-_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+_algorithms: tuple[str, ...] = ("MD5",)
 
 
 class AuthState:
@@ -152,7 +154,7 @@ def mod_init(config) -> None:
     params = config.modparams.get("auth", {})
     secret = params.get("secret", "")
     _nonces = Nonces(secret.encode() if secret else os.urandom(32), params.get("nonce_expire", 300))
-    _algorithms = tuple(a.strip().upper() for a in params.get("digest_algorithms", "SHA-256,MD5").split(","))
+    _algorithms = tuple(a.strip().upper() for a in params.get("digest_algorithms", "MD5").split(","))
 
 
 def child_init(index: int, runtime, config) -> None:
@@ -177,8 +179,8 @@ EXPORTS = ModuleExports(
                                     "(set the same on proxies that share their users' nonces)."),
         ModParam("nonce_expire", int, 300, "Seconds a nonce is good for; then the phone is told stale=true.",
                  10, 86400),
-        ModParam("digest_algorithms", str, "SHA-256,MD5", "The challenges each 401/407 offers, in order "
-                                                          "(MD5 alone for phones that misread two).",
+        ModParam("digest_algorithms", str, "MD5", "The challenges each 401/407 offers, in order of "
+                                                  "preference: \"SHA-256,MD5\" adds RFC 8760's SHA-256.",
                  check=_check_algorithms),
     ),
     functions=(
