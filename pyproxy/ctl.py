@@ -13,16 +13,18 @@ import getpass
 import json
 import ipaddress
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__
 from .certs import CertError, make_root_ca, make_user_cert
+from .cli import DEFAULT_CONFIG
 from .db import DEFAULT_URL, DatabaseError, connect, module_url, schema, subscribers
 from .db.subscribers import SubscriberError
 from .mi.client import DEFAULT_SOCKET, MIClientError, call_fifo, call_socket
 
 DEFAULT_CA_DIR = "./tls/rootCA"
-DEFAULT_CONFIG = "/etc/pyproxy/pyproxy.cfg"         # as pyproxy's -f
+
 
 
 class CtlError(Exception):
@@ -191,6 +193,16 @@ def _database(args):
     return connect(module_url(config, module) if module else DEFAULT_URL)
 
 
+@contextmanager
+def _opened(args):
+    """The database, closed when the command is done with it."""
+    db = _database(args)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
 def _user_and_domain(args, text: str) -> tuple[str, str]:
     """USER@DOMAIN, or USER in the config's only domain (its one alias)."""
     user, at, domain = text.partition("@")
@@ -216,14 +228,11 @@ def _add_db(commands) -> None:
 
 
 def _run_db_init(args) -> list[str]:
-    db = _database(args)
-    try:
+    with _opened(args) as db:
         made = []
         for table in schema.TABLES:
             made += schema.create(db, [table])
             print(f"  {table}: {'created' if table in made else 'exists'}", file=sys.stderr)
-    finally:
-        db.close()
     return [f"{db.url}: {len(made)} table(s) created" + (f": {', '.join(made)}" if made else "")]
 
 
@@ -251,21 +260,17 @@ def _run_add(args) -> list[str]:
     if not (args.user and args.password):
         raise CtlError("add needs USER PASSWORD (or --file FILE)")
     user, domain = _user_and_domain(args, args.user)
-    db = _database(args)
-    try:
+    with _opened(args) as db:
         schema.require(db, ["subscriber"])
         subscribers.add(db, user, domain, args.password, args.email)
-    finally:
-        db.close()
     return [f"{user}@{domain} added"]
 
 
 def _add_file(args) -> list[str]:
     source = sys.stdin if args.file == "-" else _open(args.file)
     lines = [(n, line.split()) for n, line in enumerate(source, 1) if line.strip() and not line.startswith("#")]
-    db = _database(args)
     added = 0
-    try:
+    with _opened(args) as db:
         schema.require(db, ["subscriber"])
         for done, (n, fields) in enumerate(lines, 1):
             if len(fields) not in (2, 3):
@@ -278,8 +283,6 @@ def _add_file(args) -> list[str]:
             added += 1
             if done % 500 == 0 or done == len(lines):
                 print(f"\r  {done}/{len(lines)} users", end="" if done < len(lines) else "\n", file=sys.stderr)
-    finally:
-        db.close()
     return [f"{added} subscriber(s) added"]
 
 
@@ -292,21 +295,15 @@ def _open(path: str):
 
 def _run_passwd(args) -> list[str]:
     user, domain = _user_and_domain(args, args.user)
-    db = _database(args)
-    try:
+    with _opened(args) as db:
         subscribers.set_password(db, user, domain, args.password)
-    finally:
-        db.close()
     return [f"password of {user}@{domain} changed"]
 
 
 def _run_rm(args) -> list[str]:
     user, domain = _user_and_domain(args, args.user)
-    db = _database(args)
-    try:
+    with _opened(args) as db:
         subscribers.remove(db, user, domain)
-    finally:
-        db.close()
     return [f"{user}@{domain} removed"]
 
 

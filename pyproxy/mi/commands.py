@@ -121,34 +121,38 @@ def _aor_text(aor: tuple[str, str]) -> str:
     return f"{aor[0]}@{aor[1]}" if aor[1] else aor[0]
 
 
+def _database_errors(fn):
+    """A command on the location service: its database failing is the command failing."""
+    def run(mi, args):
+        try:
+            return fn(mi, args)
+        except DatabaseError as e:
+            raise MIError(str(e)) from None
+    return run
+
+
 @command("ul_dump", "every registered address of record and its contacts")
+@_database_errors
 def ul_dump(mi, args):
     now = time.time()
-    try:
-        return {_aor_text(aor): [_binding(b, now) for b in items] for aor, items in _location(mi).all(now).items()}
-    except DatabaseError as e:
-        raise MIError(str(e)) from None
+    return {_aor_text(aor): [_binding(b, now) for b in items] for aor, items in _location(mi).all(now).items()}
 
 
 @command("ul_show_contact", "the contacts of one address of record: ul_show_contact AOR")
+@_database_errors
 def ul_show_contact(mi, args):
     if len(args) != 1:
         raise MIError("usage: ul_show_contact AOR")
     now = time.time()
-    try:
-        return [_binding(b, now) for b in _location(mi).lookup(_aor(mi, args[0]), now)]
-    except DatabaseError as e:
-        raise MIError(str(e)) from None
+    return [_binding(b, now) for b in _location(mi).lookup(_aor(mi, args[0]), now)]
 
 
 @command("ul_rm", "remove every contact of an address of record: ul_rm AOR")
+@_database_errors
 def ul_rm(mi, args):
     if len(args) != 1:
         raise MIError("usage: ul_rm AOR")
-    try:
-        return {"removed": _location(mi).remove(_aor(mi, args[0]), time.time())}
-    except DatabaseError as e:
-        raise MIError(str(e)) from None
+    return {"removed": _location(mi).remove(_aor(mi, args[0]), time.time())}
 
 
 def run(mi, name: str, args: list[str]):
