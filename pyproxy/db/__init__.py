@@ -109,7 +109,7 @@ def hand_over(url: str, settings) -> None:
         return
     path = url[len("sqlite://"):]
     folder = os.path.dirname(path)
-    for name in (path, path + "-wal", path + "-shm", *(f for f in MADE_FOLDERS if f == folder)):
+    for name in (path, path + "-wal", path + "-shm", path + ".lock", *(f for f in MADE_FOLDERS if f == folder)):
         if os.path.exists(name):
             os.chown(name, *ids)
 
