@@ -11,7 +11,7 @@ from pyproxy.db import connect
 from pyproxy.modules.auth.digest import Nonces
 
 from ._harness import LOOP, status_of
-from ._phones import Phone, challenges, contacts, credentials, header
+from ._phones import Phone, challenges, contacts, credentials
 
 ROUTE = """
 loadmodule "tm"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from ._harness import LOOP, Proxy, free_port, status_of
-from ._phones import Phone, challenges, credentials, first_line, header
+from ._phones import Phone, challenges, credentials, header
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "etc" / "examples" / "openser-tls-example.cfg"
 HOSTS = {"domA.net": "127.0.0.2", "domB.net": "127.0.0.3"}
