@@ -214,3 +214,21 @@ def test_pyproxyctl_ul_shows_and_removes_registrations(proxy_factory, tmp_path, 
     assert contacts(phones(proxy.port).register(None)) == []
     left = ctl("show")
     assert left[0] == "bob: 1 contact(s)" and len(left) == 2 and left[1].startswith("  <sip:bob@10.0.0.2>;expires=")
+
+
+def test_a_user_registered_from_two_phones_is_called_on_both(proxy_factory, tmp_path, phones):
+    """append_branches (the default): lookup() forks to every contact, t_relay() sends each branch
+    where its phone registered from; one answers busy, the other rings and answers too."""
+    proxy = start(proxy_factory, tmp_path)
+    desk, mobile = phones(proxy.port), phones(proxy.port, "tcp")
+    for phone in (desk, mobile):
+        phone.call_id = f"reg-{phone.port}"       # each phone its own registration
+        assert status_of(phone.register(expires=600)) == 200
+    assert len(contacts(desk.register(None))) == 2
+    bob = phones(proxy.port, user="bob")
+    bob.send(bob.request("INVITE", f"sip:alice@{LOOP}", to=f"sip:alice@{LOOP}", call_id="fork-1"))
+    on_desk, on_mobile = desk.expect_request("INVITE"), mobile.expect_request("INVITE")
+    assert on_desk is not None and on_mobile is not None, proxy.tail()
+    desk.answer(on_desk, 486, "Busy Here")
+    mobile.answer(on_mobile, 603, "Decline")
+    assert status_of(bob.final(timeout=10)) == 603       # RFC 3261 16.7: the 6xx wins
