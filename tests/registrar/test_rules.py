@@ -106,3 +106,12 @@ def test_the_200_lists_every_binding_with_what_is_left_best_q_first():
     bindings = [Binding("sip:a@h1", NOW + 100, 0.5), Binding("sip:b@h2", NOW + 3600, 1.0)]
     assert contact_headers(bindings, NOW + 40) == [("Contact", "<sip:b@h2>;expires=3560"),
                                                    ("Contact", "<sip:a@h1>;expires=60;q=0.5")]
+
+
+def test_only_these_contacts_replace_the_others():
+    """save()'s flag 0x04: the REGISTER's contacts are the user's only ones."""
+    current = apply([], register("<sip:a@h1>", "<sip:b@h2>"))
+    limits = Limits()
+    left = updated(current, read_register(register("<sip:c@h3>", cseq=2), limits), NOW, limits, WHERE,
+                   only_these=True)
+    assert [b.contact for b in left] == ["sip:c@h3"]

@@ -232,3 +232,16 @@ def test_a_user_registered_from_two_phones_is_called_on_both(proxy_factory, tmp_
     desk.answer(on_desk, 486, "Busy Here")
     mobile.answer(on_mobile, 603, "Decline")
     assert status_of(bob.final(timeout=10)) == 603       # RFC 3261 16.7: the 6xx wins
+
+
+def test_save_flags_memory_only_and_one_device(proxy_factory, tmp_path, phones):
+    """save("location", 5): 0x01 keeps the binding out of the database of db_mode 1 (only the
+    workers' shared file has it), 0x04 makes the REGISTER's contact the user's only one."""
+    url = f"sqlite://{tmp_path}/location.db"
+    route = ROUTE.format(mode=1, url=url).replace('save("location");', 'save("location", 5);')
+    proxy = proxy_factory(children=2, route=route)
+    alice = phones(proxy.port)
+    assert status_of(alice.register("<sip:alice@10.0.0.1>")) == 200
+    assert status_of(alice.register("<sip:alice@10.0.0.2>")) == 200
+    assert [c.split(b";")[0] for c in contacts(alice.register(None))] == [b"<sip:alice@10.0.0.2>"]
+    assert connect(url).query("SELECT contact FROM location") == []

@@ -26,7 +26,9 @@ from ..path import received_of
 from ..sl import send_reply
 from .rules import Limits, Refused, contact_headers, read_register, updated
 
-NO_REPLY = 0x02         # save()'s flag: do not answer (OpenSER's REG_SAVE_NORPL_FL)
+MEMORY_ONLY = 0x01      # save()'s flags, OpenSER's: the shared file only, not the database
+NO_REPLY = 0x02         # do not answer
+ONE_DEVICE = 0x04       # the REGISTER's contacts replace the user's others
 
 
 def save(ctx, table, flags, limits: Limits, use_domain: bool, use_path: bool):
@@ -44,10 +46,10 @@ def save(ctx, table, flags, limits: Limits, use_domain: bool, use_path: bool):
                  "user_agent": (msg.header("user-agent") or "")[:255]}
 
         def update(current):
-            new = updated(current, req, now, limits, where)
+            new = updated(current, req, now, limits, where, only_these=bool(flags & ONE_DEVICE))
             return new, current if new is None else new
 
-        bindings = usrloc.location().change(aor, now, update)
+        bindings = usrloc.location().change(aor, now, update, memory_only=bool(flags & MEMORY_ONLY))
     except Refused as e:
         if not flags & NO_REPLY:
             send_reply(ctx, e.status, e.reason, e.headers)

@@ -101,10 +101,12 @@ def _q(text: str | None, default: float) -> float:
     return q
 
 
-def updated(current: list[Binding], req: Register, now: int, limits: Limits, where: dict) -> list[Binding] | None:
+def updated(current: list[Binding], req: Register, now: int, limits: Limits, where: dict,
+            only_these: bool = False) -> list[Binding] | None:
     """The AOR's bindings after ``req`` (10.3 steps 6-7); None when nothing changes (a query).
     ``where`` holds what every new or refreshed binding records (received, socket, path,
-    user_agent)."""
+    user_agent). ``only_these``: the request's contacts replace every other binding (save()'s
+    flag 0x04, one device per user)."""
     if req.contacts is None:            # "*": every binding goes, unless the request is stale
         for b in current:
             _check_order(b, req)
@@ -112,6 +114,8 @@ def updated(current: list[Binding], req: Register, now: int, limits: Limits, whe
     if not req.contacts:
         return None
     by_contact = {b.contact: b for b in current}
+    if only_these:
+        by_contact = {c: b for c, b in by_contact.items() if any(w.contact == c for w in req.contacts)}
     for want in req.contacts:
         old = by_contact.get(want.contact)
         if old is not None:

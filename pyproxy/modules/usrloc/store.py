@@ -119,14 +119,17 @@ class Location:
     def lookup(self, aor: tuple[str, str], now: float) -> list[Binding]:
         return self.store.get(aor, now)
 
-    def change(self, aor: tuple[str, str], now: float, update):
+    def change(self, aor: tuple[str, str], now: float, update, memory_only: bool = False):
         """Run ``update(current bindings)`` -> (new bindings or None for no change, result) as one
-        step that no other worker interleaves with; the result."""
+        step that no other worker interleaves with; the result. ``memory_only``: the shared file
+        only, not the database of db_mode 1 and 2 (save()'s flag 0x01)."""
         with self.turn(), self.store.db.transaction():
             new, result = update(self.store.get(aor, now))
             if new is not None:
                 self.store.replace(aor, new)
-                if self.mode == 1:          # the database first: if it refuses, nothing changed
+                if memory_only:
+                    pass
+                elif self.mode == 1:        # the database first: if it refuses, nothing changed
                     with self.db.transaction():
                         self.backing.replace(aor, new)
                 elif self.mode == 2:
