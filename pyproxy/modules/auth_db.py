@@ -58,7 +58,7 @@ def find_ha1(table: str, params: dict, user: str, realm: str, algorithm: str, ct
     if params["use_domain"]:
         sql += f" AND {params['domain_column']} = ?"
         args.append(realm)
-    rows = database(params).query(sql, args)
+    rows = _db.query(sql, args)
     if not rows:
         return None
     value = rows[0][0] or ""
@@ -71,33 +71,25 @@ def find_ha1(table: str, params: dict, user: str, realm: str, algorithm: str, ct
     return value.lower()
 
 
-def database(params: dict) -> Database:
-    global _db
-    if _db is None:
-        _db = connect(params["db_url"] or DEFAULT_URL)
-    return _db
-
-
 def mod_init(config) -> None:
     from ..db import schema
-    params = config.modparams["auth_db"]
-    params["db_url"] = module_url(config, "auth_db")      # the workers' copy, resolved
+    url = module_url(config, "auth_db")
     try:
-        db = connect(params["db_url"])
+        db = connect(url)
         try:
             if db.url.scheme == "sqlite":
                 schema.create(db)       # the embedded database is made on first start
             schema.require(db, ["subscriber"])
         finally:
             db.close()
-        hand_over(params["db_url"], config.settings)
+        hand_over(url, config.settings)
     except (DatabaseError, OSError) as e:
         raise ModuleInitError(str(e)) from None
 
 
 def child_init(index, runtime, config) -> None:
     global _db
-    _db = None          # each process connects on its own, after fork
+    _db = connect(module_url(config, "auth_db"))     # this process's; it connects at its first query
 
 
 def _fixup(args, env):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from urllib.parse import quote, unquote
 
 from ..script.exports import Function, ModuleExports, RouteType
+from ..sip.uri import host_port
 
 
 def add_path(ctx):
@@ -22,8 +23,7 @@ def add_path(ctx):
 
 def add_path_received(ctx):
     rcv = ctx.rcv
-    host = f"[{rcv.src_ip}]" if ":" in rcv.src_ip else rcv.src_ip
-    return _add(ctx, f"sip:{host}:{rcv.src_port};transport={rcv.proto.value}")
+    return _add(ctx, f"sip:{host_port(rcv.src_ip, rcv.src_port)};transport={rcv.proto.value}")
 
 
 def _add(ctx, received: str | None) -> int:

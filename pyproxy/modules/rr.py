@@ -94,17 +94,17 @@ def loose_route(ctx):
     if not routes:
         return -1
     count = len(routes)
-    if uri.user is None and "lr" in uri.params and _is_ours(runtime, uri):
+    if uri.user is None and "lr" in uri.params and is_ours(runtime, uri):
         # RFC 3261 16.4: "If the Request-URI contains a value this proxy previously placed into a
         # Record-Route header field ..., the proxy MUST replace the Request-URI in the request
         # with the last value from the Route header field, and remove that value" (a strict
         # router sent it).
         msg.set_ruri(str(routes.pop().uri))
     received = None
-    if routes and _is_ours(runtime, routes[0].uri):
+    if routes and is_ours(runtime, routes[0].uri):
         first = routes.pop(0).uri
         # the second of a double Record-Route is ours too
-        if routes and "r2" in first.params and _is_ours(runtime, routes[0].uri):
+        if routes and "r2" in first.params and is_ours(runtime, routes[0].uri):
             routes.pop(0)
         received = received_of(first)   # a Path of ours (add_path_received): where the phone is
     if not routes and received:
@@ -129,7 +129,8 @@ def loose_route(ctx):
     return 1
 
 
-def _is_ours(runtime, uri) -> bool:
+def is_ours(runtime, uri) -> bool:
+    """Whether a SIP URI names this proxy (a URI without a port: the transport's default one)."""
     if uri.scheme not in ("sip", "sips") or not uri.host:
         return False
     default = 5061 if uri.scheme == "sips" or uri.transport == "tls" else 5060

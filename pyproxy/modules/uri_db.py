@@ -45,7 +45,7 @@ def _check(ctx, params: dict, which: str) -> int:
     if params["use_domain"]:
         sql += " AND domain = ?"
         args.append(state.realm)
-    return _exists(ctx, params, sql, args)
+    return _exists(ctx, sql, args)
 
 
 def does_uri_exist(ctx, params):
@@ -63,13 +63,10 @@ def does_uri_exist(ctx, params):
     if params["use_domain"]:
         sql += f" AND {'domain' if params['use_uri_table'] else params['domain_column']} = ?"
         args.append(uri.host)
-    return _exists(ctx, params, sql, args)
+    return _exists(ctx, sql, args)
 
 
-def _exists(ctx, params: dict, sql: str, args: list) -> int:
-    global _db
-    if _db is None:
-        _db = connect(params["db_url"] or DEFAULT_URL)
+def _exists(ctx, sql: str, args: list) -> int:
     try:
         return 1 if _db.query(sql, args) else -1
     except DatabaseError as e:
@@ -78,13 +75,9 @@ def _exists(ctx, params: dict, sql: str, args: list) -> int:
         return 0
 
 
-def mod_init(config) -> None:
-    config.modparams["uri_db"]["db_url"] = module_url(config, "uri_db")    # the workers' copy, resolved
-
-
 def child_init(index, runtime, config) -> None:
     global _db
-    _db = None
+    _db = connect(module_url(config, "uri_db"))      # this process's; it connects at its first query
 
 
 def _params(args, env):
@@ -96,7 +89,6 @@ REQUEST = RouteType.REQUEST | RouteType.FAILURE
 EXPORTS = ModuleExports(
     name="uri_db",
     doc="Checks of To, From and Request-URI users against the database.",
-    mod_init=mod_init,
     child_init=child_init,
     params=(
         ModParam("db_url", str, "", f"The subscribers' database; empty: the default ({DEFAULT_URL}).",

@@ -34,6 +34,7 @@ from ..sip import (
     parse_message,
     parse_without_content_length,
 )
+from ..sip.uri import host_port
 from ..tls.domains import DomainTable, TLSConfigError
 from ..tls.verify import canonical_host, identifies
 from . import ipc
@@ -423,7 +424,7 @@ class Worker(StreamConnections):
         host = rcv.dst_ip
         if host in ("0.0.0.0", "::"):
             host = self.source_address(rcv.src_ip)
-        return f"[{host}]:{rcv.dst_port}" if ":" in host else f"{host}:{rcv.dst_port}"
+        return host_port(host, rcv.dst_port)
 
     def via_sent_by(self, proto: Proto, dest: Destination, rcv: ReceiveInfo) -> tuple[str, object]:
         """Our Via's sent-by for a request to ``dest``, and the socket that sends it. When that
@@ -448,7 +449,7 @@ class Worker(StreamConnections):
         """host:port of ``listener`` in a Via; for a socket bound to every address, the local
         address that reaches ``ip``."""
         host = self.source_address(ip) if listener.wildcard else listener.host
-        return f"[{host}]:{listener.port}" if ":" in host else f"{host}:{listener.port}"
+        return host_port(host, listener.port)
 
     def known_ip(self, proto: Proto, dest: Destination) -> str | None:
         """The address ``dest`` goes to, if it is one or DNS has answered for it."""

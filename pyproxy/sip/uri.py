@@ -96,6 +96,11 @@ class URI:
         return f"URI({str(self)!r})"
 
 
+def host_port(host: str, port: int) -> str:
+    """host:port as a URI writes it: an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def is_ipv4(host: str) -> bool:
     """True for a dotted-quad IPv4 address (each octet 0..255)."""
     return grammar.IPV4.fullmatch(host) is not None

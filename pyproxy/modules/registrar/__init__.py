@@ -20,9 +20,11 @@ from ...script.exports import FixupError, Function, ModParam, ModuleExports, Rou
 from ...script.fixups import integer, text
 from ...sip import SIPError
 from ...sip.address import parse_name_addr
+from ...sip.uri import host_port
 from ...sip.headers import split_list
 from .. import usrloc
 from ..path import received_of
+from ..rr import is_ours
 from ..sl import send_reply
 from .rules import Limits, Refused, contact_headers, read_register, updated
 
@@ -41,8 +43,8 @@ def save(ctx, table, flags, limits: Limits, use_domain: bool, use_path: bool):
         req = read_register(msg, limits)
         path = ", ".join(msg.values_to_send("path")) if use_path else ""     # add_path()'s included
         proto = rcv.proto.value
-        where = {"received": f"sip:{_hostport(rcv.src_ip, rcv.src_port)};transport={proto}",
-                 "socket": f"{proto}:{_hostport(rcv.dst_ip, rcv.dst_port)}", "path": path or None,
+        where = {"received": f"sip:{host_port(rcv.src_ip, rcv.src_port)};transport={proto}",
+                 "socket": f"{proto}:{host_port(rcv.dst_ip, rcv.dst_port)}", "path": path or None,
                  "user_agent": (msg.header("user-agent") or "")[:255]}
 
         def update(current):
@@ -94,7 +96,7 @@ def lookup(ctx, table, append_branches: bool, use_domain: bool):
         except SIPError as e:
             ctx.runtime.log(logging.ERROR, f"lookup(): the stored Path {first.path!r} is malformed: {e}")
             return -1
-        if _ours(ctx, hops[0].uri):     # our own Path: straight where it says the phone is
+        if is_ours(ctx.runtime, hops[0].uri):     # our own Path: straight where it says the phone is
             received = received_of(hops.pop(0).uri)
         else:
             received = None
@@ -108,11 +110,6 @@ def lookup(ctx, table, append_branches: bool, use_domain: bool):
         branches.extend((b.contact, b.received) for b in bindings[1:] if not b.path)
         ctx.branches = branches or None
     return 1
-
-
-def _ours(ctx, uri) -> bool:
-    default = 5061 if uri.scheme == "sips" or uri.transport == "tls" else 5060
-    return bool(uri.host) and ctx.runtime.is_myself(uri.host, uri.port or default)
 
 
 def registered(ctx, table, use_domain: bool):
@@ -143,10 +140,6 @@ def _aor(msg, use_domain: bool) -> tuple[str, str]:
     if uri.scheme not in ("sip", "sips") or not uri.user:
         raise Refused(400, "Bad To URI: the address of record needs a user")
     return usrloc.aor_of(uri, use_domain)
-
-
-def _hostport(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 # -- load time ---------------------------------------------------------------------------------

@@ -45,15 +45,15 @@ def mod_init(config) -> None:
     params = _params(config)
     mode = params["db_mode"]
     _cache_path = store.new_cache_path() if mode != 3 else None
+    url = db_url_of(config)
     try:
-        parse_url(db_url_of(config))
-        loaded = store.prepare(mode, db_url_of(config), _cache_path, time.time())
-        for url in (db_url_of(config) if mode else "", f"sqlite://{_cache_path}" if _cache_path else ""):
-            hand_over(url, config.settings)
-    except (DatabaseError, ValueError, OSError) as e:
+        loaded = store.prepare(mode, url, _cache_path, time.time())
+        for path in (url if mode else "", f"sqlite://{_cache_path}" if _cache_path else ""):
+            hand_over(path, config.settings)
+    except (DatabaseError, OSError) as e:
         raise ModuleInitError(str(e)) from None
     if loaded:
-        logging.getLogger("pyproxy").info(f"usrloc: {loaded} binding(s) loaded from {parse_url(db_url_of(config))}")
+        logging.getLogger("pyproxy").info(f"usrloc: {loaded} binding(s) loaded from {parse_url(url)}")
 
 
 def child_init(index: int, runtime, config) -> None:

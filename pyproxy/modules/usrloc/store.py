@@ -127,12 +127,10 @@ class Location:
             new, result = update(self.store.get(aor, now))
             if new is not None:
                 self.store.replace(aor, new)
-                if memory_only:
-                    pass
-                elif self.mode == 1:        # the database first: if it refuses, nothing changed
+                if self.mode == 1 and not memory_only:      # if the database refuses, nothing changed
                     with self.db.transaction():
                         self.backing.replace(aor, new)
-                elif self.mode == 2:
+                elif self.mode == 2 and not memory_only:
                     self.cache.execute("INSERT OR IGNORE INTO location_dirty (username, domain) VALUES (?, ?)", aor)
         return result
 
