@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from ._harness import ROOT, Proxy, Reaper, free_port
 
