@@ -29,8 +29,9 @@ def destination_of_uri(uri) -> Destination:
 def stamp_received(msg, rcv) -> None:
     """RFC 3261 18.2.1 and RFC 3581: record on the top Via where the request really came from."""
     via = msg.top_via
-    received = rcv.src_ip if _norm_host(via.host) != rcv.src_ip else None
-    rport = rcv.src_port if via.rport is True else None
+    host, params = via.host, via.params
+    received = rcv.src_ip if host != rcv.src_ip and _norm_host(host) != rcv.src_ip else None
+    rport = rcv.src_port if "rport" in params and params["rport"] is None else None    # a bare ;rport
     if received is not None or rport is not None:
         msg.set_top_via_params(received=received, rport=rport)
 
@@ -46,7 +47,7 @@ def stateless_branch(msg, target: str) -> str:
     determine ours. For an RFC 2543 request the transaction is known by its other identifiers.
     """
     via = msg.top_via
-    branch = via.branch or ""
+    branch = via.params.get("branch") or ""
     if branch.startswith(_MAGIC) and len(branch) > len(_MAGIC):
         key = f"{branch}|{via.host}|{via.port}|{target}"
     else:
@@ -78,14 +79,11 @@ def outgoing(ctx: ScriptContext, dest: Destination, branch: str) -> tuple[bytes,
     msg, runtime = ctx.msg, ctx.runtime
     stamp_received(msg, ctx.rcv)
     sent_by, source = runtime.via_sent_by(dest.proto, dest, ctx.rcv)
-    via = f"SIP/2.0/{dest.proto.name} {sent_by};branch={branch}"
+    via = f"SIP/2.0/{dest.proto.token} {sent_by};branch={branch}"
     if ctx.rcv.proto is not Proto.UDP and msg.top_via.rport is None:
         via += f";{CONN_PORT}={ctx.rcv.src_port}"
-    if ctx.record_route is None:        # the stateless hot path: one edit, undone after
-        msg.insert_via(via)
-        data = msg.serialize()
-        msg.remove_top_via()
-        return data, source
+    if ctx.record_route is None:        # the stateless hot path: our Via written, not recorded
+        return msg.serialize(via), source
     mark = msg.checkpoint()
     try:
         for value in reversed(ctx.record_route.values(ctx, dest.proto, sent_by)):
@@ -102,7 +100,7 @@ def forward_request(ctx: ScriptContext, dest: Destination | None = None) -> int:
     try:
         if dest is None:
             dest = next_hop(ctx)
-        branch = stateless_branch(msg, f"{dest.proto.value}:{dest.host}:{dest.port}")
+        branch = stateless_branch(msg, f"{dest.proto.text}:{dest.host}:{dest.port}")
         data, source = outgoing(ctx, dest, branch)
     except SIPError as e:   # the request's fault (a bad URI or Via), or ours (no socket for that transport)
         ctx.last_error = failure_status(e)

@@ -55,6 +55,9 @@ class Compiler:
                 continue
             self.route_type = self.callers.get(key, ROUTE_TYPE_OF[block.kind])
             self.block_kind = block.kind
+            # A block that no route() calls is only ever run by Script.run(), where ending the
+            # script is returning 0: no exception to raise and catch on every message.
+            self.end = "_end()" if key in self.called else "return 0"
             lines = [f"def {self.fn_names[key]}(ctx):  # {block.pos}"]
             lines += self.stmts(block.body, 1)
             lines.append("    return 1")
@@ -91,6 +94,7 @@ class Compiler:
             for node in _walk(block.body):
                 if isinstance(node, RouteCall):
                     calls[key].add((RouteKind.REQUEST, node.target))
+        self.called = set().union(*calls.values())
         for key in self._first:
             if key[0] is RouteKind.REQUEST and key[1] != "0":
                 continue
@@ -135,18 +139,18 @@ class Compiler:
                 return lines
         if isinstance(s, Call):
             call = self.call(s)
-            return [f"{pad}if {call} == 0: _end()"] if call else []
+            return [f"{pad}if {call} == 0: {self.end}"] if call else []
         if isinstance(s, Control):
             if s.what is Stop.BREAK:
                 return [f"{pad}return 1"]
             if s.what is Stop.DROP:
-                return [f"{pad}ctx.dropped = True", f"{pad}_end()"]
-            return [f"{pad}_end()"]
+                return [f"{pad}ctx.dropped = True", f"{pad}{self.end}"]
+            return [f"{pad}{self.end}"]
         if isinstance(s, Return):
-            return [f"{pad}_end()"] if s.value == 0 else [f"{pad}return {s.value}"]
+            return [f"{pad}{self.end}"] if s.value == 0 else [f"{pad}return {s.value}"]
         if isinstance(s, RouteCall):
             fn = self.route_ref(s)
-            return [f"{pad}if {fn}(ctx) == 0: _end()"] if fn else []
+            return [f"{pad}if {fn}(ctx) == 0: {self.end}"] if fn else []
         if isinstance(s, SetPV):
             return self.set_pv(s, pad)
         raise AssertionError(f"unknown statement {s!r}")

@@ -84,9 +84,16 @@ class Proto(enum.Enum):
     TCP = "tcp"
     TLS = "tls"
 
-    @property
-    def default_port(self) -> int:
-        return 5061 if self is Proto.TLS else 5060
+    def __init__(self, text: str) -> None:
+        # Plain attributes: Enum's .name and .value are Python-level descriptors, and a
+        # forwarded message reads these several times.
+        self.text = text                        # "udp", as in a URI's transport parameter
+        self.token = text.upper()               # "UDP", as in a Via
+        self.default_port = 5061 if text == "tls" else 5060
+
+    # Members are singletons compared by identity; Enum's own __hash__ (hash of the name) is a
+    # Python function called on every dict lookup keyed by a Proto.
+    __hash__ = object.__hash__
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +105,7 @@ class SocketSpec:
 
     def __str__(self) -> str:
         text = self.host if self.port is None else f"{self.host}:{self.port}"
-        return f"{self.proto.value}:{text}" if self.proto else text
+        return f"{self.proto.text}:{text}" if self.proto else text
 
 
 # host: an IPv4 address, an IPv6 reference in brackets, a host name, or '*' (every address)

@@ -23,14 +23,14 @@ def add_path(ctx):
 
 def add_path_received(ctx):
     rcv = ctx.rcv
-    return _add(ctx, f"sip:{host_port(rcv.src_ip, rcv.src_port)};transport={rcv.proto.value}")
+    return _add(ctx, f"sip:{host_port(rcv.src_ip, rcv.src_port)};transport={rcv.proto.text}")
 
 
 def _add(ctx, received: str | None) -> int:
     rcv = ctx.rcv
     here = ctx.runtime.received_on(rcv)
     param = f";received={quote(received, safe=':')}" if received else ""
-    ctx.msg.add_header("Path", f"<sip:{here};transport={rcv.proto.value};lr{param}>", first=True)
+    ctx.msg.add_header("Path", f"<sip:{here};transport={rcv.proto.text};lr{param}>", first=True)
     return 1
 
 

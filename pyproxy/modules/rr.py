@@ -56,7 +56,7 @@ class RecordRoute:
 
 
 def _uri(hostport: str, proto: Proto, tail: str) -> str:
-    transport = "" if proto is Proto.UDP else f";transport={proto.value}"
+    transport = "" if proto is Proto.UDP else f";transport={proto.text}"
     return f"<sip:{hostport}{transport}{tail}>"
 
 

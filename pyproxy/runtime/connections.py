@@ -125,7 +125,7 @@ class StreamConnections:
         if self.local is not None:
             self.local.learn(conn.conn_id, self.index, conn.proto, conn.peer_ip, conn.peer_port, domain)
         else:
-            self.to_supervisor((ipc.OUTBOUND, conn.conn_id, self.index, conn.proto.value,
+            self.to_supervisor((ipc.OUTBOUND, conn.conn_id, self.index, conn.proto.text,
                                 conn.peer_ip, conn.peer_port, domain))
 
     def learn_alias(self, rcv: ReceiveInfo, via) -> None:
@@ -142,7 +142,7 @@ class StreamConnections:
         if self.local is not None:
             self.local.learn(rcv.conn_id, rcv.conn_owner, rcv.proto, rcv.src_ip, port)
         else:
-            self.to_supervisor((ipc.ALIAS, rcv.conn_id, rcv.proto.value, rcv.src_ip, port))
+            self.to_supervisor((ipc.ALIAS, rcv.conn_id, rcv.proto.text, rcv.src_ip, port))
 
     def to_supervisor(self, item: tuple) -> None:
         self.supervisor_outbox.send(ipc.dumps(item))
@@ -380,7 +380,7 @@ class StreamConnections:
         conn.closed = True
         if why:
             self.ratelog("refused" if refused else "close", logging.INFO,
-                         f"closing {conn.proto.value} connection with {conn.peer_ip}:{conn.peer_port}: {why}")
+                         f"closing {conn.proto.text} connection with {conn.peer_ip}:{conn.peer_port}: {why}")
         if conn.out and (conn.established or not conn.waiting):     # waiting ones fail over below
             self.ratelog("lost", logging.WARNING, f"{len(conn.out)} queued bytes to "
                                                   f"{conn.peer_ip}:{conn.peer_port} dropped")
@@ -390,7 +390,7 @@ class StreamConnections:
             except OSError:
                 pass
         if not conn.established and conn.waiting:
-            self.fail_over(conn, f"to {conn.proto.value}:{conn.peer_ip}:{conn.peer_port}: "
+            self.fail_over(conn, f"to {conn.proto.text}:{conn.peer_ip}:{conn.peer_port}: "
                                  f"{why or 'closed by the peer before it was up'}", not wrong_host)
         conn.waiting = []
         self.loop.remove(conn.fd)

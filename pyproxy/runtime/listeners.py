@@ -11,6 +11,7 @@ import socket
 from dataclasses import dataclass
 
 from ..config.values import Proto, SocketSpec
+from ..sip.uri import host_port
 
 WILDCARDS = ("*", "0.0.0.0", "[::]", "::")
 
@@ -27,15 +28,14 @@ class Listener:
     sock: socket.socket
 
     def __post_init__(self) -> None:
-        self.family = self.sock.family      # read per message: socket.family makes an enum each time
-
-    @property
-    def wildcard(self) -> bool:
-        return self.host in WILDCARDS
+        # Read per message, so plain attributes (socket.family makes an enum on every read).
+        self.family = self.sock.family
+        self.wildcard = self.host in WILDCARDS
+        self.host_port = host_port(self.host, self.port)    # as a Via or Record-Route names it
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.proto.value}:{host}:{self.port}"
+        return f"{self.proto.text}:{host}:{self.port}"
 
 
 def socket_specs(settings) -> list[SocketSpec]:

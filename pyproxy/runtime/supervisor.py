@@ -138,7 +138,7 @@ class Supervisor:
             sock.close()
             return
         local = sock.getsockname() if listener.wildcard else (listener.host, listener.port)
-        item = (ipc.NEW_CONN, conn_id, listener.proto.value, peer_ip, peer_port, local[0], local[1])
+        item = (ipc.NEW_CONN, conn_id, listener.proto.text, peer_ip, peer_port, local[0], local[1])
         self.outboxes[worker].send(ipc.dumps(item), sock)      # waits there while the worker is busy
         self.stats.add(Stat.TCP_ACCEPTED)
 

@@ -199,7 +199,7 @@ class Worker(StreamConnections):
             if call_id is not None:
                 owner = ipc.owner_of(call_id, self.count)
                 if owner != self.index:
-                    self.hand_off(owner, (ipc.MESSAGE, rcv.proto.value, rcv.src_ip, rcv.src_port,
+                    self.hand_off(owner, (ipc.MESSAGE, rcv.proto.text, rcv.src_ip, rcv.src_port,
                                           rcv.dst_ip, rcv.dst_port, rcv.conn_id or 0,
                                           -1 if rcv.conn_owner is None else rcv.conn_owner, data,
                                           rcv.tls))
@@ -323,7 +323,7 @@ class Worker(StreamConnections):
         except Exception:
             self.stats.add(Stat.DROPPED)
             if self.ratelog.allow("crash"):
-                log.exception(f"internal error on a message from {rcv.proto.value}:{rcv.src_ip}:"
+                log.exception(f"internal error on a message from {rcv.proto.text}:{rcv.src_ip}:"
                               f"{rcv.src_port}; message dropped")
 
     def route(self, data: bytes, rcv: ReceiveInfo, msg) -> None:
@@ -341,7 +341,7 @@ class Worker(StreamConnections):
             what = f"request {msg.method}" if is_request else f"reply {msg.status}"
             call_id = ipc.call_id_of(data)
             log.debug(f"processing {what} Call-ID {call_id.decode('utf-8', 'replace') if call_id else '-'} "
-                      f"from {rcv.proto.value}:{rcv.src_ip}:{rcv.src_port}")
+                      f"from {rcv.proto.text}:{rcv.src_ip}:{rcv.src_port}")
         try:
             msg.validate(deep=False)
         except RemoteSIPError as e:
@@ -366,7 +366,7 @@ class Worker(StreamConnections):
     def answer_malformed(self, data: bytes, rcv: ReceiveInfo, status: int, reason: str) -> None:
         """A message that does not parse: answer it if enough of it is readable, else drop it."""
         self.stats.add(Stat.BAD_MESSAGES)
-        text = f"bad message from {rcv.proto.value}:{rcv.src_ip}:{rcv.src_port}: {reason}"
+        text = f"bad message from {rcv.proto.text}:{rcv.src_ip}:{rcv.src_port}: {reason}"
         try:
             msg = parse_without_content_length(data)      # RFC 4475 ncl/mcl01: answer over UDP
         except SIPError:
@@ -438,7 +438,7 @@ class Worker(StreamConnections):
         else:
             ip, listener = None, self.listener_for(proto, dest.host)
         if listener is None:
-            raise SIPError(f"no {proto.value} socket to send from")
+            raise SIPError(f"no {proto.text} socket to send from")
         return self.sent_by(listener, ip), listener
 
     def source_for(self, proto: Proto, ip: str, rcv: ReceiveInfo) -> Listener | None:
@@ -448,8 +448,7 @@ class Worker(StreamConnections):
     def sent_by(self, listener: Listener, ip: str | None) -> str:
         """host:port of ``listener`` in a Via; for a socket bound to every address, the local
         address that reaches ``ip``."""
-        host = self.source_address(ip) if listener.wildcard else listener.host
-        return host_port(host, listener.port)
+        return host_port(self.source_address(ip), listener.port) if listener.wildcard else listener.host_port
 
     def known_ip(self, proto: Proto, dest: Destination) -> str | None:
         """The address ``dest`` goes to, if it is one or DNS has answered for it."""
@@ -528,16 +527,16 @@ class Worker(StreamConnections):
         source = self.source_for(dest.proto, target[0] if target else "", ctx.rcv)
         if source is None:
             return data, None
-        ours = f"\r\nVia: SIP/2.0/{dest.proto.name} {SOURCE_PENDING};".encode()
+        ours = f"\r\nVia: SIP/2.0/{dest.proto.token} {SOURCE_PENDING};".encode()
         sent_by = self.sent_by(source, target[0] if target else "127.0.0.1")
-        data = data.replace(ours, f"\r\nVia: SIP/2.0/{dest.proto.name} {sent_by};".encode(), 1)
+        data = data.replace(ours, f"\r\nVia: SIP/2.0/{dest.proto.token} {sent_by};".encode(), 1)
         # and the Record-Route value naming that socket (rr), written before it was known
         return data.replace(f"<sip:{SOURCE_PENDING};".encode(), f"<sip:{sent_by};".encode(), 1), source
 
     def send_to(self, ctx, dest: Destination, data: bytes, target, domain_name=FROM_CTX,
                 source: Listener | None = None) -> bool:
         if target is None:
-            self.ratelog("dns", logging.WARNING, f"cannot resolve {dest.proto.value}:{dest.host}: "
+            self.ratelog("dns", logging.WARNING, f"cannot resolve {dest.proto.text}:{dest.host}: "
                                                  f"{self.resolver.why(dest.proto, dest.host, dest.port)}")
             return self.count_sent(ctx, data, False)
         if dest.proto is Proto.UDP:

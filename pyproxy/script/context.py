@@ -35,7 +35,7 @@ class ReceiveInfo:
         return socket.AF_INET6 if ":" in self.src_ip else socket.AF_INET
 
     def __repr__(self) -> str:
-        return (f"ReceiveInfo({self.proto.value}:{self.src_ip}:{self.src_port} -> "
+        return (f"ReceiveInfo({self.proto.text}:{self.src_ip}:{self.src_port} -> "
                 f"{self.dst_ip}:{self.dst_port}, conn={self.conn_id})")
 
 
@@ -64,7 +64,7 @@ class Destination:
     __hash__ = None
 
     def __repr__(self) -> str:
-        return f"Destination({self.proto.value}:{self.host}:{self.port})"
+        return f"Destination({self.proto.text}:{self.host}:{self.port})"
 
 
 class Runtime(Protocol):

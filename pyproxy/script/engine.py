@@ -47,8 +47,10 @@ class Script:
     def run(self, kind: RouteKind, name: str, ctx) -> int:
         """Run one route block on a message; returns its result (0 when the script was ended)."""
         route = self.routes.get((kind, name))
-        if route is None:
-            return 1
+        return 1 if route is None else self.call(route, ctx)
+
+    def call(self, route: Callable, ctx) -> int:
+        """Run the compiled block ``route`` (one of ``routes``) on a message, as run() does."""
         try:
             return route(ctx)
         except ScriptExit as e:

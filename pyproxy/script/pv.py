@@ -101,8 +101,8 @@ register("si", lambda c, a: c.rcv.src_ip, None, "source IP")
 register("sp", lambda c, a: c.rcv.src_port, None, "source port")
 register("Ri", lambda c, a: c.rcv.dst_ip, None, "IP of the socket it arrived on")
 register("Rp", lambda c, a: c.rcv.dst_port, None, "port of the socket it arrived on")
-register("proto", lambda c, a: c.rcv.proto.value, None, "transport: udp, tcp or tls")
-register("pr", lambda c, a: c.rcv.proto.value, None, "transport: udp, tcp or tls")
+register("proto", lambda c, a: c.rcv.proto.text, None, "transport: udp, tcp or tls")
+register("pr", lambda c, a: c.rcv.proto.text, None, "transport: udp, tcp or tls")
 register("null", lambda c, a: None, None, "always unset")
 
 

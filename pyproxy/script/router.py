@@ -18,6 +18,7 @@ class MessageRouter:
         self.after_hooks = tuple(h.after_request for h in hooks)
         self.reply_hooks = tuple(h.reply for h in hooks)
         self.onreply = script.has(RouteKind.ONREPLY, "0")
+        self.main = script.routes.get((RouteKind.REQUEST, "0"))
 
     @classmethod
     def for_process(cls, config, index: int, runtime) -> MessageRouter:
@@ -27,7 +28,8 @@ class MessageRouter:
 
     def request(self, ctx) -> None:
         if not self.request_hooks:
-            self.script.run_request(ctx)
+            if self.main is not None:
+                self.script.call(self.main, ctx)
             return
         for hook in self.request_hooks:
             if hook(ctx):

@@ -190,13 +190,15 @@ class Message:
 
     @property
     def max_forwards(self) -> int | None:
-        value = self._get("max-forwards")
-        if value is None:
-            return None
-        # RFC 3261 20.22: "The Max-Forwards value is an integer in the range 0-255"
-        if not (value.isascii() and value.isdigit()) or len(value) > 10 or int(value) > 255:
-            raise RemoteSIPError(f"bad Max-Forwards header {value[:20]!r}")
-        return int(value)
+        cached = self._cache.get("max-forwards", False)
+        if cached is False:
+            value = self._get("max-forwards")
+            # RFC 3261 20.22: "The Max-Forwards value is an integer in the range 0-255"
+            if value is not None and (not (value.isascii() and value.isdigit()) or len(value) > 10
+                                      or int(value) > 255):
+                raise RemoteSIPError(f"bad Max-Forwards header {value[:20]!r}")
+            cached = self._cache["max-forwards"] = None if value is None else int(value)
+        return cached
 
     @property
     def contacts(self) -> list[NameAddr | Wildcard]:
@@ -366,9 +368,14 @@ class Message:
         self.body = bytes(body)
         self._ed().body_changed = True
 
-    def serialize(self) -> bytes:
-        """The message with all recorded edits applied, in one pass; repeatable."""
-        return serialize(self)
+    def serialize(self, via: str | None = None) -> bytes:
+        """The message with all recorded edits applied, in one pass; repeatable. ``via``: a Via
+        value to write above everything, as insert_via() would, without recording it."""
+        if via is None:
+            return serialize(self)
+        if "\r" in via or "\n" in via:
+            raise LocalSIPError(f"Via value with CR/LF: {via[:40]!r}")
+        return serialize(self, b"Via: " + via.encode("utf-8", "surrogateescape"))
 
     def checkpoint(self) -> tuple:
         """The edits so far, to go back to with rollback() (once): edits made for one branch of

@@ -51,10 +51,16 @@ class Edits:
 _NO_EDITS = Edits()
 
 
+_GOOD_NAMES: set[str] = set()      # names header_line() has checked (the script's, a few dozen)
+
+
 def header_line(name: str, value: str) -> tuple[str, bytes]:
     """(canonical name, b"Name: value") for a header our own code adds."""
-    if not grammar.TOKEN.fullmatch(name):
-        raise LocalSIPError(f"bad header name {name!r}")
+    if name not in _GOOD_NAMES:
+        if not grammar.TOKEN.fullmatch(name):
+            raise LocalSIPError(f"bad header name {name!r}")
+        if len(_GOOD_NAMES) < 1024:
+            _GOOD_NAMES.add(name)
     if "\r" in value or "\n" in value:
         raise LocalSIPError(f"header value with CR/LF for {name}: {value[:40]!r}")
     key = canonical(name)
@@ -63,14 +69,18 @@ def header_line(name: str, value: str) -> tuple[str, bytes]:
     return key, f"{name}: {value}".encode("utf-8", "surrogateescape")
 
 
-def serialize(msg: Message) -> bytes:
+def serialize(msg: Message, top: bytes | None = None) -> bytes:
+    """``top``: one more header line, above all others (our Via on a request forwarded statelessly)."""
     edits = msg._edits
     if edits is None:
-        if msg._cl is not None:
+        if msg._cl is not None and top is None:
             return msg.raw
         edits = _NO_EDITS
     parts = [msg._start_line()]
-    parts += [line for _, line in edits.top]
+    if top is not None:
+        parts.append(top)
+    if edits.top:
+        parts += [line for _, line in edits.top]
     if msg._lines:
         per_line = (edits.drop or edits.subst or edits.via_pop or edits.via_params
                     or (edits.body_changed and msg._cl is not None))
@@ -78,7 +88,8 @@ def serialize(msg: Message) -> bytes:
             parts += _edited_lines(msg, edits)
         else:
             parts.append(msg.raw[msg._hstart:msg._hend])
-    parts += [line for _, line in edits.bottom]
+    if edits.bottom:
+        parts += [line for _, line in edits.bottom]
     if edits.body_changed or msg._cl is None:
         parts.append(b"Content-Length: %d" % len(msg.body))
     return b"\r\n".join(parts) + b"\r\n\r\n" + msg.body

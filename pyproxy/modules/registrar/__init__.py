@@ -42,7 +42,7 @@ def save(ctx, table, flags, limits: Limits, use_domain: bool, use_path: bool):
         aor = _aor(msg, use_domain)
         req = read_register(msg, limits)
         path = ", ".join(msg.values_to_send("path")) if use_path else ""     # add_path()'s included
-        proto = rcv.proto.value
+        proto = rcv.proto.text
         where = {"received": f"sip:{host_port(rcv.src_ip, rcv.src_port)};transport={proto}",
                  "socket": f"{proto}:{host_port(rcv.dst_ip, rcv.dst_port)}", "path": path or None,
                  "user_agent": (msg.header("user-agent") or "")[:255]}
