@@ -263,7 +263,13 @@ class StreamConnections:
                                  f"{self.peer_subject(conn)}", refused=True)
                 return False
         conn.pipe.accept()
-        conn.waiting = []
+        waiting, conn.waiting = conn.waiting, []
+        for data, host, _, _, rcv in waiting:   # now the certificate is known: may each go on it?
+            if not self.carries(conn, host):
+                self.bounce(data, f"the certificate of tls:{conn.peer_ip}:{conn.peer_port} does not "
+                                  f"name {host}", rcv)
+            elif not self.write(conn, data):
+                self.bounce(data, f"writing to tls:{conn.peer_ip}:{conn.peer_port} failed", rcv)
         log.debug(f"TLS {summary.get('version')} with {conn.peer_ip}:{conn.peer_port}, "
                   f"{summary.get('cipher')}, peer {summary.get('subject') or '-'}")
         return True
@@ -327,26 +333,28 @@ class StreamConnections:
         ``unreachable`` target is skipped by every request for a while."""
         if conn.outbound and unreachable:
             self.resolver.failed(conn.proto, (conn.peer_ip, conn.peer_port))
-        for data, route, tried, rcv in conn.waiting:
+        for data, _, route, tried, rcv in conn.waiting:
             following = self.resolver.next_target(conn.proto, route[0], route[1], tried) if route else None
             if following is None or not self.send_stream(conn.proto, *following, data, None, route[0],
                                                          route[2], route[1], tried, rcv):
                 self.bounce(data, why, rcv)
 
-    def write_waiting(self, conn: TCPConnection, data: bytes, route: tuple | None = None,
+    def write_waiting(self, conn: TCPConnection, data: bytes, host: str = "", route: tuple | None = None,
                       tried: tuple = (), rcv: ReceiveInfo = NOT_RECEIVED) -> bool:
         """write(), keeping a request written before the connection is up (from this worker or
-        handed over by another) with where it was going (``route``: host, port and client domain
-        as the script named them, None when only the address is known), the targets it tried
-        and where it came in (``rcv``, when this worker received it). Its fate is the
-        connection's then (sent, sent to the next target, or answered 477), so this says True.
-        False: not sent, and nobody will answer."""
+        handed over by another) with the host it is for (which a TLS server's certificate must
+        name, checked when the handshake is done), where it was going (``route``: host, port and
+        client domain as the script named them, None when only the address is known), the
+        targets it tried and where it came in (``rcv``, when this worker received it). Its fate
+        is the connection's then (sent, sent to the next target, or answered 477), so this says
+        True. False: not sent, and nobody will answer."""
         if conn.closed:
             return False
         if not conn.established and not data.startswith(b"SIP/2.0 "):
-            conn.waiting.append((data, route, (*tried, (conn.peer_ip, conn.peer_port)), rcv))
-            self.write(conn, data)
-            return True
+            conn.waiting.append((data, host, route, (*tried, (conn.peer_ip, conn.peer_port)), rcv))
+            if conn.pipe is None:
+                self.write(conn, data)      # kept in the output buffer until connected
+            return True                     # TLS: written by handshake_complete()
         return self.write(conn, data)
 
     def write(self, conn: TCPConnection, data: bytes) -> bool:
@@ -421,10 +429,11 @@ class StreamConnections:
                     continue
             else:
                 send_timeout = self.settings.tcp_send_timeout
-            if conn.stalled_since is not None and now - conn.stalled_since > send_timeout:
+            if conn.connecting:
+                if now - conn.last_active > send_timeout:
+                    self.close(conn, "connect timed out")
+            elif conn.stalled_since is not None and now - conn.stalled_since > send_timeout:
                 self.close(conn, f"peer stopped reading for {send_timeout} s")
-            elif conn.connecting and now - conn.last_active > send_timeout:
-                self.close(conn, "connect timed out")
             elif now - conn.last_active > lifetime:
                 self.close(conn, None)
         self.loop.call_later(1.0, self.tick)

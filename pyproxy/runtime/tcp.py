@@ -38,7 +38,7 @@ class TCPConnection:
         self.tls_info: dict | None = None   # the peer summary, once the handshake is done
         self.domain = None              # TLS: the domain whose context the connection uses
         self.target: str | None = None  # outbound TLS: the host name the certificate must match
-        self.waiting: list[tuple] = []  # requests written before it was up: (data, route, tried, rcv)
+        self.waiting: list[tuple] = []  # requests written before it was up: (data, host, route, tried, rcv)
         self.reading_paused = False     # until the peer reads what waits for it
 
     @property
@@ -49,7 +49,7 @@ class TCPConnection:
     def write_now(self, data) -> bool:
         """Write what the kernel takes; keep the rest. False when the peer is gone."""
         if self.connecting:
-            self.out += data
+            self.out += data        # flush() sends it once connected (and times a stall from then)
             return True
         if self.out:
             self.out += data
@@ -71,11 +71,12 @@ class TCPConnection:
         try:
             sent = self.sock.send(self.out)
         except BlockingIOError:
-            return True
+            sent = 0
         except OSError:
             return False
-        if sent:
-            del self.out[:sent]
-            if not self.out:    # a peer that reads a little now and then is still stalled
-                self.stalled_since = None
+        del self.out[:sent]
+        if not self.out:
+            self.stalled_since = None
+        elif self.stalled_since is None:    # what was queued while connecting does not fit either
+            self.stalled_since = time.monotonic()   # (a peer reading a little now and then stays stalled)
         return True

@@ -267,7 +267,7 @@ class Worker(StreamConnections):
                     self.bounce(data, f"connection {conn_id:#x} is gone" if conn is None else
                                 f"the certificate of tls:{conn.peer_ip}:{conn.peer_port} does not name {host}")
                     self.stats.add(Stat.SEND_ERRORS)
-                elif not self.write_waiting(conn, data):
+                elif not self.write_waiting(conn, data, host):
                     self.stats.add(Stat.SEND_ERRORS)
 
     # -- management commands (from the mi process) ---------------------------------------------
@@ -564,17 +564,20 @@ class Worker(StreamConnections):
         """``host``: the request's target, which the connection's certificate may have to name."""
         if owner is None or owner == self.index:
             conn = self.conns.get(conn_id)
-            return conn is not None and self.carries(conn, host) and self.write(conn, data)
+            return conn is not None and self.carries(conn, host) and self.write_waiting(conn, data, host)
         self.hand_off(owner, (ipc.SEND, conn_id, data, host))
         return True
 
     def carries(self, conn: TCPConnection, host: str) -> bool:
         """RFC 5922 on reuse: a TLS connection opened by a domain that checks the server's name
-        carries a request for another host only if its certificate names that host too."""
+        carries a request for another host only if its certificate names that host too. Until the
+        handshake is done that is not known: the request waits, and handshake_complete() asks
+        again."""
         domain = conn.domain
         if not host or not conn.outbound or domain is None or not domain.verify_hostname:
             return True
-        if canonical_host(host) == canonical_host(conn.target) or identifies(conn.tls_info, host):
+        if canonical_host(host) == canonical_host(conn.target) or conn.tls_info is None or \
+                identifies(conn.tls_info, host):
             return True
         self.ratelog("reuse", logging.WARNING, f"not sending to {host} over tls:{conn.peer_ip}:{conn.peer_port}: "
                                                f"its certificate (checked for {conn.target}) does not name it "
@@ -621,7 +624,7 @@ class Worker(StreamConnections):
                                                                   domain_name, dest_port, tried, rcv)
         if not self.carries(conn, host):
             return False
-        return self.write_waiting(conn, data, (host, dest_port, domain_name) if named else None, tried,
+        return self.write_waiting(conn, data, host, (host, dest_port, domain_name) if named else None, tried,
                                   rcv or (ctx.rcv if ctx is not None else NOT_RECEIVED))
 
     def reusable(self, proto: Proto, opened_with: int, domain_name: str | None, ip: str, port: int) -> bool:

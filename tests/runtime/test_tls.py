@@ -279,6 +279,41 @@ def test_a_connection_is_reused_only_for_hosts_its_certificate_names(proxy_facto
     assert "does not name" in proxy.log()
 
 
+@pytest.mark.parametrize("cert, names_both", [("localhost", True), ("biloxi.example.com", False)])
+def test_requests_queued_during_the_handshake_are_checked_against_the_certificate(proxy_factory, pki, dns_zone,
+                                                                                 cert, names_both):
+    """A request for 127.0.0.1 that finds the connection opened for a name still in its
+    handshake waits for the certificate: sent when it names 127.0.0.1 too (the localhost
+    certificate does), answered 477 when it does not (biloxi's)."""
+    port, server_port = free_port(), free_port()
+    name = "localhost" if names_both else "biloxi.example.com"
+    zone = dns_zone({(name, "A"): [LOOP]})
+    route = """route {
+    if (uri==myself && $rU==$null) { sl_send_reply("200", "OK"); exit; }
+    if (!forward()) { sl_reply_error(); }
+}"""
+    proxy = proxy_factory(children=1, route=route,
+                          extra=tls_settings(pki, port, more=f"dns_server={LOOP}:{zone.port}\ntls_verify_server=1\n"))
+    server_ctx, listener = tls_server(pki, cert, server_port)
+    with listener, udp_socket(5.0) as u:
+        send_sips(proxy, u, server_port, f"named-{uuid.uuid4().hex}", host=name)
+        conn, _ = listener.accept()     # connected; the handshake waits for us
+        send_sips(proxy, u, server_port, f"literal-{uuid.uuid4().hex}")
+        # one worker takes its messages in order: once this is answered, both requests wait
+        assert udp_options(proxy.port, timeout=2.0) == 200
+        with server_ctx.wrap_socket(conn, server_side=True) as tls:
+            buf, deadline = bytearray(), time.monotonic() + 5
+            assert read_tcp_message(tls, deadline, buf).startswith(f"OPTIONS sips:bob@{name}".encode())
+            if names_both:
+                assert read_tcp_message(tls, deadline, buf).startswith(b"OPTIONS sips:bob@127.0.0.1")
+            else:
+                assert status_of(u.recv(65536)) == 477
+                tls.settimeout(0.5)
+                with pytest.raises(socket.timeout):
+                    tls.recv(65536)
+    assert ("does not name" in proxy.log()) is not names_both
+
+
 def test_wrong_name_server_never_sees_the_request_and_it_is_answered_477(proxy_factory, pki):
     """RFC 5922: a server whose certificate verifies but names another host is refused before
     anything is sent to it, and the sender hears 477 instead of waiting."""
