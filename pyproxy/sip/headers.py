@@ -117,7 +117,7 @@ def canonical_wire(raw: bytes) -> str:
 
 def unfold(value: bytes) -> bytes:
     """Replace every fold (CRLF + whitespace) with one SP."""
-    if b"\r\n" in value:
+    if value.find(b"\r\n") >= 0:    # faster than "in", which first tries the operand as an int
         return grammar.FOLD.sub(b" ", value)
     return value
 
@@ -159,10 +159,16 @@ def split_list(value: str, sep: str = ",") -> list[str]:
 def split_header_lines(block: bytes) -> tuple[list[str], list[bytes]]:
     """Canonical names and raw lines of a header block (lines joined by CRLF, no final CRLF)."""
     lines = block.split(b"\r\n")
-    crlf = len(lines) - 1
-    if block.count(b"\r") != crlf or block.count(b"\n") != crlf:
+    if has_bare_cr_or_lf(lines):
         raise RemoteSIPError("bare CR or LF in the header section")
     return index_lines(lines)
+
+
+def has_bare_cr_or_lf(lines: list[bytes]) -> bool:
+    """Whether a CR or LF is left in lines split on CRLF. (Joined, two memchr() scans: counting
+    CRs and LFs in the head went byte by byte, at several times the cost.)"""
+    joined = b"".join(lines)
+    return joined.find(b"\r") >= 0 or joined.find(b"\n") >= 0
 
 
 _LINE_NAME = re.compile(rb"\r\n([^:\r\n]*):")     # the octets before the ":" of each header line
@@ -175,8 +181,11 @@ def index_head(head: bytes, lines: list[bytes]) -> tuple[list[str], list[bytes]]
     line has a ":" and a cached name: a folded line starts with SP/HT and such a "name" is never
     cached, so folding, unknown names and garbage all take the careful loop of index_lines().
     """
-    names = list(map(_by_bytes.get, _LINE_NAME.findall(head)))
-    if len(names) == len(lines) - 1 and None not in names:
+    try:
+        names = list(map(_by_bytes.__getitem__, _LINE_NAME.findall(head)))
+    except KeyError:
+        return index_lines(lines[1:])
+    if len(names) == len(lines) - 1:
         return names, lines[1:]
     return index_lines(lines[1:])
 

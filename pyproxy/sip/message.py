@@ -45,11 +45,11 @@ class Message:
 
     # --- reading headers ------------------------------------------------------------------
     def _value(self, i: int) -> str:
-        value = self._cache.get(i)
+        value = self._cache.get(i)      # (decoded values are cached under their line's index)
         if value is None:
             line = self._lines[i]
             raw = line[line.find(b":") + 1:]
-            if b"\r\n" in raw:
+            if raw.find(b"\r\n") >= 0:     # (bytes "in" costs an exception raised and cleared)
                 raw = unfold(raw)
             value = self._cache[i] = raw.strip(b" \t").decode("utf-8", "surrogateescape")
         return value
@@ -149,14 +149,21 @@ class Message:
         cached = self._cache.get("second_via", False)
         if cached is False:
             cached = None
-            seen = 0                    # Via values on the lines before this one
-            for i in self._indices("via"):
-                value = self._value(i)
-                values = split_list(value) if "," in value else (value,)
-                if seen + len(values) > 1:
-                    cached = parse_via(values[1 - seen])
-                    break
-                seen += len(values)
+            names = self._names
+            first = names.index("via") if "via" in names else -1
+            value = self._value(first) if first >= 0 else ""
+            if first >= 0 and "," not in value and "via" in names[first + 1:]:   # the common case
+                value = self._value(names.index("via", first + 1))
+                cached = parse_via(split_list(value)[0] if "," in value else value)
+            elif first >= 0:
+                seen = 0                    # Via values on the lines before this one
+                for i in self._indices("via"):
+                    value = self._value(i)
+                    values = split_list(value) if "," in value else (value,)
+                    if seen + len(values) > 1:
+                        cached = parse_via(values[1 - seen])
+                        break
+                    seen += len(values)
             self._cache["second_via"] = cached
         return cached
 
@@ -316,12 +323,18 @@ class Message:
         A received value alone on its line removes the line; one of a folded "Via: a, b" line
         is cut from it, keeping the rest.
         """
-        edits = self._ed()
+        edits = self._edits or self._ed()
         for n, entry in enumerate(edits.top):
             if entry[0] == "via":
                 del edits.top[n]
                 return
         position = edits.via_pop  # received values already cut from the top of folded lines
+        if not position and not edits.drop and "via" in self._names:    # the common case
+            i = self._names.index("via")
+            if "," not in self._value(i):
+                edits.drop.add(i)
+                edits.subst.pop(i, None)
+                return
         for i in self._indices("via"):
             if i in edits.drop:
                 continue
@@ -342,16 +355,17 @@ class Message:
 
         "Top" is counted after remove_top_via() edits; Vias added by insert_via() never count.
         """
-        self.top_via  # the sender's Via must parse; raises RemoteSIPError if it does not
+        if "top_via" not in self._cache:
+            self.top_via  # the sender's Via must parse; raises RemoteSIPError if it does not
         if received is not None and (not isinstance(received, str) or not received
                                      or any(c in received for c in " \t\r\n;,")):
             raise LocalSIPError(f"bad received value {received!r}")
         if rport is not None and not (isinstance(rport, int) and 0 <= rport <= 65535):
             raise LocalSIPError(f"bad rport value {rport!r}")
-        edits = self._ed()
-        old_received, old_rport = edits.via_params or (None, None)
-        edits.via_params = (old_received if received is None else received,
-                            old_rport if rport is None else rport)
+        edits = self._edits or self._ed()
+        old = edits.via_params
+        edits.via_params = (received, rport) if old is None else \
+            (old[0] if received is None else received, old[1] if rport is None else rport)
 
     @property
     def rport_recorded(self) -> bool:

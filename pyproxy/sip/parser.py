@@ -18,7 +18,7 @@ import re
 
 from . import grammar
 from .errors import MessageTooLarge, RemoteSIPError
-from .headers import index_head, show, unfold
+from .headers import has_bare_cr_or_lf, index_head, show, unfold
 from .message import Message, Request, Response
 
 __all__ = ["parse_message", "StreamParser", "KeepAlive"]
@@ -38,8 +38,7 @@ def parse_head(data: bytes, head_end: int) -> Message:
     """
     head = data[:head_end]
     lines = head.split(b"\r\n")
-    crlf = len(lines) - 1
-    if head.count(b"\r") != crlf or head.count(b"\n") != crlf:
+    if has_bare_cr_or_lf(lines):
         raise RemoteSIPError("bare CR or LF in the header section")
     start = lines[0]
     hstart = len(start) + 2  # raw[hstart:head_end] is the header block (empty if no headers)
@@ -78,7 +77,7 @@ def _content_length(names: list[str], lines: list[bytes]) -> int | None:
         return None
     line = lines[names.index("content-length")]
     value = line[line.find(b":") + 1:]
-    if b"\r\n" in value:
+    if value.find(b"\r\n") >= 0:
         value = unfold(value)
     value = value.strip(b" \t")
     if not value.isdigit():

@@ -11,6 +11,7 @@ Rules:
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from . import grammar
@@ -98,14 +99,18 @@ def serialize(msg: Message, top: bytes | None = None) -> bytes:
 def _edited_lines(msg: Message, edits: Edits):
     # Precedence: a removed line stays removed; a replaced line beats a Via value rewrite.
     out: list[bytes | None] = list(msg._lines)
-    for i, line in via_lines(msg, edits.via_pop, edits.via_params, edits.drop).items():
-        out[i] = line
+    if edits.via_pop or edits.via_params:
+        for i, line in via_lines(msg, edits.via_pop, edits.via_params, edits.drop).items():
+            out[i] = line
     for i, line in edits.subst.items():
         out[i] = line
-    for i in edits.drop:
-        out[i] = None
+    drop = edits.drop
     if edits.body_changed and msg._cl is not None:
-        out[msg._names.index("content-length")] = None
+        drop = drop | {msg._names.index("content-length")}
+    if not drop:
+        return out
+    for i in drop:
+        out[i] = None
     return filter(None, out)
 
 
@@ -118,6 +123,12 @@ def via_lines(msg: Message, pop: int, params: tuple | None, drop) -> dict[int, b
     out: dict[int, bytes | None] = {}
     if not pop and not params:
         return out
+    if not pop:         # the common case: received/rport on a top value alone on its line
+        i = msg._names.index("via")
+        value = msg._value(i)
+        if i not in drop and "," not in value:
+            out[i] = _wire_name(msg._lines[i]) + b": " + _with_params(value, params).encode("utf-8", "surrogateescape")
+            return out
     position = 0
     for i in msg._indices("via"):
         if i in drop:
@@ -147,6 +158,11 @@ def via_lines(msg: Message, pop: int, params: tuple | None, drop) -> dict[int, b
     return out
 
 
+# A Via parameter of that name, with its value if it has one (no quoted string in the value).
+_RECEIVED = re.compile(r";[ \t]*received[ \t]*(?:=[^;]*)?(?=;|$)", re.IGNORECASE)
+_RPORT = re.compile(r";[ \t]*rport[ \t]*(?:=[^;]*)?(?=;|$)", re.IGNORECASE)
+
+
 def _wire_name(line: bytes) -> bytes:
     return line[:line.find(b":")].rstrip(b" \t")
 
@@ -155,16 +171,17 @@ def _with_params(value: str, params: tuple[str | None, int | None]) -> str:
     received, rport = params
     if '"' not in value:
         # The hot path (every forwarded request with rport): the value was parsed already when
-        # the edit was recorded, so a textual rewrite of its parameters is enough.
-        new = {"received": None if received is None else f"received={received}",
-               "rport": None if rport is None else f"rport={rport}"}
-        parts = value.split(";")
-        for i in range(1, len(parts)):
-            name = parts[i].partition("=")[0].strip().lower()
-            if new.get(name) is not None:
-                parts[i] = new.pop(name)        # replaced where it stands
-        parts += [p for p in new.values() if p is not None]
-        return ";".join(parts)
+        # the edit was recorded, so a textual rewrite of its parameters is enough: each replaced
+        # where it stands, else added at the end.
+        if received is not None:
+            value, found = _RECEIVED.subn(f";received={received}", value, 1)
+            if not found:
+                value += f";received={received}"
+        if rport is not None:
+            value, found = _RPORT.subn(f";rport={rport}", value, 1)
+            if not found:
+                value += f";rport={rport}"
+        return value
     try:
         via = parse_via(value)
     except RemoteSIPError as exc:

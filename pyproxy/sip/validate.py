@@ -41,7 +41,8 @@ def validate(msg: Message, deep: bool = True) -> None:
     """
     if msg.version != "SIP/2.0":
         raise RemoteSIPError(f"unsupported SIP version {msg.version}", 505)
-    if isinstance(msg, Request):
+    request = isinstance(msg, Request)
+    if request:
         _check_request_line(msg)
     elif not 100 <= msg.status <= 699:
         raise RemoteSIPError(f"bad status code {msg.status}")
@@ -56,10 +57,15 @@ def validate(msg: Message, deep: bool = True) -> None:
         for key, what in _SINGLE.items():
             if key in present and names.count(key) > 1:
                 raise RemoteSIPError(f"more than one {what} header")
-    call_id = msg.call_id
+    call_id = msg._value(names.index("call-id"))
     if not grammar.CALL_ID.fullmatch(call_id):
         raise RemoteSIPError(f"bad Call-ID header {call_id[:60]!r}")
-    _check_cseq(msg)
+    method = msg.cseq[1]
+    if request and method != msg.method:
+        # RFC 4475 3.1.2.18: an unknown method with another CSeq method is best answered 501.
+        status = 400 if msg.method in KNOWN_METHODS else 501
+        raise RemoteSIPError(
+            f"bad CSeq header: method {method} does not match request method {msg.method}", status)
     msg.max_forwards
     if not deep:
         msg.top_via
@@ -90,11 +96,3 @@ def _check_request_line(msg: Request) -> None:
     if uri.scheme in ("sip", "sips") and uri.headers is not None:
         raise RemoteSIPError("bad Request-URI: escaped headers are not allowed in it")
 
-
-def _check_cseq(msg: Message) -> None:
-    number, method = msg.cseq
-    if isinstance(msg, Request) and method != msg.method:
-        # RFC 4475 3.1.2.18: an unknown method with another CSeq method is best answered 501.
-        status = 400 if msg.method in KNOWN_METHODS else 501
-        raise RemoteSIPError(
-            f"bad CSeq header: method {method} does not match request method {msg.method}", status)
