@@ -67,7 +67,7 @@ class MIServer:
     def ask_workers(self, question: str) -> list:
         request_id = next(self.ids)
         for send in self.handoff_send:
-            send.send(ipc.dumps((ipc.CONTROL, request_id, question)))
+            send.send(ipc.encode(ipc.Control(request_id, question)))
         answers: dict[int, object] = {}
         parts: dict[int, list[bytes]] = {}      # a worker's long answer comes in several datagrams
         deadline = time.monotonic() + WORKER_TIMEOUT
@@ -83,12 +83,12 @@ class MIServer:
                     rid, index, last, part = self.replies.read()
                 except socket.timeout:
                     continue
-                except (EOFError, ValueError, TypeError):
+                except (EOFError, ValueError, TypeError, IndexError):
                     continue        # not an answer in one piece: none of this question's
                 if rid == request_id:
                     parts.setdefault(index, []).append(part)
                     if last:
-                        answers[index] = ipc.loads(b"".join(parts.pop(index)))
+                        answers[index] = ipc.answer_of(parts.pop(index))
         finally:
             self.reply_recv.setblocking(False)
         return [answers[i] for i in sorted(answers)]

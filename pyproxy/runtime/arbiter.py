@@ -339,7 +339,7 @@ class Arbiter:
             log.error(f"{name} (pid {pid}) died with {how}; respawning it")
             if kind == "worker":
                 self.incarnations[index] = self.incarnations.get(index, 0) + 1
-                self.tell_supervisor((ipc.WORKER_DIED, index, self.incarnations[index]))
+                self.tell_supervisor(ipc.WorkerDied(index, self.incarnations[index]))
             self.spawn(kind, index)
 
     def note_death(self, key, name: str) -> None:
@@ -353,7 +353,7 @@ class Arbiter:
 
     def tell_supervisor(self, item: tuple) -> None:
         try:
-            self.master_channel.send(ipc.dumps(item))
+            self.master_channel.send(ipc.encode(item))
         except OSError:
             pass
 

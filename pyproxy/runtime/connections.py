@@ -125,8 +125,8 @@ class StreamConnections:
         if self.local is not None:
             self.local.learn(conn.conn_id, self.index, conn.proto, conn.peer_ip, conn.peer_port, domain)
         else:
-            self.to_supervisor((ipc.OUTBOUND, conn.conn_id, self.index, conn.proto.text,
-                                conn.peer_ip, conn.peer_port, domain))
+            self.to_supervisor(ipc.Outbound(conn.conn_id, self.index, conn.proto.text, conn.peer_ip,
+                                            conn.peer_port, domain))
 
     def learn_alias(self, rcv: ReceiveInfo, via) -> None:
         """RFC 5923: the sender asks us to reuse this connection for requests to its Via port.
@@ -142,10 +142,10 @@ class StreamConnections:
         if self.local is not None:
             self.local.learn(rcv.conn_id, rcv.conn_owner, rcv.proto, rcv.src_ip, port)
         else:
-            self.to_supervisor((ipc.ALIAS, rcv.conn_id, rcv.proto.text, rcv.src_ip, port))
+            self.to_supervisor(ipc.Alias(rcv.conn_id, rcv.proto.text, rcv.src_ip, port))
 
     def to_supervisor(self, item: tuple) -> None:
-        self.supervisor_outbox.send(ipc.dumps(item))
+        self.supervisor_outbox.send(ipc.encode(item))
 
     def supervisor_unreachable(self, payload: bytes, why: str) -> None:
         self.ratelog("channel", logging.ERROR, f"cannot reach the TCP supervisor: {why}")
@@ -159,21 +159,20 @@ class StreamConnections:
             if not payload:
                 self.loop.stop()        # the supervisor is gone: the master restarts us all
                 return
-            item = ipc.loads(payload)
-            if item[0] == ipc.EPOCH:
-                if item[1] == self.incarnation:
+            item = ipc.decode(payload)
+            if type(item) is ipc.Epoch:
+                if item.incarnation == self.incarnation:
                     self.start_adopting()
-            elif item[0] == ipc.NEW_CONN and fds and self.adopting:
-                _, conn_id, proto, peer_ip, peer_port, local_ip, local_port = item
+            elif fds and self.adopting:         # a NewConn
                 # family and type given: socket(fileno=) would ask the kernel for them (3 calls)
-                family = socket.AF_INET6 if ":" in peer_ip else socket.AF_INET
+                family = socket.AF_INET6 if ":" in item.peer_ip else socket.AF_INET
                 sock = socket.socket(family, socket.SOCK_STREAM, 0, fds[0])
-                self.adopt(conn_id, sock, Proto(proto), (peer_ip, peer_port), (local_ip, local_port))
-            else:
+                self.adopt(item.conn_id, sock, Proto(item.proto), (item.peer_ip, item.peer_port),
+                           (item.local_ip, item.local_port))
+            else:       # not ours to keep (or its fd was lost: EMFILE)
                 for fd in fds:
                     os.close(fd)
-                if item[0] == ipc.NEW_CONN:     # not ours to keep (or its fd was lost: EMFILE)
-                    self.to_supervisor((ipc.CLOSED, item[1]))
+                self.to_supervisor(ipc.Closed(item.conn_id))
 
     def on_readable(self, conn: TCPConnection) -> None:
         if len(conn.out) > READ_PAUSE:     # the peer does not read our replies: read no more requests
@@ -413,7 +412,7 @@ class StreamConnections:
         if self.local is not None:
             self.local.forget(conn.conn_id)
         else:
-            self.to_supervisor((ipc.CLOSED, conn.conn_id))
+            self.to_supervisor(ipc.Closed(conn.conn_id))
 
     def tick(self) -> None:
         """Once a second: close idle connections and ones whose peer stopped reading."""

@@ -9,7 +9,10 @@
 - **master -> supervisor**: a worker died, forget its connections; the supervisor then tells the
   channel's next reader (the respawned worker) where its predecessor's unread connections end.
 
-Payloads are ``marshal``-encoded tuples: fast, and only our own processes speak on these sockets.
+Each message is one of the named tuples below; encode() and decode() are the one place where they
+become bytes: ``marshal`` of (kind number, fields...), fast, and only our own processes speak on
+these sockets. A transport travels as its text ("udp"), a missing number as -1 or 0 (marshal
+knows no enums).
 """
 
 from __future__ import annotations
@@ -19,28 +22,123 @@ import re
 import socket
 import zlib
 from collections import deque
+from typing import NamedTuple
 
-# hand-off kinds
-MESSAGE = 1         # (MESSAGE, proto, src_ip, src_port, dst_ip, dst_port, conn_id, conn_owner, data, tls)
-SEND = 2            # (SEND, conn_id, data, host): host, when set, the certificate must name (RFC 5922)
-CONTROL = 3         # mi -> worker: (CONTROL, request_id, command); the worker answers on the mi socket
-                    # with (request_id, worker_index, result)
 
-# supervisor channel kinds
-NEW_CONN = 1        # supervisor -> worker: (NEW_CONN, conn_id, proto, peer_ip, peer_port, local_ip, local_port) + fd
-OUTBOUND = 2        # worker -> supervisor: (OUTBOUND, conn_id, owner, proto, peer_ip, peer_port)
-CLOSED = 3          # worker -> supervisor: (CLOSED, conn_id)
-ALIAS = 4           # worker -> supervisor: (ALIAS, conn_id, proto, ip, port)
-WORKER_DIED = 5     # master -> supervisor: (WORKER_DIED, index, incarnation of its successor)
-EPOCH = 6           # supervisor -> worker: (EPOCH, incarnation): what follows is for that incarnation
+# -- worker hand-off socket -----------------------------------------------------------------------
+class Handoff(NamedTuple):
+    """A SIP message for the worker that owns its Call-ID, and how it came in."""
+    proto: str
+    src_ip: str
+    src_port: int
+    dst_ip: str
+    dst_port: int
+    conn_id: int        # 0: not over a connection
+    conn_owner: int     # -1: not known
+    data: bytes
+    tls: dict | None    # the TLS peer's summary, for a message that came over TLS
+
+
+class SendOn(NamedTuple):
+    """Bytes to write on a TCP/TLS connection, for the worker that owns it."""
+    conn_id: int
+    data: bytes
+    host: str           # when set, the host a TLS server's certificate must name (RFC 5922)
+
+
+class Control(NamedTuple):
+    """mi -> worker: a management command; the worker answers with ControlAnswer pieces."""
+    request_id: int
+    command: str
+
+
+class ControlAnswer(NamedTuple):
+    """worker -> mi, on the mi socket: a piece of the encoded answer, ``last`` on the final one."""
+    request_id: int
+    worker: int
+    last: bool
+    part: bytes
+
+
+# -- supervisor channel (and master -> supervisor) ------------------------------------------------
+class NewConn(NamedTuple):
+    """supervisor -> worker, with the connection's fd: it is yours."""
+    conn_id: int
+    proto: str
+    peer_ip: str
+    peer_port: int
+    local_ip: str
+    local_port: int
+
+
+class Outbound(NamedTuple):
+    """worker -> supervisor: I opened this connection."""
+    conn_id: int
+    owner: int
+    proto: str
+    peer_ip: str
+    peer_port: int
+    domain: int         # index of its TLS client domain (tls_match_domain_on_reuse)
+
+
+class Closed(NamedTuple):
+    """worker -> supervisor: this connection is gone."""
+    conn_id: int
+
+
+class Alias(NamedTuple):
+    """worker -> supervisor: this connection also reaches ip:port (RFC 5923)."""
+    conn_id: int
+    proto: str
+    ip: str
+    port: int
+
+
+class WorkerDied(NamedTuple):
+    """master -> supervisor: forget the worker's connections; its successor is ``incarnation``."""
+    index: int
+    incarnation: int
+
+
+class Epoch(NamedTuple):
+    """supervisor -> worker: what follows on the channel is for this incarnation of the worker."""
+    incarnation: int
+
+
+_KINDS = (Handoff, SendOn, Control, ControlAnswer, NewConn, Outbound, Closed, Alias, WorkerDied, Epoch)
+_NUMBER = {kind: number for number, kind in enumerate(_KINDS)}
+
+
+def encode(item: tuple) -> bytes:
+    return marshal.dumps((_NUMBER[type(item)], *item))
+
+
+def decode(payload) -> tuple:
+    """The named tuple that encode() made ``payload`` of (bytes or a memoryview)."""
+    fields = marshal.loads(payload)
+    return _KINDS[fields[0]](*fields[1:])
+
 
 MAX_DATAGRAM = 256 * 1024
 MI_CHUNK = 192 * 1024       # a worker's answer to the mi process, per datagram (with room for the header)
-dumps, loads = marshal.dumps, marshal.loads
+
+
+def answer_datagrams(request_id: int, worker: int, result) -> list[bytes]:
+    """A worker's answer to a Control command, as the ControlAnswer datagrams that carry it (a
+    long one, tls_list of thousands of connections, takes several)."""
+    answer = marshal.dumps(result)
+    starts = range(0, len(answer), MI_CHUNK)
+    return [encode(ControlAnswer(request_id, worker, start == starts[-1], answer[start:start + MI_CHUNK]))
+            for start in starts]
+
+
+def answer_of(parts: list[bytes]):
+    """The result that answer_datagrams() split into ``parts`` (in order)."""
+    return marshal.loads(b"".join(parts))
 
 
 class DatagramReader:
-    """Reads marshal-encoded datagrams into one buffer kept for the socket's life.
+    """Reads encoded datagrams into one buffer kept for the socket's life.
 
     A fresh ``recv(MAX_DATAGRAM)`` per hand-off costs more than the hand-off itself: glibc serves
     a 256 KiB allocation with mmap and gives it back with munmap, every time (about 12 us).
@@ -54,7 +152,7 @@ class DatagramReader:
     def read(self):
         """The next item; BlockingIOError when there is none (non-blocking socket)."""
         size = self.sock.recv_into(self.buffer)
-        return loads(self.view[:size])
+        return decode(self.view[:size])
 
 
 def datagram_pair() -> tuple[socket.socket, socket.socket]:

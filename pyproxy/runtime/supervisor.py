@@ -138,18 +138,17 @@ class Supervisor:
             sock.close()
             return
         local = sock.getsockname() if listener.wildcard else (listener.host, listener.port)
-        item = (ipc.NEW_CONN, conn_id, listener.proto.text, peer_ip, peer_port, local[0], local[1])
-        self.outboxes[worker].send(ipc.dumps(item), sock)      # waits there while the worker is busy
+        item = ipc.NewConn(conn_id, listener.proto.text, peer_ip, peer_port, local[0], local[1])
+        self.outboxes[worker].send(ipc.encode(item), sock)     # waits there while the worker is busy
         self.stats.add(Stat.TCP_ACCEPTED)
 
     def not_passed(self, worker: int, payload: bytes, why: str) -> None:
-        item = ipc.loads(payload)
-        if item[0] == ipc.EPOCH:
+        item = ipc.decode(payload)
+        if type(item) is ipc.Epoch:
             log.warning(f"cannot tell worker {worker + 1} where its connections start: {why}")
             return
-        _, conn_id, _, peer_ip, peer_port, _, _ = item
-        log.error(f"cannot pass the connection from {peer_ip}:{peer_port} to worker {worker + 1}: {why}")
-        self.table.forget(conn_id)
+        log.error(f"cannot pass the connection from {item.peer_ip}:{item.peer_port} to worker {worker + 1}: {why}")
+        self.table.forget(item.conn_id)
 
     def on_worker(self, index: int) -> None:
         channel = self.channels[index]
@@ -160,18 +159,17 @@ class Supervisor:
                 return
             if not payload:
                 return
-            item = ipc.loads(payload)
-            kind = item[0]
-            if kind == ipc.CLOSED:
-                self.table.forget(item[1])
-            elif kind == ipc.OUTBOUND:
-                _, conn_id, owner, proto, ip, port, domain = item
-                self.table.add(conn_id, owner, Proto(proto), ip, port, domain)
-            elif kind == ipc.ALIAS:
-                _, conn_id, proto, ip, port = item
-                owner = self.table.conns.get(conn_id, (None,))[0]
+            item = ipc.decode(payload)
+            kind = type(item)
+            if kind is ipc.Closed:
+                self.table.forget(item.conn_id)
+            elif kind is ipc.Outbound:
+                self.table.add(item.conn_id, item.owner, Proto(item.proto), item.peer_ip, item.peer_port,
+                               item.domain)
+            elif kind is ipc.Alias:
+                owner = self.table.conns.get(item.conn_id, (None,))[0]
                 if owner is not None:
-                    self.table.add(conn_id, owner, Proto(proto), ip, port)
+                    self.table.add(item.conn_id, owner, Proto(item.proto), item.ip, item.port)
 
     def on_master(self) -> None:
         try:
@@ -181,14 +179,14 @@ class Supervisor:
         if not payload:
             self.loop.stop()
             return
-        item = ipc.loads(payload)
-        if item[0] == ipc.WORKER_DIED:
-            _, index, incarnation = item
+        item = ipc.decode(payload)
+        if type(item) is ipc.WorkerDied:
+            index, incarnation = item
             dropped = self.table.forget_owner(index)
             log.info(f"worker {index + 1} died: forgot its {dropped} connection(s)")
             # connections passed before this (queued ones too) were the dead worker's: its successor
             # closes them
-            self.outboxes[index].send(ipc.dumps((ipc.EPOCH, incarnation)))
+            self.outboxes[index].send(ipc.encode(ipc.Epoch(incarnation)))
 
 
 class LocalSupervisor:

@@ -18,7 +18,6 @@ import logging
 import select
 import socket
 import time
-from collections import deque
 
 from ..config.values import Proto
 from ..forward import forward_reply, transport_failure
@@ -117,16 +116,18 @@ class Worker(StreamConnections):
         self.is_myself = myself
         self.handoff_recv = handoff_recv
         self.handoff_reader = ipc.DatagramReader(handoff_recv) if handoff_recv is not None else None
-        self.handoff_send = handoff_send
         self.channel = channel
         self.local = supervisor_local       # fork=no: this process accepts TCP itself
         self.reply_to_via = self.settings.reply_to_via
         self.max_size = self.settings.max_message_size
         self.conns: dict[int, TCPConnection] = {}
         self.peers: dict[tuple[Proto, str, int], TCPConnection] = {}    # our connections by peer
-        self.backlogs: dict[int, deque] = {}      # hand-offs waiting for a busy worker's socket
+        # hand-offs to each worker; a busy one's wait in order, up to HANDOFF_BACKLOG, not dropped
         self.next_conn = 0
         self.loop = EventLoop()
+        self.handoffs = [ipc.Outbox(sock, self.loop, HANDOFF_BACKLOG,
+                                    lambda payload, why, n=n: self.handoff_lost(n, why))
+                         for n, sock in enumerate(handoff_send or ())]
         self.supervisor_outbox = ipc.Outbox(channel, self.loop, CHANNEL_BACKLOG, self.supervisor_unreachable) \
             if channel is not None else None
         self.resolver = Resolver(self.loop, [(d.host, d.port) for d in self.settings.dns_server])
@@ -199,51 +200,21 @@ class Worker(StreamConnections):
             if call_id is not None:
                 owner = ipc.owner_of(call_id, self.count)
                 if owner != self.index:
-                    self.hand_off(owner, (ipc.MESSAGE, rcv.proto.text, rcv.src_ip, rcv.src_port,
-                                          rcv.dst_ip, rcv.dst_port, rcv.conn_id or 0,
-                                          -1 if rcv.conn_owner is None else rcv.conn_owner, data,
-                                          rcv.tls))
+                    self.hand_off(owner, ipc.Handoff(rcv.proto.text, rcv.src_ip, rcv.src_port, rcv.dst_ip,
+                                                     rcv.dst_port, rcv.conn_id or 0,
+                                                     -1 if rcv.conn_owner is None else rcv.conn_owner, data,
+                                                     rcv.tls))
                     return
         self.process(data, rcv, msg)
 
     def hand_off(self, worker: int, item: tuple) -> None:
-        """Give a message to another worker. When its socket is full (it is busy), keep the message
-        in order in a bounded backlog and send it when the socket drains, rather than drop it."""
-        data = ipc.dumps(item)
-        backlog = self.backlogs.get(worker)
-        if backlog:
-            if len(backlog) >= HANDOFF_BACKLOG:
-                self.stats.add(Stat.DROPPED)
-                self.ratelog("handoff", logging.ERROR, f"worker {worker + 1} is {len(backlog)} messages "
-                                                       f"behind: hand-off dropped")
-                return
-            backlog.append(data)
-            return
-        try:
-            self.handoff_send[worker].send(data)
-            self.stats.add(Stat.HANDOFFS_OUT)
-        except BlockingIOError:
-            self.backlogs[worker] = deque([data])
-            self.loop.set_writer(self.handoff_send[worker].fileno(), lambda: self.drain(worker))
-        except OSError as e:
-            self.stats.add(Stat.DROPPED)
-            self.ratelog("handoff", logging.ERROR, f"hand-off to worker {worker + 1} failed: {e.strerror}")
+        """Give a message (Handoff, SendOn) to another worker; see ``handoffs``."""
+        self.stats.add(Stat.HANDOFFS_OUT)
+        self.handoffs[worker].send(ipc.encode(item))
 
-    def drain(self, worker: int) -> None:
-        backlog, sock = self.backlogs[worker], self.handoff_send[worker]
-        while backlog:
-            try:
-                sock.send(backlog[0])
-            except BlockingIOError:
-                return
-            except OSError as e:
-                self.stats.add(Stat.DROPPED, len(backlog))
-                self.ratelog("handoff", logging.ERROR, f"hand-off to worker {worker + 1} failed: {e.strerror}")
-                backlog.clear()
-                break
-            backlog.popleft()
-            self.stats.add(Stat.HANDOFFS_OUT)
-        self.loop.set_writer(sock.fileno(), None)
+    def handoff_lost(self, worker: int, why: str) -> None:
+        self.stats.add(Stat.DROPPED)
+        self.ratelog("handoff", logging.ERROR, f"hand-off to worker {worker + 1} dropped: {why}")
 
     def on_handoff(self) -> None:
         reader = self.handoff_reader
@@ -253,15 +224,15 @@ class Worker(StreamConnections):
             except (BlockingIOError, InterruptedError):
                 return
             self.stats.add(Stat.HANDOFFS_IN)
-            if item[0] == ipc.MESSAGE:
-                _, proto, src_ip, src_port, dst_ip, dst_port, conn_id, owner, data, tls = item
-                rcv = ReceiveInfo(src_ip, src_port, dst_ip, dst_port, PROTOS[proto], conn_id or None,
-                                  None if owner < 0 else owner, tls)
-                self.process(data, rcv, None)
-            elif item[0] == ipc.CONTROL:
-                self.on_control(item[1], item[2])
-            elif item[0] == ipc.SEND:
-                _, conn_id, data, host = item
+            kind = type(item)
+            if kind is ipc.Handoff:
+                rcv = ReceiveInfo(item.src_ip, item.src_port, item.dst_ip, item.dst_port, PROTOS[item.proto],
+                                  item.conn_id or None, None if item.conn_owner < 0 else item.conn_owner, item.tls)
+                self.process(item.data, rcv, None)
+            elif kind is ipc.Control:
+                self.on_control(item.request_id, item.command)
+            elif kind is ipc.SendOn:
+                conn_id, data, host = item
                 conn = self.conns.get(conn_id)
                 if conn is None or not self.carries(conn, host):
                     self.bounce(data, f"connection {conn_id:#x} is gone" if conn is None else
@@ -283,12 +254,9 @@ class Worker(StreamConnections):
             log.exception(f"management command {command} failed")
             result = {"error": f"{command} failed in worker {self.index + 1}: {e}"}
         if self.mi_reply is not None:
-            answer = ipc.dumps(result)
-            chunks = range(0, len(answer), ipc.MI_CHUNK)
-            try:        # a long answer (tls_list of thousands of connections) in several datagrams
-                for start in chunks:
-                    _send_within(self.mi_reply, ipc.dumps((request_id, self.index, start == chunks[-1],
-                                                           answer[start:start + ipc.MI_CHUNK])), 3.0)
+            try:
+                for datagram in ipc.answer_datagrams(request_id, self.index, result):
+                    _send_within(self.mi_reply, datagram, 3.0)
             except OSError as e:
                 log.warning(f"cannot answer the mi process: {e.strerror or e}")
 
@@ -565,7 +533,7 @@ class Worker(StreamConnections):
         if owner is None or owner == self.index:
             conn = self.conns.get(conn_id)
             return conn is not None and self.carries(conn, host) and self.write_waiting(conn, data, host)
-        self.hand_off(owner, (ipc.SEND, conn_id, data, host))
+        self.hand_off(owner, ipc.SendOn(conn_id, data, host))
         return True
 
     def carries(self, conn: TCPConnection, host: str) -> bool:

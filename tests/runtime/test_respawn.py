@@ -194,14 +194,14 @@ def test_a_respawned_worker_closes_the_connections_passed_to_its_predecessor():
     def pass_connection(conn_id: int) -> socket.socket:
         client = socket.create_connection(listener.getsockname(), timeout=2)
         accepted, peer = listener.accept()
-        socket.send_fds(supervisor_end, [ipc.dumps((ipc.NEW_CONN, conn_id, "tcp", peer[0], peer[1], LOOP, port))],
+        socket.send_fds(supervisor_end, [ipc.encode(ipc.NewConn(conn_id, "tcp", peer[0], peer[1], LOOP, port))],
                         [accepted.fileno()])
         accepted.close()
         return client
 
     try:
         stale = pass_connection(1)
-        supervisor_end.send(ipc.dumps((ipc.EPOCH, 1)))
+        supervisor_end.send(ipc.encode(ipc.Epoch(1)))
         fresh = pass_connection(2)
         worker.on_channel()
         assert stale.recv(10) == b""                # closed: it was the dead worker's
