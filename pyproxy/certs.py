@@ -314,7 +314,7 @@ def make_user_cert(name: str, directory, *, ca_dir, ca_passphrase: bytes | None 
 def autogenerate_pending(settings, cfg_dir: str) -> tuple[str, str] | None:
     """With tls_autogenerate=yes and the configured certificate or key missing: their paths, which
     the start fills in (so -c cannot check them yet). None otherwise."""
-    from .config.loader import config_path
+    from .config.values import config_path
     cert, key = (config_path(p, cfg_dir) for p in (settings.tls_certificate, settings.tls_private_key))
     if settings.tls_autogenerate and not (os.path.exists(cert) and os.path.exists(key)):
         return cert, key

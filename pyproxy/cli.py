@@ -98,7 +98,7 @@ def check_tls(config) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .config.loader import load_config
+    from .assembly.loader import load_config
     try:
         config = load_config(args.config)
     except ConfigErrors as e:
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     apply_overrides(config.settings, args)
     _print_warnings(config.warnings)
     if args.check:
-        from .runtime.process import unknown_user_or_group
+        from .kernel.process import unknown_user_or_group
         errors = [f"{args.config}: {e}" for e in (unknown_user_or_group(config.settings),) if e] + check_tls(config)
         for message in errors:
             print(message, file=sys.stderr)

@@ -178,7 +178,7 @@ DB_MODULES = ("auth_db", "uri_db", "usrloc")
 
 def _config(args):
     from .config.errors import ConfigErrors
-    from .config.loader import load_config
+    from .assembly.loader import load_config
     try:
         return load_config(args.config)
     except ConfigErrors as e:

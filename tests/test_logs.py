@@ -4,7 +4,7 @@ import logging
 import logging.handlers
 import socket
 
-from pyproxy.runtime.logs import SafeFormatter
+from pyproxy.kernel.logs import SafeFormatter
 
 
 def test_a_peers_non_utf8_bytes_do_not_cost_the_log_line():

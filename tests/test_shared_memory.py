@@ -8,9 +8,9 @@ import zlib
 import pytest
 
 from pyproxy.config.values import Proto
-from pyproxy.runtime import ipc
-from pyproxy.runtime.logs import log
-from pyproxy.runtime.shm import OutOfSharedMemory, SharedMemory, Stat
+from pyproxy.kernel import ipc
+from pyproxy.kernel.logs import log
+from pyproxy.kernel.shm import OutOfSharedMemory, SharedMemory, Stat
 from pyproxy.runtime.supervisor import ConnectionTable
 
 

@@ -20,9 +20,9 @@ import socket
 import time
 from types import SimpleNamespace
 
-from pyproxy.config.loader import load_config_text
+from pyproxy.assembly.loader import load_config_text
 from pyproxy.config.values import Proto, SocketSpec
-from pyproxy.forward import forward_reply
+from pyproxy.script.forward import forward_reply
 from pyproxy.myself import Myself
 from pyproxy.script.context import ReceiveInfo, ScriptContext
 from pyproxy.sip import parse_message

@@ -9,13 +9,13 @@ from this table (``python -m pyproxy.config.settings``).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .ast import Assign
-from .errors import ErrorList
+from .ast import Assign, DomainSide
+from .errors import ErrorList, Position
 from .tlsmethod import TLSMethodType, deprecation_warning
-from .values import AddressPort, Bool, Choice, HostPort, Int, LogFacility, Socket, Str
+from .values import AddressPort, Bool, Choice, HostPort, Int, LogFacility, Socket, SocketSpec, Str
 
 
 class Scope(enum.Flag):
@@ -269,3 +269,23 @@ def _show_default(p: Param) -> str:
 
 if __name__ == "__main__":
     print(reference_rst())
+
+
+@dataclass
+class DomainSpec:
+    """A tls_server_domain / tls_client_domain block: its selector and what it sets itself."""
+    side: DomainSide
+    socket: SocketSpec | None        # server domains, and socket-based client domains
+    name: str | None                 # name-based client domains
+    params: dict = field(default_factory=dict)
+    pos: Position | None = None
+
+    @property
+    def label(self) -> str:
+        selector = f'"{self.name}"' if self.name is not None else f"{self.socket.host}:{self.socket.port}"
+        return f"tls_{self.side.value}_domain[{selector}]"
+
+    @property
+    def key(self) -> tuple:
+        """What must be unique: server domains may share a socket when their SNI names differ."""
+        return self.label, str(self.params.get("tls_server_name", "")).lower()

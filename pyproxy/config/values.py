@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import logging
+import os
 import re
 from dataclasses import dataclass
 
@@ -185,3 +187,20 @@ _FACILITIES = ("LOG_AUTH", "LOG_AUTHPRIV", "LOG_CRON", "LOG_DAEMON", "LOG_FTP", 
                "LOG_MAIL", "LOG_NEWS", "LOG_SYSLOG", "LOG_USER", "LOG_UUCP",
                *(f"LOG_LOCAL{i}" for i in range(8)))
 LogFacility = Choice(_FACILITIES)
+
+
+# OpenSER's log levels (debug=, xlog()) on Python's logging.
+NOTICE = 25     # OpenSER's L_NOTICE sits between Python's INFO and WARNING
+_OPENSER_LEVELS = {-3: logging.CRITICAL, -2: logging.CRITICAL, -1: logging.ERROR, 0: logging.WARNING,
+                   1: logging.WARNING, 2: NOTICE, 3: logging.INFO, 4: logging.DEBUG}
+
+
+def log_level(openser_level: int) -> int:
+    return _OPENSER_LEVELS.get(openser_level, logging.DEBUG)
+
+
+def config_path(value: str, cfg_dir: str) -> str:
+    """A file named in the config: ``CFG_DIR/x`` and relative paths are in the config's folder."""
+    if value.startswith("CFG_DIR/"):
+        value = value[len("CFG_DIR/"):]
+    return value if os.path.isabs(value) else os.path.join(cfg_dir, value)

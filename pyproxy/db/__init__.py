@@ -16,66 +16,14 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
 
-DEFAULT_URL = "sqlite:///var/lib/pyproxy/pyproxy.db"
+from .base import CONNECT_TIMEOUT, DEFAULT_URL, DatabaseError, DatabaseUnavailable, DbUrl, parse_url
+from .drivers import MADE_FOLDERS, driver_for
+
+__all__ = ["CONNECT_TIMEOUT", "DEFAULT_URL", "Database", "DatabaseError", "DatabaseUnavailable", "DbUrl",
+           "check_url", "connect", "hand_over", "module_url", "parse_url", "resolve_url"]
+
 RECONNECT_INTERVAL = 1.0        # seconds between two attempts to reach a server that is away
-CONNECT_TIMEOUT = 3             # seconds
-
-
-class DatabaseError(Exception):
-    """A statement failed: the text names the database and the reason."""
-
-
-class DatabaseUnavailable(DatabaseError):
-    """The database cannot be reached (or is locked) now; a later attempt may succeed."""
-
-
-@dataclass(frozen=True)
-class DbUrl:
-    scheme: str                 # sqlite, postgres or mysql
-    path: str | None = None     # sqlite: the file
-    user: str | None = None
-    password: str | None = None
-    host: str | None = None
-    port: int | None = None
-    database: str | None = None
-
-    def __str__(self) -> str:
-        """The URL without its password: for logs and messages."""
-        if self.scheme == "sqlite":
-            return f"sqlite://{self.path}"
-        user = f"{self.user}@" if self.user else ""
-        port = f":{self.port}" if self.port else ""
-        return f"{self.scheme}://{user}{self.host or ''}{port}/{self.database or ''}"
-
-
-SCHEMES = {"sqlite": "sqlite", "postgres": "postgres", "postgresql": "postgres", "mysql": "mysql"}
-
-
-def parse_url(text: str) -> DbUrl:
-    """A db_url, checked; ValueError says what is wrong with it."""
-    scheme, sep, rest = text.partition("://")
-    if not sep or scheme.lower() not in SCHEMES:
-        raise ValueError(f"'{text}' is not a database URL: expected sqlite:///path/to/file.db, "
-                         f"postgres://user:password@host/database or mysql://user:password@host/database")
-    scheme = SCHEMES[scheme.lower()]
-    if scheme == "sqlite":
-        if not rest.startswith("/"):
-            raise ValueError(f"'{text}': an SQLite URL names an absolute path: sqlite:///path/to/file.db")
-        return DbUrl("sqlite", path=rest)
-    parts = urlsplit(text)
-    database = parts.path.lstrip("/")
-    if not parts.hostname or not database:
-        raise ValueError(f"'{text}': expected {scheme}://user:password@host[:port]/database")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"'{text}': the port is not a number from 1 to 65535") from None
-    return DbUrl(scheme, user=unquote(parts.username) if parts.username else None,
-                 password=unquote(parts.password) if parts.password is not None else None,
-                 host=parts.hostname, port=port, database=unquote(database))
 
 
 def check_url(text: str) -> None:
@@ -102,8 +50,7 @@ def hand_over(url: str, settings) -> None:
     """An SQLite database the master made before dropping privileges (user=, group=): the
     workers, running as that user, must write the file, its journal, and the folder the journal
     goes in when pyproxy made that folder."""
-    from ..runtime.process import run_as
-    from .drivers import MADE_FOLDERS
+    from ..kernel.process import run_as
     ids = run_as(settings.user, settings.group)
     if ids is None or not url.startswith("sqlite://"):
         return
@@ -225,7 +172,6 @@ def _first_line(e: Exception) -> str:
 
 def connect(url: str | DbUrl) -> Database:
     """A Database for ``url`` (not connected yet). DatabaseError when its driver is missing."""
-    from .drivers import driver_for
     if isinstance(url, str):
         try:
             url = parse_url(url)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sqlite3
 
-from . import CONNECT_TIMEOUT, DatabaseError, DbUrl
+from .base import CONNECT_TIMEOUT, DatabaseError, DbUrl
 
 MADE_FOLDERS: set[str] = set()      # folders made for SQLite files (hand_over() gives them away)
 

@@ -21,10 +21,10 @@ import socket
 import stat
 import time
 
-from ..runtime import ipc
-from ..runtime.logs import log
-from ..runtime.loop import EventLoop
-from ..runtime.process import become, run_as
+from ..kernel import ipc
+from ..kernel.logs import log
+from ..kernel.loop import EventLoop
+from ..kernel.process import become, run_as
 from . import commands
 
 WORKER_TIMEOUT = 3.0

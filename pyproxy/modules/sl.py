@@ -10,7 +10,7 @@ import hashlib
 import logging
 import os
 
-from ..forward import reply_destination_for_request, stamp_received
+from ..script.forward import reply_destination_for_request, stamp_received
 from ..script.exports import FixupError, Function, ModuleExports, RouteType
 from ..script.fixups import status_code, text
 from ..sip import SIPError, make_response

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from ..script.core import NOTICE
+from ..config.values import NOTICE
 from ..script.exports import FixupError, Function, ModuleExports
 from ..script.fixups import format_string, text
 

@@ -24,15 +24,15 @@ from setproctitle import setproctitle
 
 from ..mi.server import Endpoints, MIServer, MIStartError
 from ..myself import Myself
-from ..script.core import NOTICE
+from ..config.values import NOTICE
 from ..script.exports import ModuleInitError
 from ..tls.domains import DomainTable, TLSConfigError
-from . import ipc
+from ..kernel import ipc
 from .listeners import BindError, bind_all
-from .logs import log, set_role
-from .logs import setup as setup_logging
-from .process import run_as, unknown_user_or_group
-from .shm import OutOfSharedMemory, SharedMemory
+from ..kernel.logs import log, set_role
+from ..kernel.logs import setup as setup_logging
+from ..kernel.process import run_as, unknown_user_or_group
+from ..kernel.shm import OutOfSharedMemory, SharedMemory
 from .supervisor import LocalSupervisor, Supervisor
 from .worker import BOOT_FAILED, Worker
 

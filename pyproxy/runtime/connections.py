@@ -18,10 +18,10 @@ from ..script.context import NOT_RECEIVED, ReceiveInfo
 from ..sip import MessageTooLarge, RemoteSIPError, Request
 from ..tls.pipe import TLSError, TLSPipe
 from ..tls.verify import identifies, matches_sip_domain, peer_summary, verify_error
-from . import ipc
-from .logs import log
+from ..kernel import ipc
+from ..kernel.logs import log
 from .resolver import literal
-from .shm import NO_DOMAIN, Stat
+from ..kernel.shm import NO_DOMAIN, Stat
 from .tcp import TCPConnection
 
 CHANNEL_BURST = 32          # supervisor messages read per wake-up

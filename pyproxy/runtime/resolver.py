@@ -32,7 +32,7 @@ import dns.rdatatype
 import dns.resolver
 
 from ..config.values import Proto
-from .logs import log
+from ..kernel.logs import log
 
 NEGATIVE_TTL = 30.0         # seconds a failed lookup is remembered
 MIN_TTL, MAX_TTL = 5.0, 3600.0

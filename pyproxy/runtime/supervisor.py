@@ -14,11 +14,11 @@ from __future__ import annotations
 import socket
 
 from ..config.values import Proto
-from . import ipc
-from .logs import log
-from .loop import EventLoop
-from .process import become
-from .shm import NO_DOMAIN, OutOfSharedMemory, Stat
+from ..kernel import ipc
+from ..kernel.logs import log
+from ..kernel.loop import EventLoop
+from ..kernel.process import become
+from ..kernel.shm import NO_DOMAIN, OutOfSharedMemory, Stat
 
 ACCEPT_BURST = 64
 HANDOVER_BACKLOG = 10_000   # accepted connections kept for a worker whose channel is full

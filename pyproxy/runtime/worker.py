@@ -20,7 +20,7 @@ import socket
 import time
 
 from ..config.values import Proto
-from ..forward import forward_reply, transport_failure
+from ..script.forward import forward_reply, transport_failure
 from ..modules.sl import send_reply, stateless_to_tag
 from ..script.context import NOT_RECEIVED, Destination, ReceiveInfo, ScriptContext
 from ..script.router import MessageRouter
@@ -36,14 +36,14 @@ from ..sip import (
 from ..sip.uri import host_port
 from ..tls.domains import DomainTable, TLSConfigError
 from ..tls.verify import canonical_host, identifies
-from . import ipc
+from ..kernel import ipc
 from .connections import CHANNEL_BACKLOG, StreamConnections
 from .listeners import Listener
-from .logs import log
-from .loop import EventLoop
-from .process import become
+from ..kernel.logs import log
+from ..kernel.loop import EventLoop
+from ..kernel.process import become
 from .resolver import UNKNOWN, Resolver, literal
-from .shm import Stat
+from ..kernel.shm import Stat
 from .tcp import TCPConnection
 
 BOOT_FAILED = 3             # exit status of a worker that could not start: the master stops

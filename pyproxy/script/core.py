@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import logging
 
-from ..config.values import Proto
+from ..config.values import Proto, log_level
 from ..config.ast import Value, ValueKind
-from ..forward import destination_of_uri, forward_request
+from .forward import destination_of_uri, forward_request
 from ..sip import SIPError
 from .context import Destination
 from .exports import FixupError, Function, RouteType
@@ -169,15 +169,6 @@ def force_rport(ctx):
 
 
 # --- logging ---------------------------------------------------------------------------------
-NOTICE = 25     # OpenSER's L_NOTICE sits between Python's INFO and WARNING
-_OPENSER_LEVELS = {-3: logging.CRITICAL, -2: logging.CRITICAL, -1: logging.ERROR, 0: logging.WARNING,
-                   1: logging.WARNING, 2: NOTICE, 3: logging.INFO, 4: logging.DEBUG}
-
-
-def log_level(openser_level: int) -> int:
-    return _OPENSER_LEVELS.get(openser_level, logging.DEBUG)
-
-
 def log(ctx, level, render):
     ctx.runtime.log(level, render(ctx).rstrip("\n"))
     return 1

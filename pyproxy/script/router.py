@@ -7,7 +7,7 @@ a fake network.
 from __future__ import annotations
 
 from ..config.ast import RouteKind
-from ..forward import forward_reply
+from .forward import forward_reply
 from .exports import MessageHooks
 
 

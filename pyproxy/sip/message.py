@@ -18,6 +18,7 @@ from .errors import LocalSIPError, RemoteSIPError
 from .headers import MULTI_VALUE, canonical, split_header_lines, split_list, unfold
 from .serialize import Edits, header_line, serialize
 from .uri import URI, parse_uri
+from .validate import validate as _validate
 from .via import Via, parse_via
 
 __all__ = ["Message", "Request", "Response"]
@@ -405,6 +406,7 @@ class Message:
 
 class Request(Message):
     __slots__ = ("method", "ruri", "_uri")
+    is_request = True
 
     def __init__(self, start, names, lines, hstart, hend, cl, version, method: str, ruri: str):
         super().__init__(start, names, lines, hstart, hend, cl, version)
@@ -450,6 +452,7 @@ class Request(Message):
 
 class Response(Message):
     __slots__ = ("status", "reason")
+    is_request = False
 
     def __init__(self, start, names, lines, hstart, hend, cl, version, status: int, reason: str):
         super().__init__(start, names, lines, hstart, hend, cl, version)
@@ -466,6 +469,3 @@ def _named(parse, value: str, what: str):
     except RemoteSIPError as exc:
         raise RemoteSIPError(f"bad {what} header: {exc.reason}") from None
 
-
-# validate.py builds on the classes above, so it is imported once they exist (not per call).
-from .validate import validate as _validate  # noqa: E402

@@ -12,17 +12,15 @@ Rules:
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from . import grammar
 from .errors import LocalSIPError, RemoteSIPError
 from .headers import canonical, split_list
 from .via import Via, parse_via
 
-if TYPE_CHECKING:
-    from .message import Message
-
 __all__ = ["Edits", "header_line", "serialize", "via_lines"]
+
+# The functions below take a Message (message.py, which builds on this module, not the reverse).
 
 
 class Edits:
@@ -70,7 +68,7 @@ def header_line(name: str, value: str) -> tuple[str, bytes]:
     return key, f"{name}: {value}".encode("utf-8", "surrogateescape")
 
 
-def serialize(msg: Message, top: bytes | None = None) -> bytes:
+def serialize(msg, top: bytes | None = None) -> bytes:
     """``top``: one more header line, above all others (our Via on a request forwarded statelessly)."""
     edits = msg._edits
     if edits is None:
@@ -96,7 +94,7 @@ def serialize(msg: Message, top: bytes | None = None) -> bytes:
     return b"\r\n".join(parts) + b"\r\n\r\n" + msg.body
 
 
-def _edited_lines(msg: Message, edits: Edits):
+def _edited_lines(msg, edits: Edits):
     # Precedence: a removed line stays removed; a replaced line beats a Via value rewrite.
     out: list[bytes | None] = list(msg._lines)
     if edits.via_pop or edits.via_params:
@@ -114,7 +112,7 @@ def _edited_lines(msg: Message, edits: Edits):
     return filter(None, out)
 
 
-def via_lines(msg: Message, pop: int, params: tuple | None, drop) -> dict[int, bytes | None]:
+def via_lines(msg, pop: int, params: tuple | None, drop) -> dict[int, bytes | None]:
     """Rewritten received Via lines: index -> new line, or None to drop the line.
 
     Received Via values are numbered from the top across lines ("Via: a, b" holds two): values

@@ -11,7 +11,6 @@ from __future__ import annotations
 from . import grammar
 from .address import STAR
 from .errors import RemoteSIPError
-from .message import Message, Request
 
 __all__ = ["validate", "KNOWN_METHODS"]
 
@@ -31,7 +30,7 @@ _SINGLE = {"call-id": "Call-ID", "from": "From", "to": "To", "cseq": "CSeq",
            "content-type": "Content-Type", "date": "Date", "expires": "Expires"}
 
 
-def validate(msg: Message, deep: bool = True) -> None:
+def validate(msg, deep: bool = True) -> None:
     """Raise RemoteSIPError (with the status to answer) if ``msg`` is not fit to route.
 
     ``deep=False`` is the per-message check of a proxy: the start line, the headers every message
@@ -41,7 +40,7 @@ def validate(msg: Message, deep: bool = True) -> None:
     """
     if msg.version != "SIP/2.0":
         raise RemoteSIPError(f"unsupported SIP version {msg.version}", 505)
-    request = isinstance(msg, Request)
+    request = msg.is_request
     if request:
         _check_request_line(msg)
     elif not 100 <= msg.status <= 699:
@@ -84,7 +83,7 @@ def validate(msg: Message, deep: bool = True) -> None:
         raise RemoteSIPError(f"bad Date header {date[:40]!r}: not an RFC 1123 date in GMT")
 
 
-def _check_request_line(msg: Request) -> None:
+def _check_request_line(msg) -> None:
     if not grammar.METHOD.fullmatch(msg.method):
         raise RemoteSIPError(f"bad method {msg.method[:40]!r}")
     try:

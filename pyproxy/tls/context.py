@@ -30,7 +30,7 @@ from OpenSSL import SSL, crypto
 
 from ..config.ast import DomainSide, Value, ValueKind
 from ..config.errors import Position
-from ..config.loader import config_path
+from ..config.values import config_path
 from ..config.tlsmethod import TLSMethod, TLSMethodType, TLSVersion
 from .verify import record_verification
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from OpenSSL import SSL
 
 from ..config.ast import DomainSide
-from ..config.loader import DomainSpec
+from ..config.settings import DomainSpec
 from ..config.settings import PARAMS
 from ..config.values import SocketSpec
 from .context import DEFAULT_FILE, Report, TLSConfigError, as_method, build_context

@@ -5,7 +5,7 @@ end to end with sipp)."""
 
 import pytest
 
-from pyproxy.config.loader import load_config_text
+from pyproxy.assembly.loader import load_config_text
 from pyproxy.config.values import Proto, SocketSpec
 from pyproxy.myself import Myself
 from pyproxy.script.context import ReceiveInfo, ScriptContext

@@ -4,7 +4,7 @@ what was found and what was expected. Every case is a config a user could really
 import pytest
 
 from pyproxy.config.errors import ConfigErrors
-from pyproxy.config.loader import load_config_text
+from pyproxy.assembly.loader import load_config_text
 
 HEAD = 'loadmodule "sl"\nloadmodule "maxfwd"\n'   # 2 lines, so route cases start on line 3
 

@@ -89,7 +89,7 @@ def test_bad_option_values():
 
 def test_command_line_overrides_config():
     from pyproxy.cli import apply_overrides, build_parser
-    from pyproxy.config.loader import load_config
+    from pyproxy.assembly.loader import load_config
     config = load_config(str(ROOT / "etc/pyproxy.cfg"))
     args = build_parser().parse_args(["-n", "6", "-l", "tls:127.0.0.1:5071", "-E", "-dd", "-u", "sip"])
     apply_overrides(config.settings, args)

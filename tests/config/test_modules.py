@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from pyproxy.config.errors import ConfigErrors
-from pyproxy.config.loader import load_config_text
+from pyproxy.assembly.loader import load_config_text
 from pyproxy.sip import parse_message
 
 from conftest import INVITE

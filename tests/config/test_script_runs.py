@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from pyproxy.config.ast import RouteKind
-from pyproxy.config.loader import load_config_text
+from pyproxy.assembly.loader import load_config_text
 from pyproxy.config.values import Proto
 from pyproxy.sip import parse_message
 
@@ -180,7 +180,7 @@ def test_response_goes_back_on_the_connection_its_request_came_on(run):
     """RFC 3261 18.2.2 without rport: our Via keeps the connection's port; the response takes
     that connection while it is open, else a new one to the sender's Via port."""
     from conftest import RecordingRuntime
-    from pyproxy.forward import forward_reply
+    from pyproxy.script.forward import forward_reply
     from pyproxy.script.context import ReceiveInfo, ScriptContext
     msg = INVITE.replace("SIP/2.0/UDP 10.0.0.1:5062", "SIP/2.0/TCP 10.0.0.1:5062")
     _, _, runtime = run("route { forward(); }", msg=msg, proto=Proto.TCP, src_port=40001)
@@ -334,8 +334,9 @@ def test_sl_reply_error_after_failed_forward(run, monkeypatch):
 
 
 def test_script_is_compiled_once(run, monkeypatch):
-    from pyproxy.config import compiler, parser
-    from pyproxy.config.loader import load_config_text
+    from pyproxy.assembly import compiler
+    from pyproxy.config import parser
+    from pyproxy.assembly.loader import load_config_text
     config = load_config_text('loadmodule "sl"\nroute { if (method=="INVITE") setflag(1); }', "t.cfg")
     assert "def request_0(ctx)" in config.script.source
     # running does not go back to the parser or compiler
@@ -353,7 +354,7 @@ def test_script_is_compiled_once(run, monkeypatch):
 def test_ending_the_script_keeps_no_message_alive():
     # exit/drop raise one shared exception; it must not chain tracebacks (and frames) across messages
     import gc
-    from pyproxy.config.loader import load_config_text
+    from pyproxy.assembly.loader import load_config_text
     from pyproxy.script.context import ReceiveInfo, ScriptContext
     from conftest import RecordingRuntime
     config = load_config_text('route { if (method=="INVITE") exit; }', "t.cfg")
@@ -371,8 +372,8 @@ def test_ending_the_script_keeps_no_message_alive():
 
 
 def test_a_bug_met_while_routing_loses_the_message_not_the_worker():
-    from pyproxy.config.loader import load_config_text
-    from pyproxy.runtime.shm import SharedMemory
+    from pyproxy.assembly.loader import load_config_text
+    from pyproxy.kernel.shm import SharedMemory
     from pyproxy.runtime.worker import Worker
     from pyproxy.script.context import ReceiveInfo
     from conftest import RecordingRuntime

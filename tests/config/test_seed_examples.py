@@ -7,7 +7,7 @@ import pytest
 
 from pyproxy.config.ast import Assign, Call, DomainSide, If, LoadModule, ModParam, RouteBlock, TLSDomain
 from pyproxy.config.errors import ConfigErrors, ErrorList
-from pyproxy.config.loader import load_config_text
+from pyproxy.assembly.loader import load_config_text
 from pyproxy.config.parser import parse
 
 SEED = Path(__file__).parent / "seed"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pyproxy.config.loader import load_config
+from pyproxy.assembly.loader import load_config
 
 ETC = Path(__file__).resolve().parents[2] / "etc"
 

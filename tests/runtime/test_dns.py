@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from pyproxy.config.values import Proto
-from pyproxy.runtime.loop import EventLoop
+from pyproxy.kernel.loop import EventLoop
 from pyproxy.runtime.resolver import UNKNOWN, Resolver, candidates, nameservers, order_srv, read_hosts
 
 from ._harness import LOOP, free_port, options_request, read_tcp_message, status_of, udp_socket

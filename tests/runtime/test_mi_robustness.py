@@ -17,8 +17,8 @@ import psutil
 
 from pyproxy.mi.client import call_fifo, call_socket
 from pyproxy.mi.server import MIServer, _text
-from pyproxy.runtime import ipc
-from pyproxy.runtime.loop import EventLoop
+from pyproxy.kernel import ipc
+from pyproxy.kernel.loop import EventLoop
 
 from ._harness import LOOP, free_port, start_proxy, title
 from .test_mi import tls_lines

@@ -14,8 +14,8 @@ from types import SimpleNamespace
 
 import psutil
 
-from pyproxy.config.loader import load_config_text
-from pyproxy.runtime import ipc
+from pyproxy.assembly.loader import load_config_text
+from pyproxy.kernel import ipc
 from pyproxy.runtime.arbiter import Arbiter
 
 from ._harness import (

@@ -341,7 +341,7 @@ def test_wrong_name_server_never_sees_the_request_and_it_is_answered_477(proxy_f
 def test_without_a_ca_list_the_client_side_trusts_the_system_cas(proxy_factory, pki, monkeypatch):
     """As the shipped config does (no tls_ca_list): outgoing TLS verifies against the system's
     CAs, here made the test CA with OpenSSL's SSL_CERT_FILE; a server it does not sign gets 477."""
-    from pyproxy.config.loader import load_config
+    from pyproxy.assembly.loader import load_config
     from ._harness import ROOT
     shipped = load_config(str(ROOT / "etc" / "pyproxy.cfg")).settings
     assert shipped.tls_verify_server and not shipped.tls_ca_list and not shipped.tls_ca_path

@@ -6,7 +6,8 @@ import shutil
 import pytest
 
 from pyproxy.config.ast import DomainSide
-from pyproxy.config.loader import DomainSpec, load_config_text
+from pyproxy.assembly.loader import load_config_text
+from pyproxy.config.settings import DomainSpec
 from pyproxy.config.values import SocketSpec
 from pyproxy.tls import DomainTable, TLSConfigError, peer_summary
 

@@ -4,7 +4,7 @@ import pytest
 from OpenSSL import SSL
 
 from pyproxy.config.ast import DomainSide
-from pyproxy.config.loader import DomainSpec
+from pyproxy.config.settings import DomainSpec
 from pyproxy.config.values import SocketSpec
 from pyproxy.tls import DomainTable, matches_sip_domain, peer_summary, verify_error
 

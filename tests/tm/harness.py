@@ -19,9 +19,9 @@ import itertools
 import uuid
 from dataclasses import dataclass
 
-from pyproxy.config.loader import load_config_text
+from pyproxy.assembly.loader import load_config_text
 from pyproxy.config.values import Proto, SocketSpec
-from pyproxy.forward import transport_failure
+from pyproxy.script.forward import transport_failure
 from pyproxy.modules.sl import stateless_to_tag
 from pyproxy.myself import Myself
 from pyproxy.script.context import Destination, ReceiveInfo, ScriptContext

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from pyproxy.config.values import Proto
-from pyproxy.forward import (SEND_FAILED, STATEFUL_BRANCH, UnsupportedScheme, destination_of_uri, next_hop,
+from pyproxy.script.forward import (SEND_FAILED, STATEFUL_BRANCH, UnsupportedScheme, destination_of_uri, next_hop,
                              outgoing, transport_failure)
 from pyproxy.modules.rr import RecordRoute
 from pyproxy.script.context import Destination, ReceiveInfo, ScriptContext

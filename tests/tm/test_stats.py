@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyproxy.runtime.shm import Stat
+from pyproxy.kernel.shm import Stat
 
 from .harness import UAS, UAS2, FakeProxy, ack_of, cancel_of, invite, methods, reply_to, requests
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyproxy.config.loader import load_config_text
+from pyproxy.assembly.loader import load_config_text
 from pyproxy.config.values import Proto
 from pyproxy.modules.tm.machines import State, Timer
 from pyproxy.modules.tm.timers import TimerValues

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 
-from ...forward import STATEFUL_BRANCH
-from ...runtime.shm import Stat
+from ...script.forward import STATEFUL_BRANCH
+from ...kernel.shm import Stat
 from ...sip import SIPError
 from .keys import client_key, server_key
 from .machines import FIRST_TIMERS, Action, Event, Kind, Start, State, Stop, Timer, reply_event, step

@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 
 from ...config.ast import RouteKind
-from ...forward import (SEND_FAILED, failure_status, forward_request, next_hop, outgoing,
+from ...script.forward import (SEND_FAILED, failure_status, forward_request, next_hop, outgoing,
                         reply_destination_for_request, stamp_received)
-from ...runtime.shm import Stat
+from ...kernel.shm import Stat
 from ...sip import SIPError, make_response
 from ..sl import stateless_to_tag
 from .keys import server_key

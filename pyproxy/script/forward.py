@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import hashlib
 
-from .config.values import Proto
-from .script.context import Destination, ScriptContext
-from .sip import LocalSIPError, RemoteSIPError, SIPError, parse_uri
+from ..config.values import Proto
+from .context import Destination, ScriptContext
+from ..sip import LocalSIPError, RemoteSIPError, SIPError, parse_uri
 
 _MAGIC = "z9hG4bK"
 _TRANSPORTS = {"udp": Proto.UDP, "tcp": Proto.TCP, "tls": Proto.TLS}

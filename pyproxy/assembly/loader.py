@@ -8,45 +8,18 @@ list, so a single run names every problem with its file:line:col; anything fatal
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .. import modules as module_registry
+from ..config.ast import Assign, DomainSide, LoadModule, ModParam, RouteBlock, TLSDomain, ValueKind
+from ..config.errors import ConfigError, ConfigErrors, ErrorList, Position
+from ..config.parser import parse
+from ..config.settings import PARAMS, DomainSpec, Scope, Settings, convert, resolve
+from ..config.values import Proto, SocketSpec, parse_host_port
 from ..script import core
 from ..script.engine import Script
 from ..script.exports import Function, LoadEnv, ModuleExports
-from .ast import Assign, DomainSide, LoadModule, ModParam, RouteBlock, TLSDomain, ValueKind
 from .compiler import Compiler
-from .errors import ConfigError, ConfigErrors, ErrorList, Position
-from .parser import parse
-from .settings import PARAMS, Scope, Settings, convert, resolve
-from .values import Proto, SocketSpec, parse_host_port
-
-
-@dataclass
-class DomainSpec:
-    """A tls_server_domain / tls_client_domain block: its selector and what it sets itself."""
-    side: DomainSide
-    socket: SocketSpec | None        # server domains, and socket-based client domains
-    name: str | None                 # name-based client domains
-    params: dict = field(default_factory=dict)
-    pos: Position | None = None
-
-    @property
-    def label(self) -> str:
-        selector = f'"{self.name}"' if self.name is not None else f"{self.socket.host}:{self.socket.port}"
-        return f"tls_{self.side.value}_domain[{selector}]"
-
-    @property
-    def key(self) -> tuple:
-        """What must be unique: server domains may share a socket when their SNI names differ."""
-        return self.label, str(self.params.get("tls_server_name", "")).lower()
-
-
-def config_path(value: str, cfg_dir: str) -> str:
-    """A file named in the config: ``CFG_DIR/x`` and relative paths are in the config's folder."""
-    if value.startswith("CFG_DIR/"):
-        value = value[len("CFG_DIR/"):]
-    return value if os.path.isabs(value) else os.path.join(cfg_dir, value)
 
 
 @dataclass

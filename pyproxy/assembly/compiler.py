@@ -13,16 +13,16 @@ import difflib
 import ipaddress
 import re
 
-from ..forward import destination_of_uri
+from ..config.ast import (BoolOp, Call, Compare, Control, If, Myself, Not, PVar, Return, RouteBlock,
+                  RouteCall, RouteKind, SetPV, Stop, Value, ValueKind)
+from ..config.errors import ConfigError, ErrorList
+from ..config.values import Proto
 from ..script.engine import Script, end_script, truth
 from ..script.exports import FixupError, Function, LoadEnv, RouteType, ROUTE_TYPE_OF
+from ..script.forward import destination_of_uri
 from ..script.pv import PVError, compile_pv
 from ..script.regex import compile_posix
 from ..sip import SIPError
-from .ast import (BoolOp, Call, Compare, Control, If, Myself, Not, PVar, Return, RouteBlock,
-                  RouteCall, RouteKind, SetPV, Stop, Value, ValueKind)
-from .errors import ConfigError, ErrorList
-from .values import Proto
 
 _STRING_KEYWORDS = frozenset({"method", "uri", "from_uri", "to_uri", "status"})
 _IP_KEYWORDS = frozenset({"src_ip", "dst_ip"})

@@ -9,7 +9,7 @@ import logging.handlers
 import os
 import sys
 
-from ..script.core import NOTICE, log_level
+from ..config.values import NOTICE, log_level
 
 logging.addLevelName(NOTICE, "NOTICE")
 
