@@ -94,10 +94,10 @@ def test_a_respawned_worker_never_reuses_its_predecessors_connection_ids():
     one's: their ids must differ (forget_owner would otherwise drop the live connection)."""
     import os
     from types import SimpleNamespace
-    from pyproxy.runtime.connections import StreamConnections
+    from pyproxy.runtime.streams import StreamTransport
 
     def first_id() -> int:
-        return StreamConnections.new_conn_id(SimpleNamespace(index=1, next_conn=0))
+        return StreamTransport.new_conn_id(SimpleNamespace(index=1, next_conn=0))
 
     read, write = os.pipe()
     pid = os.fork()

@@ -3,7 +3,7 @@
 
 - sans-IO: parse -> run the stateless script (maxfwd, force_rport, OPTIONS check, forward) ->
   serialize, for a sipp-like INVITE, and parse -> forward by Via -> serialize for its 200 OK;
-- worker: the same two messages through a real worker (Worker.process: parse, validation,
+- worker: the same two messages through a real worker (its Proxy.process: parse, validation,
   statistics, script, serialize, sendto on a real UDP socket to a loopback sink), built from
   etc/bench/stateless.cfg's routing exactly as the running server builds it.
 
@@ -103,7 +103,7 @@ def measure(fn, number: int, rounds: int) -> float:
 
 
 def worker_path(number: int, rounds: int) -> tuple[float, float]:
-    """INVITE and 200 OK through Worker.process, sending for real (to sinks nobody reads)."""
+    """INVITE and 200 OK through a worker's Proxy.process, sending for real (to sinks nobody reads)."""
     from pyproxy.runtime.arbiter import Arbiter
     from pyproxy.runtime.supervisor import LocalSupervisor
 
@@ -119,20 +119,20 @@ def worker_path(number: int, rounds: int) -> tuple[float, float]:
     arbiter.build()
     local = LocalSupervisor(arbiter.shm, arbiter.settings)
     worker = arbiter.new_worker(0, local)
-    worker.debug = False
+    worker.proxy.debug = False
     invite = INVITE.replace(b"5090;transport=udp", b"%d;transport=udp" % uas)
     ok = OK.replace(b"127.0.0.1:5070;", b"127.0.0.1:%d;" % port).replace(b"6000;branch", b"%d;branch" % uac)
     rcv_invite = ReceiveInfo("127.0.0.1", uac, "127.0.0.1", port, Proto.UDP)
     rcv_ok = ReceiveInfo("127.0.0.1", uas, "127.0.0.1", port, Proto.UDP)
     try:
         sent = worker.stats.read()
-        worker.process(invite, rcv_invite, None)
-        worker.process(ok, rcv_ok, None)
+        worker.proxy.process(invite, rcv_invite, None)
+        worker.proxy.process(ok, rcv_ok, None)
         after = worker.stats.read()
         assert after["requests_out"] == sent["requests_out"] + 1, after
         assert after["replies_out"] == sent["replies_out"] + 1, after
-        return (measure(lambda: worker.process(invite, rcv_invite, None), number, rounds),
-                measure(lambda: worker.process(ok, rcv_ok, None), number, rounds))
+        return (measure(lambda: worker.proxy.process(invite, rcv_invite, None), number, rounds),
+                measure(lambda: worker.proxy.process(ok, rcv_ok, None), number, rounds))
     finally:
         for sink in sinks:
             sink.close()

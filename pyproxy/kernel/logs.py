@@ -8,6 +8,7 @@ import logging
 import logging.handlers
 import os
 import sys
+import time
 
 from ..config.values import NOTICE, log_level
 
@@ -63,3 +64,24 @@ def setup(debug: int, to_stderr: bool, facility: str = "LOG_DAEMON") -> None:
 
 def set_role(role: str) -> None:
     _role.role = role
+
+
+class RateLimitedLog:
+    """At most one line per second per kind; the rest are counted and summarised."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, float] = {}
+        self.suppressed: dict[str, int] = {}
+
+    def __call__(self, kind: str, level: int, text: str) -> None:
+        if self.allow(kind):
+            more = self.suppressed.pop(kind, 0)
+            log.log(level, text + (f" (and {more} more like it)" if more else ""))
+
+    def allow(self, kind: str) -> bool:
+        now = time.monotonic()
+        if now - self.last.get(kind, 0.0) < 1.0:
+            self.suppressed[kind] = self.suppressed.get(kind, 0) + 1
+            return False
+        self.last[kind] = now
+        return True

@@ -220,7 +220,7 @@ class Arbiter:
             log.warning("fifo/mi_socket: the management interface needs fork=yes; it is off")
         local = LocalSupervisor(self.shm, self.settings)
         worker = self.new_worker(0, local)
-        local.worker = worker
+        local.streams = worker.streams
         log.log(NOTICE, f"pyproxy started in one process (fork=no): {', '.join(map(str, self.listeners))}")
         worker.boot()
         # one process: Ctrl-C and TERM both stop it (boot() left INT to a master there is not)

@@ -96,3 +96,24 @@ def bind_all(settings) -> list[Listener]:
             listener.sock.close()
         raise
     return listeners
+
+
+_source_addresses: dict[str, str] = {}
+
+
+def source_address(ip: str) -> str:
+    """The local address the kernel sends to ``ip`` from (for sockets bound to every address)."""
+    cached = _source_addresses.get(ip)
+    if cached is None:
+        probe = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.connect((ip, 9))
+            cached = probe.getsockname()[0]
+        except OSError:
+            cached = "127.0.0.1"
+        finally:
+            probe.close()
+        if len(_source_addresses) > 1000:
+            _source_addresses.clear()
+        _source_addresses[ip] = cached
+    return cached

@@ -194,7 +194,7 @@ class LocalSupervisor:
 
     def __init__(self, shm, settings):
         self.table = ConnectionTable(shm, settings.tcp_max_connections)
-        self.worker = None
+        self.streams = None     # the one process's StreamTransport, once it is made
         self.next_id = 0
 
     def accept(self, listener) -> None:
@@ -205,8 +205,8 @@ class LocalSupervisor:
                 log.warning(f"refused {peer_ip}:{peer_port}: tcp_max_connections reached")
                 sock.close()
                 continue
-            self.worker.stats.add(Stat.TCP_ACCEPTED)
-            self.worker.adopt(self.next_id, sock, listener.proto, (peer_ip, peer_port), sock.getsockname())
+            self.streams.stats.add(Stat.TCP_ACCEPTED)
+            self.streams.adopt(self.next_id, sock, listener.proto, (peer_ip, peer_port), sock.getsockname())
 
     def learn(self, conn_id: int, owner: int, proto: Proto, ip: str, port: int, domain: int = NO_DOMAIN) -> None:
         self.table.add(conn_id, owner, proto, ip, port, domain)

@@ -383,10 +383,10 @@ def test_a_bug_met_while_routing_loses_the_message_not_the_worker():
 
     def broken(level, text):
         raise RuntimeError("a bug")
-    worker.log = broken                     # the script's log() reaches the runtime, which fails
+    worker.proxy.log = broken               # the script's log() reaches the runtime, which fails
     rcv = ReceiveInfo("10.0.0.1", 5062, "127.0.0.1", 5060, Proto.UDP)
-    worker.process(INVITE.encode(), rcv, None)
-    worker.process(INVITE.encode(), rcv, None)
+    worker.proxy.process(INVITE.encode(), rcv, None)
+    worker.proxy.process(INVITE.encode(), rcv, None)
     assert worker.stats.read()["dropped"] == 2
 
 

@@ -203,12 +203,12 @@ def test_a_respawned_worker_closes_the_connections_passed_to_its_predecessor():
         stale = pass_connection(1)
         supervisor_end.send(ipc.encode(ipc.Epoch(1)))
         fresh = pass_connection(2)
-        worker.on_channel()
+        worker.streams.on_channel()
         assert stale.recv(10) == b""                # closed: it was the dead worker's
-        assert list(worker.conns) == [2]            # adopted
+        assert list(worker.streams.conns) == [2]            # adopted
         fresh.close()
     finally:
-        for conn in list(worker.conns.values()):
+        for conn in list(worker.streams.conns.values()):
             conn.sock.close()
         listener.close()
         for bound in arbiter.listeners:

@@ -1,9 +1,8 @@
-"""TCP and TLS connections inside the worker that owns them: adoption (accepted ones come from the
-TCP supervisor, outbound ones are opened here and announced to it), reading through the stream
-parser and, for TLS, the memory-BIO pipe; writing with back-pressure; timeouts; closing.
-
-``StreamConnections`` is a part of ``Worker`` kept in its own module: it uses the worker's loop,
-settings, stats, TLS domain table, supervisor channel, ``dispatch`` and ``reply``.
+"""A worker's TCP and TLS connections: adoption (accepted ones come from the TCP supervisor,
+outbound ones are opened here and announced to it), reading through the stream parser and, for
+TLS, the memory-BIO pipe; writing with back-pressure; which connection carries a request (reuse,
+RFC 5922 names, RFC 5923 aliases); timeouts; closing. Each connection and its SSL object live
+here, in the worker that owns it, for the connection's whole life.
 """
 
 from __future__ import annotations
@@ -14,20 +13,22 @@ import socket
 import time
 
 from ..config.values import Proto
-from ..script.context import NOT_RECEIVED, ReceiveInfo
-from ..sip import MessageTooLarge, RemoteSIPError, Request
-from ..tls.pipe import TLSError, TLSPipe
-from ..tls.verify import identifies, matches_sip_domain, peer_summary, verify_error
 from ..kernel import ipc
 from ..kernel.logs import log
-from .resolver import literal
 from ..kernel.shm import NO_DOMAIN, Stat
+from ..script.context import NOT_RECEIVED, ReceiveInfo
+from ..sip import MessageTooLarge, RemoteSIPError, Request
+from ..tls.domains import DomainTable, TLSConfigError
+from ..tls.pipe import TLSError, TLSPipe
+from ..tls.verify import canonical_host, identifies, matches_sip_domain, peer_summary, verify_error
+from .resolver import literal
 from .tcp import TCPConnection
 
 CHANNEL_BURST = 32          # supervisor messages read per wake-up
 CHANNEL_BACKLOG = 100_000   # messages for the supervisor kept while its channel is full
 READ_PAUSE = 256 * 1024      # bytes queued to a peer above which its connection is not read
 QUEUE_LIMIT = 4 * 1024 * 1024   # bytes queued to a peer above which it is closed
+FROM_CTX = object()         # send_stream(): the TLS client domain named by the context's AVP now
 
 
 def client_sni(domain, target: str | None) -> str | None:
@@ -41,8 +42,36 @@ def client_sni(domain, target: str | None) -> str | None:
     return domain.name
 
 
-class StreamConnections:
-    """The worker's TCP/TLS connections (``self.conns``: connection id -> TCPConnection)."""
+class StreamTransport:
+    """The connections (``conns``: connection id -> TCPConnection; ``peers``: ours by peer)."""
+
+    def __init__(self, index: int, config, loop, resolver, stats, ratelog, shm, tls, channel, local,
+                 incarnation: int) -> None:
+        self.index = index
+        self.config = config
+        self.settings = config.settings
+        self.loop = loop
+        self.resolver = resolver
+        self.stats = stats
+        self.ratelog = ratelog
+        self.shm = shm                      # the connection table every worker reads
+        self.tls = tls                      # the DomainTable, or None when TLS is disabled
+        self.tls_avp = self.settings.tls_client_domain_avp
+        self.max_size = self.settings.max_message_size
+        self.conns: dict[int, TCPConnection] = {}
+        self.peers: dict[tuple[Proto, str, int], TCPConnection] = {}
+        self.next_conn = 0
+        self.channel = channel              # from and to the TCP supervisor
+        self.local = local                  # fork=no: this process accepts TCP itself
+        self.supervisor_outbox = ipc.Outbox(channel, loop, CHANNEL_BACKLOG, self.supervisor_unreachable) \
+            if channel is not None else None
+        # a respawned worker: connections on its channel before the supervisor's Epoch were passed
+        # to its predecessor, and the supervisor has forgotten them (as a fallback, it waits EPOCH_WAIT)
+        self.incarnation = incarnation
+        self.adopting = incarnation == 0
+        # wired by the Worker: where received messages go (the hand-off channel), who answers and
+        # bounces requests (the proxy), and who reaches another worker's connection
+        self.deliver = self.proxy = self.handoff = None
 
     def new_conn_id(self) -> int:
         self.next_conn += 1
@@ -174,6 +203,9 @@ class StreamConnections:
                     os.close(fd)
                 self.to_supervisor(ipc.Closed(item.conn_id))
 
+    def start_adopting(self) -> None:
+        self.adopting = True
+
     def on_readable(self, conn: TCPConnection) -> None:
         if len(conn.out) > READ_PAUSE:     # the peer does not read our replies: read no more requests
             self.loop.add_reader(conn.fd, None)     # until they drain (on_writable)
@@ -219,7 +251,7 @@ class StreamConnections:
             if rcv is None:
                 rcv = ReceiveInfo(conn.peer_ip, conn.peer_port, conn.local_ip, conn.local_port, conn.proto,
                                   conn.conn_id, self.index, conn.tls_info)
-            self.dispatch(event.raw, rcv, event)
+            self.deliver(event.raw, rcv, event)
             if conn.closed:
                 return
 
@@ -265,10 +297,10 @@ class StreamConnections:
         waiting, conn.waiting = conn.waiting, []
         for data, host, _, _, rcv in waiting:   # now the certificate is known: may each go on it?
             if not self.carries(conn, host):
-                self.bounce(data, f"the certificate of tls:{conn.peer_ip}:{conn.peer_port} does not "
+                self.proxy.bounce(data, f"the certificate of tls:{conn.peer_ip}:{conn.peer_port} does not "
                                   f"name {host}", rcv)
             elif not self.write(conn, data):
-                self.bounce(data, f"writing to tls:{conn.peer_ip}:{conn.peer_port} failed", rcv)
+                self.proxy.bounce(data, f"writing to tls:{conn.peer_ip}:{conn.peer_port} failed", rcv)
         log.debug(f"TLS {summary.get('version')} with {conn.peer_ip}:{conn.peer_port}, "
                   f"{summary.get('cipher')}, peer {summary.get('subject') or '-'}")
         return True
@@ -295,7 +327,7 @@ class StreamConnections:
         if isinstance(msg, Request) and msg.method != "ACK":
             rcv = ReceiveInfo(conn.peer_ip, conn.peer_port, conn.local_ip, conn.local_port, conn.proto,
                               conn.conn_id, self.index)
-            self.reply(msg, rcv, 513, "Message Too Large", f"{e.reason} from {conn.peer_ip}")
+            self.proxy.reply(msg, rcv, 513, "Message Too Large", f"{e.reason} from {conn.peer_ip}")
             # let the reply reach the peer before the close (unread input would turn it into a RST)
             self.loop.remove(conn.fd)
             self.loop.call_later(1.0, lambda: self.close(conn, None))
@@ -336,7 +368,7 @@ class StreamConnections:
             following = self.resolver.next_target(conn.proto, route[0], route[1], tried) if route else None
             if following is None or not self.send_stream(conn.proto, *following, data, None, route[0],
                                                          route[2], route[1], tried, rcv):
-                self.bounce(data, why, rcv)
+                self.proxy.bounce(data, why, rcv)
 
     def write_waiting(self, conn: TCPConnection, data: bytes, host: str = "", route: tuple | None = None,
                       tried: tuple = (), rcv: ReceiveInfo = NOT_RECEIVED) -> bool:
@@ -436,3 +468,102 @@ class StreamConnections:
             elif now - conn.last_active > lifetime:
                 self.close(conn, None)
         self.loop.call_later(1.0, self.tick)
+
+    def connected(self, proto: Proto, ip: str, port: int) -> bool:
+        """Whether a connection (ours or another worker's) reaches proto:ip:port now."""
+        return (proto, ip, port) in self.peers or self.shm.lookup(proto, ip, port) is not None
+
+    def send_on(self, conn_id: int, owner: int | None, data: bytes, host: str = "") -> bool:
+        """``host``: the request's target, which the connection's certificate may have to name."""
+        if owner is None or owner == self.index:
+            conn = self.conns.get(conn_id)
+            return conn is not None and self.carries(conn, host) and self.write_waiting(conn, data, host)
+        self.handoff.hand_off(owner, ipc.SendOn(conn_id, data, host))
+        return True
+
+    def carries(self, conn: TCPConnection, host: str) -> bool:
+        """RFC 5922 on reuse: a TLS connection opened by a domain that checks the server's name
+        carries a request for another host only if its certificate names that host too. Until the
+        handshake is done that is not known: the request waits, and handshake_complete() asks
+        again."""
+        domain = conn.domain
+        if not host or not conn.outbound or domain is None or not domain.verify_hostname:
+            return True
+        if canonical_host(host) == canonical_host(conn.target) or conn.tls_info is None or \
+                identifies(conn.tls_info, host):
+            return True
+        self.ratelog("reuse", logging.WARNING, f"not sending to {host} over tls:{conn.peer_ip}:{conn.peer_port}: "
+                                               f"its certificate (checked for {conn.target}) does not name it "
+                                               f"(RFC 5922)")
+        return False
+
+    def send_stream(self, proto: Proto, ip: str, port: int, data: bytes, ctx=None, host: str = "",
+                    domain_name=FROM_CTX, dest_port: int | None = None, tried: tuple = (),
+                    rcv: ReceiveInfo | None = None) -> bool:
+        """``host`` and ``dest_port``: the destination as the script named it (the certificate
+        must match the host; a request waiting on a new connection keeps both, the targets it
+        ``tried``, to fail over to the next one, and where it came in, ``rcv`` or the context's,
+        for a 477)."""
+        if domain_name is FROM_CTX:
+            domain_name = self.client_domain_name(ctx)
+        named = bool(host) and literal(host) is None        # a target DNS chose: there may be another
+        conn = self.peers.get((proto, ip, port))       # one of ours: no shared-table lookup needed
+        if conn is None or not self.reusable(proto, self.domain_index(conn), domain_name, ip, port):
+            found = self.shm.lookup(proto, ip, port)
+            if found is not None and (found[1] != self.index or found[0] in self.conns) and \
+                    self.reusable(proto, found[2], domain_name, ip, port):
+                return self.send_on(found[0], found[1], data, host)
+            conn = self.connect(proto, ip, port, host or ip, domain_name)
+            if conn is None:
+                tried = (*tried, (ip, port))
+                if not named:
+                    return False
+                self.resolver.failed(proto, (ip, port))
+                following = self.resolver.next_target(proto, host, dest_port, tried)
+                return following is not None and self.send_stream(proto, *following, data, ctx, host,
+                                                                  domain_name, dest_port, tried, rcv)
+        if not self.carries(conn, host):
+            return False
+        return self.write_waiting(conn, data, host, (host, dest_port, domain_name) if named else None, tried,
+                                  rcv or (ctx.rcv if ctx is not None else NOT_RECEIVED))
+
+    def reusable(self, proto: Proto, opened_with: int, domain_name: str | None, ip: str, port: int) -> bool:
+        """The seed reuses a connection whatever the client domain; tls_match_domain_on_reuse asks
+        for a connection opened with the domain this request selects."""
+        if proto is not Proto.TLS or self.tls is None:
+            return True
+        wanted = self.tls.client_domain(domain_name, ip, port)
+        return not wanted.match_domain_on_reuse or opened_with == self.tls.index_of(wanted)
+
+    def client_domain_name(self, ctx) -> str | None:
+        """Example 1-13: the TLS client domain named by the tls_client_domain_avp AVP."""
+        if not self.tls_avp or ctx is None:
+            return None
+        values = ctx.avps.get(self.tls_avp)
+        return str(values[-1]) if values else None
+
+    def tls_list(self) -> list[dict]:
+        return [self.tls_entry(c) for c in self.conns.values() if c.pipe is not None]
+
+    def tls_entry(self, conn: TCPConnection) -> dict:
+        info = conn.tls_info or {}
+        ssl_conn = conn.pipe.conn
+        sni = ssl_conn.get_servername()
+        return {"id": conn.conn_id, "worker": self.index + 1, "direction": "out" if conn.outbound else "in",
+                "local": f"{conn.local_ip}:{conn.local_port}", "peer": f"{conn.peer_ip}:{conn.peer_port}",
+                "domain": conn.domain.label if conn.domain is not None else None,
+                "sni": sni.decode("ascii", "replace") if isinstance(sni, bytes) else sni,   # A-labels
+                "established": conn.pipe.handshake_done, "version": info.get("version"),
+                "cipher": info.get("cipher"), "peer_subject": info.get("subject"),
+                "verified": bool(info.get("verified")), "age": round(time.monotonic() - conn.opened, 1)}
+
+    def reload_tls(self) -> dict:
+        """New handshakes use freshly read files; connections keep the context they started with."""
+        if self.tls is None:
+            return {"ok": False, "error": "TLS is disabled"}
+        try:
+            self.tls = DomainTable.build(self.settings, self.config.tls_domains, self.config.cfg_dir)
+        except TLSConfigError as e:
+            return {"ok": False, "error": "; ".join(e.messages)}
+        log.info("TLS domains reloaded")
+        return {"ok": True}
