@@ -48,11 +48,10 @@ class Message:
     def _value(self, i: int) -> str:
         value = self._cache.get(i)      # (decoded values are cached under their line's index)
         if value is None:
-            line = self._lines[i]
-            raw = line[line.find(b":") + 1:]
-            if raw.find(b"\r\n") >= 0:     # (bytes "in" costs an exception raised and cleared)
-                raw = unfold(raw)
-            value = self._cache[i] = raw.strip(b" \t").decode("utf-8", "surrogateescape")
+            value = self._lines[i].partition(b":")[2].strip(b" \t").decode("utf-8", "surrogateescape")
+            if "\r\n" in value:         # a folded line: each fold becomes one SP, then strip
+                value = unfold(self._lines[i].partition(b":")[2]).strip(b" \t").decode("utf-8", "surrogateescape")
+            self._cache[i] = value
         return value
 
     def _indices(self, key: str):
