@@ -32,7 +32,8 @@ def stamp_received(msg, rcv) -> None:
     host, params = via.host, via.params
     received = rcv.src_ip if host != rcv.src_ip and _norm_host(host) != rcv.src_ip else None
     rport = rcv.src_port if "rport" in params and params["rport"] is None else None    # a bare ;rport
-    if received is not None or rport is not None:
+    # (force_rport() may have written that rport already: only ever the source port)
+    if received is not None or (rport is not None and not msg.rport_recorded):
         msg.set_top_via_params(received=received, rport=rport)
 
 

@@ -23,6 +23,8 @@ from .via import Via, parse_via
 
 __all__ = ["Message", "Request", "Response"]
 
+_cseqs: dict[str, tuple[int, str]] = {}     # CSeq text -> (number, method): "1 INVITE" comes again and again
+
 
 class Message:
     """Base of Request and Response; see the module comment for read/edit semantics."""
@@ -124,14 +126,19 @@ class Message:
         cached = self._cache.get("cseq")
         if cached is None:
             value = self._single("cseq", "CSeq")
-            match = grammar.CSEQ.fullmatch(value)
-            if match is None:
-                raise RemoteSIPError(f"bad CSeq header {value[:60]!r}")
-            number = match.group(1)
-            # RFC 3261 8.1.1.5: the number "MUST be less than 2**31"
-            if len(number) > 10 or int(number) >= 2**31:
-                raise RemoteSIPError(f"bad CSeq header: number {number[:20]} is out of range")
-            cached = self._cache["cseq"] = (int(number), match.group(2))
+            cached = _cseqs.get(value)
+            if cached is None:
+                match = grammar.CSEQ.fullmatch(value)
+                if match is None:
+                    raise RemoteSIPError(f"bad CSeq header {value[:60]!r}")
+                number = match.group(1)
+                # RFC 3261 8.1.1.5: the number "MUST be less than 2**31"
+                if len(number) > 10 or int(number) >= 2**31:
+                    raise RemoteSIPError(f"bad CSeq header: number {number[:20]} is out of range")
+                if len(_cseqs) >= 1024:
+                    _cseqs.clear()
+                cached = _cseqs[value] = (int(number), match.group(2))
+            self._cache["cseq"] = cached
         return cached
 
     @property

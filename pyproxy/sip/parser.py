@@ -50,7 +50,8 @@ def parse_head(data: bytes, head_end: int) -> Message:
         code, sp, reason = rest.partition(b" ")
         if not sp or len(code) != 3 or not code.isdigit():
             raise RemoteSIPError(f"bad status line {show(start)}")
-        return Response(start, names, lines, hstart, head_end, cl, _version(version, start),
+        return Response(start, names, lines, hstart, head_end, cl,
+                        "SIP/2.0" if version == b"SIP/2.0" else _version(version, start),
                         int(code), reason.decode("utf-8", "surrogateescape"))
     # Request-Line = Method SP Request-URI SP SIP-Version CRLF: exactly one SP between elements
     # and none trailing (RFC 4475 lwsstart, trws, lwsruri: we take the strict side).
@@ -58,13 +59,14 @@ def parse_head(data: bytes, head_end: int) -> Message:
     if len(parts) != 3 or not (parts[0] and parts[1] and parts[2]):
         raise RemoteSIPError(f"bad request line {show(start)}")
     method, ruri, version = parts
-    return Request(start, names, lines, hstart, head_end, cl, _version(version, start),
+    return Request(start, names, lines, hstart, head_end, cl,
+                   "SIP/2.0" if version == b"SIP/2.0" else _version(version, start),
                    method.decode("utf-8", "surrogateescape"), ruri.decode("utf-8", "surrogateescape"))
 
 
 def _version(version: bytes, start: bytes) -> str:
     # Any SIP-Version parses; validate() answers 505 unless it is SIP/2.0 (RFC 4475 badvers).
-    if version != b"SIP/2.0" and not grammar.SIP_VERSION_BYTES.fullmatch(version):
+    if not grammar.SIP_VERSION_BYTES.fullmatch(version):
         raise RemoteSIPError(f"bad SIP version in start line {show(start)}")
     return version.decode("ascii")
 

@@ -137,8 +137,23 @@ def parse_port(text: str, what: str) -> int:
     return int(text)
 
 
+_parsed: dict[str, URI] = {}      # text -> URI, for texts that come again (a call's R-URIs, Contacts)
+_PARSED_LIMIT = 4096
+
+
 def parse_uri(text: str) -> URI:
-    """Parse a URI; RemoteSIPError(400) if it is not one."""
+    """Parse a URI; RemoteSIPError(400) if it is not one. URIs are read-only (see URI), so the
+    same text gives the same object: most Request-URIs a proxy sees, it has seen before."""
+    uri = _parsed.get(text)
+    if uri is None:
+        uri = _parse_uri(text)
+        if len(_parsed) >= _PARSED_LIMIT:
+            _parsed.clear()
+        _parsed[text] = uri
+    return uri
+
+
+def _parse_uri(text: str) -> URI:
     colon = text.find(":")
     scheme = text[:colon].lower()
     if scheme == "sip" or scheme == "sips":
