@@ -9,14 +9,18 @@
 
 The difference between the worker figure and what the running server spends per message (the
 benchmark's CPU per call / 6) is the event loop and the kernel's receive path.
-Prints microseconds per message (best of several rounds).
-Usage: python tools/microbench.py [--rounds N] [--number N]
+Prints microseconds per message (best of several rounds); with --instructions, the instructions
+per message of the worker path, counted by valgrind (repeatable, unlike times on a shared VM).
+Usage: python tools/microbench.py [--rounds N] [--number N] [--instructions]
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import socket
+import subprocess
+import sys
 import time
 from types import SimpleNamespace
 
@@ -102,8 +106,9 @@ def measure(fn, number: int, rounds: int) -> float:
     return best * 1e6
 
 
-def worker_path(number: int, rounds: int) -> tuple[float, float]:
-    """INVITE and 200 OK through a worker's Proxy.process, sending for real (to sinks nobody reads)."""
+def worker_messages():
+    """(process the INVITE, process the 200 OK, close): both through a real worker's
+    Proxy.process, sending for real (to sinks nobody reads)."""
     from pyproxy.runtime.arbiter import Arbiter
     from pyproxy.runtime.supervisor import LocalSupervisor
 
@@ -124,27 +129,70 @@ def worker_path(number: int, rounds: int) -> tuple[float, float]:
     ok = OK.replace(b"127.0.0.1:5070;", b"127.0.0.1:%d;" % port).replace(b"6000;branch", b"%d;branch" % uac)
     rcv_invite = ReceiveInfo("127.0.0.1", uac, "127.0.0.1", port, Proto.UDP)
     rcv_ok = ReceiveInfo("127.0.0.1", uas, "127.0.0.1", port, Proto.UDP)
-    try:
-        sent = worker.stats.read()
-        worker.proxy.process(invite, rcv_invite, None)
-        worker.proxy.process(ok, rcv_ok, None)
-        after = worker.stats.read()
-        assert after["requests_out"] == sent["requests_out"] + 1, after
-        assert after["replies_out"] == sent["replies_out"] + 1, after
-        return (measure(lambda: worker.proxy.process(invite, rcv_invite, None), number, rounds),
-                measure(lambda: worker.proxy.process(ok, rcv_ok, None), number, rounds))
-    finally:
+
+    def close():
         for sink in sinks:
             sink.close()
         for l in arbiter.listeners:
             l.sock.close()
+
+    sent = worker.stats.read()
+    worker.proxy.process(invite, rcv_invite, None)
+    worker.proxy.process(ok, rcv_ok, None)
+    after = worker.stats.read()
+    assert after["requests_out"] == sent["requests_out"] + 1, after
+    assert after["replies_out"] == sent["replies_out"] + 1, after
+    return (lambda: worker.proxy.process(invite, rcv_invite, None),
+            lambda: worker.proxy.process(ok, rcv_ok, None), close)
+
+
+def worker_path(number: int, rounds: int) -> tuple[float, float]:
+    invite, ok, close = worker_messages()
+    try:
+        return measure(invite, number, rounds), measure(ok, number, rounds)
+    finally:
+        close()
+
+
+def instructions(number: int) -> dict[str, float]:
+    """Instructions per message through the worker path, as valgrind's callgrind counts them: the
+    same count for the same code and Python, whatever else the machine is doing (the VM's speed
+    drifts by tens of percent from hour to hour). A run of ``number`` messages of each kind,
+    minus a run of none."""
+    per_message = {}
+    for which in ("INVITE", "200 OK"):
+        collected = []
+        for n in (0, number):
+            run = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+                                  __file__, "--repeat", which, "--number", str(n)], capture_output=True, text=True)
+            found = re.search(r"Collected : (\d+)", run.stderr)
+            if found is None:
+                raise SystemExit(f"valgrind failed (apt-get install valgrind?): {run.stderr[-500:]}")
+            collected.append(int(found.group(1)))
+        per_message[which] = (collected[1] - collected[0]) / number
+    return per_message
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--number", type=int, default=20000)
+    ap.add_argument("--instructions", action="store_true",
+                    help="count instructions per message with valgrind instead of timing")
+    ap.add_argument("--repeat", choices=("INVITE", "200 OK"), help=argparse.SUPPRESS)  # --instructions' runs
     args = ap.parse_args()
+    if args.repeat:
+        invite, ok, close = worker_messages()
+        for _ in range(args.number):
+            (invite if args.repeat == "INVITE" else ok)()
+        close()
+        return
+    if args.instructions:
+        counts = instructions(min(args.number, 2000))
+        for which, count in counts.items():
+            print(f"{which} through a worker: {count:,.0f} instructions/message")
+        print(f"mean of the two: {sum(counts.values()) / 2:,.0f} instructions/message")
+        return
 
     script = load_config_text(STATELESS, "<bench>").script
     runtime = NullRuntime()
