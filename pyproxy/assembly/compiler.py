@@ -14,7 +14,7 @@ import ipaddress
 import re
 
 from ..config.ast import (BoolOp, Call, Compare, Control, If, Myself, Not, PVar, Return, RouteBlock,
-                  RouteCall, RouteKind, SetPV, Stop, Value, ValueKind)
+                          RouteCall, RouteKind, SetPV, Stop, Value, ValueKind)
 from ..config.errors import ConfigError, ErrorList
 from ..config.values import Proto
 from ..script.engine import Script, end_script, truth
