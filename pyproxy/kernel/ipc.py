@@ -113,14 +113,14 @@ def encode(item: tuple) -> bytes:
     return marshal.dumps((_NUMBER[type(item)], *item))
 
 
+_make = tuple.__new__       # a named tuple's own __new__ is Python code
+
+
 def decode(payload) -> tuple:
-    """The named tuple that encode() made ``payload`` of (bytes or a memoryview). Made with
-    tuple.__new__: a named tuple's own __new__ is Python code, and only encode() wrote this."""
+    """The named tuple that encode() made ``payload`` of (bytes or a memoryview); made without
+    checking its fields' count: only encode() wrote this."""
     fields = marshal.loads(payload)
     return _make(_KINDS[fields[0]], fields[1:])
-
-
-_make = tuple.__new__
 
 
 MAX_DATAGRAM = 256 * 1024

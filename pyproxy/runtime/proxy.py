@@ -79,7 +79,7 @@ class Proxy:
             except RemoteSIPError as e:
                 self.answer_malformed(data, rcv, e.status, e.reason)
                 return
-        is_request = isinstance(msg, Request)
+        is_request = msg.is_request
         if self.debug:
             what = f"request {msg.method}" if is_request else f"reply {msg.status}"
             call_id = ipc.call_id_of(data)

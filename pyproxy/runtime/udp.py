@@ -39,7 +39,7 @@ class UDPTransport:
             self.deliver(data, ReceiveInfo(addr[0], addr[1], listener.host, listener.port, Proto.UDP))
 
     def send(self, ip: str, port: int, data: bytes, listener: Listener | None = None) -> bool:
-        listener = listener or self.by_family.get(socket.AF_INET6 if ":" in ip else socket.AF_INET) or self.first
+        listener = listener or self.default_for(ip)
         if listener is None:
             self.ratelog("noudp", logging.ERROR, "no UDP socket to send from")
             return False
@@ -62,4 +62,8 @@ class UDPTransport:
         found = self.at.get((rcv.dst_ip, rcv.dst_port)) if rcv.proto is Proto.UDP else None
         if found is not None and (":" in found.host) == (":" in ip):
             return found
+        return self.default_for(ip)
+
+    def default_for(self, ip: str) -> Listener | None:
+        """The first socket of the address family of ``ip``, else the first."""
         return self.by_family.get(socket.AF_INET6 if ":" in ip else socket.AF_INET) or self.first

@@ -27,15 +27,12 @@ class MessageRouter:
         return cls(config.script, [h for h in hooks if h is not None])
 
     def request(self, ctx) -> None:
-        if not self.request_hooks:
-            if self.main is not None:
-                self.script.call(self.main, ctx)
-            return
         for hook in self.request_hooks:
             if hook(ctx):
                 return              # a retransmission its transaction answered
         try:
-            self.script.run_request(ctx)
+            if self.main is not None:
+                self.script.call(self.main, ctx)
         finally:
             for hook in self.after_hooks:
                 hook(ctx)

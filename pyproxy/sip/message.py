@@ -56,16 +56,17 @@ class Message:
             self._cache[i] = value
         return value
 
-    def _indices(self, key: str):
-        """Indices of the header lines called ``key``, in order (list.index runs in C)."""
+    def _indices(self, key: str) -> list[int]:
+        """Indices of the header lines called ``key``, in order. (count() and index() run in C,
+        and nothing is raised: a generator here cost a ValueError at its end, or a
+        GeneratorExit when its caller stopped early, on most messages.)"""
         names = self._names
+        found = []
         i = -1
-        try:
-            while True:
-                i = names.index(key, i + 1)
-                yield i
-        except ValueError:
-            return
+        for _ in range(names.count(key)):
+            i = names.index(key, i + 1)
+            found.append(i)
+        return found
 
     def header(self, name: str) -> str | None:
         """The value of the first header line called ``name`` (any case, compact form ok)."""
@@ -156,21 +157,14 @@ class Message:
         cached = self._cache.get("second_via", False)
         if cached is False:
             cached = None
-            names = self._names
-            first = names.index("via") if "via" in names else -1
-            value = self._value(first) if first >= 0 else ""
-            if first >= 0 and "," not in value and "via" in names[first + 1:]:   # the common case
-                value = self._value(names.index("via", first + 1))
-                cached = parse_via(split_list(value)[0] if "," in value else value)
-            elif first >= 0:
-                seen = 0                    # Via values on the lines before this one
-                for i in self._indices("via"):
-                    value = self._value(i)
-                    values = split_list(value) if "," in value else (value,)
-                    if seen + len(values) > 1:
-                        cached = parse_via(values[1 - seen])
-                        break
-                    seen += len(values)
+            seen = 0                    # Via values on the lines before this one
+            for i in self._indices("via"):
+                value = self._value(i)
+                values = split_list(value) if "," in value else (value,)
+                if seen + len(values) > 1:
+                    cached = parse_via(values[1 - seen])
+                    break
+                seen += len(values)
             self._cache["second_via"] = cached
         return cached
 
@@ -320,9 +314,7 @@ class Message:
 
     def insert_via(self, via: str) -> None:
         """Add a new top Via; ``via`` is the value only ("SIP/2.0/UDP host;branch=...")."""
-        if "\r" in via or "\n" in via:
-            raise LocalSIPError(f"Via value with CR/LF: {via[:40]!r}")
-        self._ed().top.insert(0, ("via", b"Via: " + via.encode("utf-8", "surrogateescape")))
+        self._ed().top.insert(0, ("via", _via_line(via)))
 
     def remove_top_via(self) -> None:
         """Remove the top Via value: an added one first, else the first received one.
@@ -336,12 +328,6 @@ class Message:
                 del edits.top[n]
                 return
         position = edits.via_pop  # received values already cut from the top of folded lines
-        if not position and not edits.drop and "via" in self._names:    # the common case
-            i = self._names.index("via")
-            if "," not in self._value(i):
-                edits.drop.add(i)
-                edits.subst.pop(i, None)
-                return
         for i in self._indices("via"):
             if i in edits.drop:
                 continue
@@ -392,11 +378,7 @@ class Message:
     def serialize(self, via: str | None = None) -> bytes:
         """The message with all recorded edits applied, in one pass; repeatable. ``via``: a Via
         value to write above everything, as insert_via() would, without recording it."""
-        if via is None:
-            return serialize(self)
-        if "\r" in via or "\n" in via:
-            raise LocalSIPError(f"Via value with CR/LF: {via[:40]!r}")
-        return serialize(self, b"Via: " + via.encode("utf-8", "surrogateescape"))
+        return serialize(self) if via is None else serialize(self, _via_line(via))
 
     def checkpoint(self) -> tuple:
         """The edits so far, to go back to with rollback() (once): edits made for one branch of
@@ -467,6 +449,13 @@ class Response(Message):
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"
+
+
+def _via_line(via: str) -> bytes:
+    """The header line of a Via value of ours."""
+    if "\r" in via or "\n" in via:
+        raise LocalSIPError(f"Via value with CR/LF: {via[:40]!r}")
+    return b"Via: " + via.encode("utf-8", "surrogateescape")
 
 
 def _named(parse, value: str, what: str):

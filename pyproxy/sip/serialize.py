@@ -121,12 +121,6 @@ def via_lines(msg, pop: int, params: tuple | None, drop) -> dict[int, bytes | No
     out: dict[int, bytes | None] = {}
     if not pop and not params:
         return out
-    if not pop:         # the common case: received/rport on a top value alone on its line
-        i = msg._names.index("via")
-        value = msg._value(i)
-        if i not in drop and "," not in value:
-            out[i] = _wire_name(msg._lines[i]) + b": " + _with_params(value, params).encode("utf-8", "surrogateescape")
-            return out
     position = 0
     for i in msg._indices("via"):
         if i in drop:
