@@ -2,6 +2,8 @@
 
 One anonymous MAP_SHARED mapping made by the master before it forks, holding:
 
+- the run-time log level (``debug`` MI command): the mi process writes it, every process follows;
+- one heartbeat per process: the time its loop last turned, which the master watches;
 - one statistics slot per process (each process writes only its own: no locks);
 - the TCP/TLS connection table: an open-addressing hash table keyed by (proto, address, port)
   that the TCP supervisor alone writes and every worker reads, each slot guarded by a sequence
@@ -60,6 +62,7 @@ NO_DOMAIN = 255
 EMPTY, USED, TOMBSTONE = 0, 1, 2
 _PROTO_CODE = {Proto.UDP: 0, Proto.TCP: 1, Proto.TLS: 2}
 HEADER = 64
+DEBUG_LEVEL_OFFSET = 0          # in the header: the ``debug`` level every process follows
 
 
 class OutOfSharedMemory(Exception):
@@ -75,7 +78,8 @@ def _pack_ip(ip: str) -> tuple[int, bytes]:
 class SharedMemory:
     def __init__(self, size_mb: int, processes: int, max_connections: int):
         size = size_mb * 1024 * 1024
-        self.stats_offset = HEADER
+        self.beats_offset = HEADER
+        self.stats_offset = self.beats_offset + 8 * processes
         self.stats_size = STAT_SLOT_SIZE * processes
         self.processes = processes
         # room for aliases: twice the connections, a power of two for cheap probing
@@ -89,6 +93,21 @@ class SharedMemory:
         self.capacity = self.slots * 3 // 4      # refuse before probing gets long
         self.map = mmap.mmap(-1, size, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
         self.used = 0                            # writer-side count (the supervisor's view)
+
+    # -- the run-time log level -----------------------------------------------------------------
+    def set_debug_level(self, level: int) -> None:
+        struct.pack_into("<q", self.map, DEBUG_LEVEL_OFFSET, level)
+
+    def debug_level(self) -> int:
+        return struct.unpack_from("<q", self.map, DEBUG_LEVEL_OFFSET)[0]
+
+    # -- heartbeats -----------------------------------------------------------------------------
+    def beat(self, process: int, now: float) -> None:
+        """``process``'s loop turned at ``now`` (time.monotonic(): the same clock in every process)."""
+        struct.pack_into("<d", self.map, self.beats_offset + 8 * process, now)
+
+    def last_beat(self, process: int) -> float:
+        return struct.unpack_from("<d", self.map, self.beats_offset + 8 * process)[0]
 
     # -- statistics -----------------------------------------------------------------------------
     def stats_of(self, process: int) -> "StatSlot":
