@@ -340,9 +340,26 @@ def _run_ul_rm(args) -> list[str]:
     return [f"{args.aor}: {removed} contact(s) removed"]
 
 
+# --- service: pyproxy as a systemd service (pyproxy/service.py) ------------------------------
+
+def _add_service(commands) -> None:
+    from . import service
+    p = commands.add_parser("service", help="install pyproxy as a systemd service",
+                            description="Lay pyproxy out as a systemd service.")
+    sub = p.add_subparsers(title="service commands", metavar="COMMAND", required=True)
+    install = sub.add_parser("install", help=f"write {service.CONFIG} (unless it exists) and {service.UNIT}, "
+                                              f"create the {service.USER} user",
+                             description="Write the shipped config (mi_socket in /run/pyproxy) unless it "
+                                         "exists and the unit, its ExecStart naming this Python's pyproxy; "
+                                         "create the pyproxy system user (as root).")
+    install.add_argument("--root", metavar="DIR", default="/", help="install under DIR (packagers, tests)")
+    install.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
+    install.set_defaults(run=service.run_install)
+
+
 # --- the command -----------------------------------------------------------------------------
 
-COMMANDS = (_add_tls, _add_mi, _add_db, _add_subscribers, _add_ul)
+COMMANDS = (_add_tls, _add_mi, _add_db, _add_subscribers, _add_ul, _add_service)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pyproxy"
 
 # Top-down. Packages (or top-level modules) on one line may import each other.
 LAYERS = [
-    {"__main__", "ctl", "cli"},
+    {"__main__", "ctl", "cli", "service"},
     {"runtime"},            # the roles: master, TCP supervisor, worker
     {"mi"},                 # the management process
     {"assembly"},           # a config put together with the modules, the script compiled
