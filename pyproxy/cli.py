@@ -96,18 +96,24 @@ def check_tls(config) -> list[str]:
     return []
 
 
+def load(args):
+    """The config file with the command line's overrides: at start, and at each reload."""
+    from .assembly.loader import load_config
+    config = load_config(args.config)
+    apply_overrides(config.settings, args)
+    return config
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .assembly.loader import load_config
     try:
-        config = load_config(args.config)
+        config = load(args)
     except ConfigErrors as e:
         for err in e.errors:
             print(err, file=sys.stderr)
         n = len(e.errors)
         print(f"pyproxy: {args.config}: {n} error{'s' if n != 1 else ''}, not started", file=sys.stderr)
         return 1
-    apply_overrides(config.settings, args)
     _print_warnings(config.warnings)
     if args.check:
         from .kernel.process import unknown_user_or_group
@@ -121,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         print(config.summary())
         return 0
     from .runtime.arbiter import Arbiter
-    return Arbiter(config, args).run()
+    return Arbiter(config, args, lambda: load(args)).run()
 
 
 if __name__ == "__main__":

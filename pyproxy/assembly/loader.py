@@ -7,6 +7,7 @@ list, so a single run names every problem with its file:line:col; anything fatal
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ class LoadedConfig:
     tls_domains: list[DomainSpec]
     script: Script
     warnings: list[tuple[Position | None, str]]
+    digest: str = ""            # of the text: a reload applies in the workers what the master checked
 
     @property
     def cfg_dir(self) -> str:
@@ -56,10 +58,12 @@ def load_config(path: str) -> LoadedConfig:
 
 def load_config_text(text: str, path: str = "<config>") -> LoadedConfig:
     try:
-        return _load(text, path)
+        config = _load(text, path)
     except RecursionError:      # conditions nested hundreds of parentheses deep
         too_deep = "the config nests too deeply for pyproxy (parentheses or blocks hundreds of levels deep)"
         raise ConfigErrors([ConfigError(Position(path, 1, 1), too_deep)]) from None
+    config.digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+    return config
 
 
 def _load(text: str, path: str) -> LoadedConfig:

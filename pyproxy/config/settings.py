@@ -15,7 +15,7 @@ from typing import Any, Callable
 from .ast import Assign, DomainSide
 from .errors import ErrorList, Position
 from .tlsmethod import TLSMethodType, deprecation_warning
-from .values import AddressPort, Bool, Choice, HostPort, Int, LogFacility, Socket, SocketSpec, Str
+from .values import AddressPort, Bool, Choice, HostPort, Int, ListenAddress, LogFacility, Socket, SocketSpec, Str
 
 
 class Scope(enum.Flag):
@@ -103,6 +103,9 @@ CORE = _params(
     Param("mi_socket", Str(), "",
           "Path of the management Unix socket (JSON-RPC 2.0; `pyproxyctl mi`); empty: none."),
     Param("mi_socket_mode", Int(0, 0o777), 0o600, "Permissions of the management socket, octal."),
+    Param("metrics_listen", ListenAddress(), None,
+          "Serve Prometheus metrics (GET /metrics, plain HTTP) on this TCP address:port, e.g. "
+          "127.0.0.1:9090, from the mi process; unset: none. Anyone who reaches it reads them."),
     Param("user", Str(), "", "Drop privileges to this user after binding the sockets (also -u)."),
     Param("group", Str(), "", "Drop privileges to this group after binding the sockets (also -g)."),
     Param("server_signature", Bool(), True,
@@ -124,6 +127,14 @@ CORE = _params(
     Param("open_files_limit", Int(0), 0,
           "Raise the open file limit to this many at start (0: leave it); above the hard limit "
           "only as root."),
+    Param("heartbeat_timeout", Int(0, 3600), 10,
+          "Seconds a worker's loop may stay without turning (a script stuck in a regex, SIGSTOP, a "
+          "blocking call) before the master logs what it was doing, kills it and starts another; "
+          "0: never. The systemd watchdog is fed only while every worker turns within this time."),
+    Param("state_dir", Str(), "",
+          "Where pyproxy writes its files (tls_autogenerate's certificates, SQLite databases named "
+          "by a relative path). Empty: $STATE_DIRECTORY when systemd sets it, /var/lib/pyproxy for "
+          "a config under /etc, else the config's folder."),
 )
 
 TLS = _params(
@@ -150,6 +161,9 @@ TLS = _params(
           "intermediate).", scope=Scope.ANYWHERE),
     Param("tls_ciphersuites", Str(), "", "TLS 1.3 cipher suites; empty: OpenSSL's defaults.",
           scope=Scope.ANYWHERE),
+    Param("tls_groups", Str(), "",
+          "Key-exchange groups (OpenSSL groups list, most preferred first, e.g. X25519:prime256v1:secp384r1); "
+          "empty: X25519, prime256v1 and secp384r1 (Mozilla intermediate).", scope=Scope.ANYWHERE),
     Param("tls_verify_client", Bool(), True,
           "Server side: ask the client for a certificate and verify it (SSL_VERIFY_PEER).",
           scope=Scope.GLOBAL | Scope.SERVER_DOMAIN),
@@ -182,6 +196,10 @@ TLS = _params(
     Param("tls_autogenerate", Bool(), False,
           "At start, create a throw-away CA and server certificate when tls_certificate and "
           "tls_private_key do not exist (never over existing files)."),
+    Param("tls_keylog_file", Str(), "",
+          "For debugging: append the secrets of every TLS connection to this file (relative to the config's "
+          "folder; NSS key log format, as SSLKEYLOGFILE; created with mode 0600) so that Wireshark can "
+          "decrypt a capture; anyone who reads the file can. Empty: off."),
 )
 
 PARAMS: dict[str, Param] = {p.name: p for p in CORE + TLS}

@@ -10,6 +10,7 @@ import contextlib
 import grp
 import pwd
 import signal
+import time
 from typing import Callable
 
 from setproctitle import setproctitle
@@ -23,6 +24,23 @@ def become(role: str, on_term: Callable[[], None]) -> None:
     signal.signal(signal.SIGTERM, lambda *_: on_term())
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_IGN)
+
+
+def beat_interval(timeout: int) -> float:
+    """How often a process beats: a few times per ``heartbeat_timeout``, at most once a second."""
+    return min(1.0, timeout / 4) if timeout else 1.0
+
+
+def keep_beating(loop, shm, slot: int, timeout: int) -> None:
+    """Write this process's heartbeat into shared memory from a timer of its loop, every
+    beat_interval(): the master replaces a worker whose beat grows older than ``timeout``."""
+    interval = beat_interval(timeout)
+
+    def beat():
+        shm.beat(slot, time.monotonic())
+        loop.call_later(interval, beat)
+
+    beat()
 
 
 def run_as(user: str | None, group: str | None) -> tuple[int, int] | None:

@@ -51,6 +51,12 @@ class Stat(enum.IntEnum):
     TM_REPLIES_IN = 20          # replies that found their transaction
     TM_RELAYED_REPLIES = 21
     TM_LOCAL_REPLIES = 22       # final replies made here (t_reply, timeouts, errors)
+    # TLS handshakes (a worker's, inbound and outbound): done and passed our checks, or why not
+    TLS_HANDSHAKES = 23
+    TLS_FAILED_VERIFY = 24      # the peer's certificate: OpenSSL's verification, RFC 5922, required but absent
+    TLS_FAILED_PROTOCOL = 25    # any other OpenSSL error: versions, ciphers, an alert from the peer, garbage
+    TLS_FAILED_TIMEOUT = 26     # not done in tls_handshake_timeout
+    TLS_FAILED_OTHER = 27       # closed first: by the peer, a failed write, the idle lifetime
 
 
 STAT_SLOT_SIZE = 8 * len(Stat)      # one process's counters: native 64-bit, through a memoryview
@@ -195,6 +201,15 @@ class SharedMemory:
             if state == USED and p == code and f == family and prt == port and a == addr:
                 return conn_id, owner, domain
         return None
+
+    def connections(self) -> int:
+        """How many TCP/TLS connections the table holds now (a connection's aliases count once)."""
+        seen = set()
+        for index in range(self.slots):
+            entry = ENTRY.unpack_from(self.map, self._slot_offset(index))
+            if entry[1] == USED:
+                seen.add((entry[6], entry[7]))
+        return len(seen)
 
 
 class StatSlot:

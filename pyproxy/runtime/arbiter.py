@@ -10,6 +10,7 @@ message instead of being restarted forever.
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import gc
 import os
 import pwd
@@ -18,9 +19,15 @@ import select
 import signal
 import socket
 import sys
+import tempfile
 import time
 
+import psutil
 from setproctitle import setproctitle
+
+from ..assembly import reload as config_reload
+from ..config.errors import ConfigErrors
+from ..kernel.notify import Notifier
 
 from ..mi.server import Endpoints, MIServer, MIStartError
 from ..myself import Myself
@@ -29,14 +36,16 @@ from ..script.exports import ModuleInitError
 from ..tls.domains import DomainTable, TLSConfigError
 from ..kernel import ipc
 from .listeners import BindError, bind_all
-from ..kernel.logs import log, set_role
+from ..kernel.logs import follow_debug_level, log, set_role
 from ..kernel.logs import setup as setup_logging
-from ..kernel.process import run_as, unknown_user_or_group
+from ..kernel.process import beat_interval, run_as, unknown_user_or_group
 from ..kernel.shm import OutOfSharedMemory, SharedMemory
 from .supervisor import LocalSupervisor, Supervisor
 from .worker import BOOT_FAILED, Worker
 
 STOP_TIMEOUT = 5.0          # seconds children get to exit on TERM before they are killed
+DUMP_WAIT = 1.0             # seconds a hung worker gets to write its Python stack before it is killed
+STATUS_EVERY = 10.0         # seconds between STATUS= updates to systemd
 RESPAWN_LIMIT = 5           # quick deaths in a row before the master gives up
 
 
@@ -53,8 +62,9 @@ class Arbiter:
     SIGNALS = {signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGHUP: "hup",
                signal.SIGUSR1: "usr1", signal.SIGUSR2: "usr2", signal.SIGCHLD: "chld"}
 
-    def __init__(self, config, args):
+    def __init__(self, config, args, load=None):
         self.config = config
+        self.load = load                     # reads and checks the config file again (reload)
         self.settings = config.settings
         self.args = args
         self.initialized: list = []          # modules whose mod_init ran (mod_destroy at stop)
@@ -65,6 +75,11 @@ class Arbiter:
         self.stopping = False
         self.start_report: int | None = None     # daemon mode: the pipe the starting command reads
         self.incarnations: dict[int, int] = {}    # worker index -> how many times it was respawned
+        self.notifier = Notifier()
+        self.ready = False                   # READY=1 sent: every worker and the supervisor beat
+        self.fed_at = self.status_at = 0.0   # the last WATCHDOG=1 and STATUS= sent
+        self.hung: set[int] = set()          # pids killed for a silent heartbeat
+        self.retiring: set[int] = set()      # pids stopped on purpose, respawned without a complaint
 
     # -- building, before fork ------------------------------------------------------------------
     def build(self) -> None:
@@ -87,6 +102,7 @@ class Arbiter:
             self.shm = SharedMemory(self.args.shm_mb, self.workers + 2, s.tcp_max_connections)
         except OutOfSharedMemory as e:
             raise Halt(str(e)) from None
+        self.shm.set_debug_level(s.debug)
         self.tls = self.build_tls()
         for module in self.config.modules.values():
             if module.mod_init:
@@ -100,7 +116,7 @@ class Arbiter:
         self.master_channel, self.supervisor_master_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.master_channel.setblocking(False)
         self.supervisor_master_end.setblocking(False)
-        self.with_mi = bool(s.fifo or s.mi_socket)
+        self.with_mi = bool(s.fifo or s.mi_socket or s.metrics_listen)
         self.mi_recv, self.mi_reply = ipc.datagram_pair() if self.with_mi else (None, None)
         self.mi_endpoints = None
         if self.with_mi and s.fork:
@@ -109,6 +125,8 @@ class Arbiter:
             except MIStartError as e:
                 raise Halt(str(e)) from None
         self.started_at = time.time()
+        # where a hung worker writes its Python stack (faulthandler, on SIGUSR2) for the master to log
+        self.stack_dump = tempfile.TemporaryFile() if s.fork else None
 
     def build_tls(self):
         """One OpenSSL context per TLS domain, made here so that every worker inherits them."""
@@ -244,12 +262,14 @@ class Arbiter:
             signal.set_wakeup_fd(-1)
             if kind == "worker":
                 worker = self.new_worker(index)
+                worker.load_config = self.load
                 try:
                     worker.boot()
                 except Exception:
                     log.exception(f"worker {index + 1} cannot start")
                     status = BOOT_FAILED
                     return
+                faulthandler.register(signal.SIGUSR2, file=self.stack_dump.fileno(), chain=False)
                 worker.serve()
             elif kind == "mi":
                 MIServer(self.config, os.getppid(), self.started_at, self.shm, self.workers,
@@ -275,15 +295,17 @@ class Arbiter:
     def loop(self) -> None:
         while True:
             try:
-                select.select([self.wakeup_r], [], [], 1.0)
+                select.select([self.wakeup_r], [], [], self.wake_every)
                 os.read(self.wakeup_r, 512)
             except (BlockingIOError, InterruptedError):
                 pass
             while self.signal_queue:
                 getattr(self, "handle_" + self.SIGNALS[self.signal_queue.pop(0)])()
             self.reap()
+            follow_debug_level(self.shm)        # the ``debug`` MI command's level
             if self.stopping:
                 return
+            self.watch()
 
     # -- signals --------------------------------------------------------------------------------
     def handle_term(self) -> None:
@@ -295,7 +317,46 @@ class Arbiter:
         self.stop()
 
     def handle_hup(self) -> None:
-        log.warning("SIGHUP: configuration reload is not supported yet; restart pyproxy to apply changes")
+        """Reload: check the file; if it is clean, swap it in place here and in every worker."""
+        self.notifier.reloading()
+        log.log(NOTICE, f"SIGHUP: reloading {self.config.path}")
+        try:
+            self.reload()
+        finally:
+            self.notifier.ready(self.status_text())
+
+    def reload(self) -> None:
+        try:
+            new = self.load()
+        except ConfigErrors as e:
+            for error in e.errors:
+                log.error(f"reload: {error}")
+            log.error(f"reload refused: {len(e.errors)} error(s) in {self.config.path}; the running "
+                      "configuration stays")
+            return
+        if problem := config_reload.refused(self.config, new):
+            log.error(f"reload refused: {problem}")
+            return
+        tls = None
+        if not self.settings.disable_tls:
+            try:
+                tls = DomainTable.build(new.settings, new.tls_domains, new.cfg_dir)
+            except TLSConfigError as e:
+                log.error("reload refused: TLS: " + "; ".join(e.messages))
+                return
+        for change in config_reload.needs_restart(self.config, new):
+            log.warning(f"reload: {change} takes effect at the next restart")
+        config_reload.apply(self.config, new)
+        self.tls = tls
+        self.shm.set_debug_level(self.settings.debug)
+        for _, send in self.handoffs:
+            send.send(ipc.encode(ipc.Control(0, f"reload {new.digest}")))
+        for pid, (kind, _) in self.children.items():
+            if kind == "mi":        # it holds the config too; the master starts it again with the new one
+                self.retiring.add(pid)
+                os.kill(pid, signal.SIGTERM)
+        log.log(NOTICE, f"configuration reloaded: {len(new.script.routes)} route block(s), "
+                        f"{len(new.tls_domains)} TLS domain(s)")
 
     def handle_usr1(self) -> None:
         for slot in range(self.workers + 2):
@@ -329,9 +390,16 @@ class Arbiter:
                 continue
             code = os.waitstatus_to_exitcode(status)
             name = _role(kind, index)
+            if pid in self.retiring:
+                self.retiring.discard(pid)
+                self.spawn(kind, index)
+                continue
             if code == BOOT_FAILED:
                 raise Halt(f"{name} could not start (see the log above); stopping")
             how = f"signal {-code}" if code < 0 else f"status {code}"
+            if pid in self.hung:
+                self.hung.discard(pid)
+                how = "a silent heartbeat (killed)"
             if kind == "supervisor":    # a new one would deal its connection ids again, to other peers
                 raise Halt(f"{name} (pid {pid}) died with {how}, and the table of TCP/TLS connections with "
                            "it; stopping, as OpenSER did (a service manager starts pyproxy again)")
@@ -360,6 +428,7 @@ class Arbiter:
     def stop(self) -> None:
         """TERM every child, wait a bounded time, then KILL what is left."""
         self.stopping = True
+        self.notifier.stopping()
         for pid in list(self.children):
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -383,6 +452,87 @@ class Arbiter:
             except (ProcessLookupError, ChildProcessError):
                 pass
         self.children.clear()
+
+    # -- heartbeats, readiness and the systemd watchdog ------------------------------------------
+    @property
+    def wake_every(self) -> float:
+        interval = self.notifier.watchdog_interval
+        return min(1.0, interval / 2) if interval else 1.0
+
+    def silence(self, pid: int, now: float) -> float:
+        """Seconds since a child's loop last turned (its start counts as a turn)."""
+        return now - max(self.shm.last_beat(self.slot_of(pid)), self.started[self.children[pid]])
+
+    def beaters(self) -> list[int]:
+        return [pid for pid, (kind, _) in self.children.items() if kind in ("worker", "supervisor")]
+
+    def watch(self) -> None:
+        now = time.monotonic()
+        timeout = self.settings.heartbeat_timeout
+        for pid in self.beaters():
+            if timeout and pid not in self.hung and self.silence(pid, now) > timeout:
+                self.replace_hung(pid, self.silence(pid, now))
+        # fed while every loop turned within a few beats: a stuck worker pauses it long before
+        # heartbeat_timeout replaces it, and systemd's WatchdogSec then judges the whole service
+        answering = 3 * beat_interval(timeout)
+        alive = all(self.silence(pid, now) <= answering for pid in self.beaters())
+        if not self.ready and all(self.shm.last_beat(self.slot_of(pid)) >= self.started[self.children[pid]]
+                                  for pid in self.beaters()):
+            self.ready = True
+            self.notifier.ready(self.status_text())
+        if self.ready and alive and self.notifier.watchdog_interval and \
+                now - self.fed_at >= self.notifier.watchdog_interval:
+            self.fed_at = now
+            self.notifier.watchdog()
+        if self.ready and self.notifier.enabled and now - self.status_at >= STATUS_EVERY:
+            self.status_at = now
+            self.notifier.status(self.status_text())
+
+    def slot_of(self, pid: int) -> int:
+        kind, index = self.children[pid]
+        return index if kind == "worker" else self.workers
+
+    def status_text(self) -> str:
+        return f"{self.workers} workers; {self.shm.connections()} TCP/TLS connections"
+
+    def replace_hung(self, pid: int, silent: float) -> None:
+        """A child whose loop stopped turning: say what it was doing; kill a worker, which reap()
+        respawns. The supervisor is not killed (its death takes every connection, and the server,
+        with it): the watchdog stops being fed, and systemd restarts the whole service."""
+        kind, index = self.children[pid]
+        self.hung.add(pid)
+        try:
+            state = psutil.Process(pid).status()
+        except psutil.Error:
+            state = "gone"
+        where = self.stack_of(pid) if state != psutil.STATUS_STOPPED and kind == "worker" else ""
+        action = "killing it" if kind == "worker" else "the systemd watchdog is no longer fed"
+        log.error(f"{_role(kind, index)} (pid {pid}) has not turned its loop for {silent:.0f} s "
+                  f"(heartbeat_timeout={self.settings.heartbeat_timeout}; process state: {state}); "
+                  f"{action}" + (f"; it was in:\n{where}" if where else ""))
+        if kind == "worker":
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def stack_of(self, pid: int) -> str:
+        """The Python stack of a running but stuck worker, written by faulthandler on SIGUSR2."""
+        fd = self.stack_dump.fileno()
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        try:
+            os.kill(pid, signal.SIGUSR2)
+        except ProcessLookupError:
+            return ""
+        deadline, text = time.monotonic() + DUMP_WAIT, b""
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            now = os.pread(fd, 65536, 0)
+            if now and now == text:         # written, and no longer growing
+                break
+            text = now
+        return text.decode("utf-8", "replace").rstrip()
 
     # -- process set-up -------------------------------------------------------------------------
     def enter_wdir(self) -> None:

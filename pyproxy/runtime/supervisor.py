@@ -15,9 +15,9 @@ import socket
 
 from ..config.values import Proto
 from ..kernel import ipc
-from ..kernel.logs import log
+from ..kernel.logs import follow_debug_level, log
 from ..kernel.loop import EventLoop
-from ..kernel.process import become
+from ..kernel.process import become, keep_beating
 from ..kernel.shm import NO_DOMAIN, OutOfSharedMemory, Stat
 
 ACCEPT_BURST = 64
@@ -90,6 +90,7 @@ class Supervisor:
         self.master_channel = master_channel
         self.table = ConnectionTable(shm, settings.tcp_max_connections)
         self.stats = shm.stats_of(process_index)
+        self.shm, self.slot, self.settings = shm, process_index, settings
         self.loop = EventLoop()
         self.outboxes = [ipc.Outbox(channel, self.loop, HANDOVER_BACKLOG,
                                     lambda payload, why, i=index: self.not_passed(i, payload, why))
@@ -105,7 +106,13 @@ class Supervisor:
         for index, channel in enumerate(self.channels):
             self.loop.add_reader(channel.fileno(), lambda i=index: self.on_worker(i))
         self.loop.add_reader(self.master_channel.fileno(), self.on_master)
+        self.loop.call_later(1.0, self.follow_debug)
+        keep_beating(self.loop, self.shm, self.slot, self.settings.heartbeat_timeout)
         self.loop.run()
+
+    def follow_debug(self) -> None:
+        follow_debug_level(self.table.shm)      # the ``debug`` MI command's level, once a second
+        self.loop.call_later(1.0, self.follow_debug)
 
     def accept(self, listener) -> None:
         for sock, addr in accepted(listener, self.cannot_accept):

@@ -23,11 +23,13 @@ import select
 import socket
 import time
 
+from ..assembly.reload import apply as apply_reload
+from ..config.errors import ConfigErrors
 from ..config.values import Proto
 from ..kernel import ipc
-from ..kernel.logs import RateLimitedLog, log
+from ..kernel.logs import RateLimitedLog, follow_debug_level, log
 from ..kernel.loop import EventLoop
-from ..kernel.process import become
+from ..kernel.process import become, keep_beating
 from ..script.router import MessageRouter
 from .handoff import HandoffChannel
 from .listeners import Listener
@@ -67,6 +69,8 @@ class Worker:
         self.listeners = listeners
         self.local = supervisor_local       # fork=no: this process accepts TCP itself
         self.mi_reply = mi_reply            # where answers to management commands go
+        self.shm = shm
+        self.load_config = None             # the master's loader: a reload compiles the file again here
         self.loop = loop = EventLoop()
         self.stats = stats = shm.stats_of(index)
         ratelog = RateLimitedLog()
@@ -114,8 +118,17 @@ class Worker:
         if self.streams.channel is not None:
             loop.add_reader(self.streams.channel.fileno(), self.streams.on_channel)
         loop.call_later(1.0, self.streams.tick)
+        if self.local is None:      # fork=no: no master watches
+            keep_beating(loop, self.shm, self.index, self.config.settings.heartbeat_timeout)
+        loop.call_later(1.0, self.follow_debug)
         if not self.streams.adopting:
             loop.call_later(EPOCH_WAIT, self.streams.start_adopting)
+
+    def follow_debug(self) -> None:
+        """Once a second: the log level the ``debug`` MI command set, and the proxy's debug flag with it."""
+        follow_debug_level(self.streams.shm)
+        self.proxy.debug = log.isEnabledFor(logging.DEBUG)
+        self.loop.call_later(1.0, self.follow_debug)
 
     # -- management commands (from the mi process) ---------------------------------------------
     def on_control(self, request_id: int, command: str) -> None:
@@ -124,17 +137,40 @@ class Worker:
                 result = self.streams.tls_list()
             elif command == "tls_reload":
                 result = self.streams.reload_tls()
+            elif command.startswith("reload "):
+                result = self.reload(command.split()[1])
             else:
                 result = {"error": f"unknown worker command {command}"}
         except Exception as e:      # the operator gets an answer, not a timeout
             log.exception(f"management command {command} failed")
             result = {"error": f"{command} failed in worker {self.index + 1}: {e}"}
-        if self.mi_reply is not None:
+        if self.mi_reply is not None and request_id:       # 0: the master's, unanswered
             try:
                 for datagram in ipc.answer_datagrams(request_id, self.index, result):
                     _send_within(self.mi_reply, datagram, 3.0)
             except OSError as e:
                 log.warning(f"cannot answer the mi process: {e.strerror or e}")
+
+    def reload(self, digest: str) -> dict:
+        """SIGHUP, passed on by the master once it checked the file: the same file, compiled here,
+        swapped in place (see assembly/reload.py)."""
+        try:
+            new = self.load_config()
+        except ConfigErrors as e:
+            log.error(f"reload: the configuration no longer checks: {e.errors[0]}; the old one stays")
+            return {"error": "config errors"}
+        if new.digest != digest:
+            log.error("reload: the configuration file changed after the master checked it; the old "
+                      "one stays here (send SIGHUP again)")
+            return {"error": "config changed"}
+        apply_reload(self.config, new)
+        self.proxy.router.script_changed()
+        if self.streams.tls is not None:
+            outcome = self.streams.reload_tls()
+            if not outcome["ok"]:
+                log.error(f"reload: TLS domains not rebuilt, the old ones stay: {outcome['error']}")
+        log.info("configuration reloaded")
+        return {"ok": True}
 
 
 def _send_within(sock: socket.socket, data: bytes, seconds: float) -> None:

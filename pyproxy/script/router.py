@@ -17,8 +17,12 @@ class MessageRouter:
         self.request_hooks = tuple(h.request for h in hooks)
         self.after_hooks = tuple(h.after_request for h in hooks)
         self.reply_hooks = tuple(h.reply for h in hooks)
-        self.onreply = script.has(RouteKind.ONREPLY, "0")
-        self.main = script.routes.get((RouteKind.REQUEST, "0"))
+        self.script_changed()
+
+    def script_changed(self) -> None:
+        """The script's routes were replaced (a reload): look up the blocks every message runs."""
+        self.onreply = self.script.has(RouteKind.ONREPLY, "0")
+        self.main = self.script.routes.get((RouteKind.REQUEST, "0"))
 
     @classmethod
     def for_process(cls, config, index: int, runtime) -> MessageRouter:

@@ -1,0 +1,60 @@
+"""What a configuration reload (SIGHUP) changes in a running pyproxy, and what it cannot.
+
+A reload happens in place, in every process, as OpenSIPS's ``reload_routes`` does: the route
+blocks are compiled again and swapped, the TLS domains are built again from the new parameters
+and files (new handshakes use them), and the log level follows ``debug``. Connections,
+transactions, registrations and nonces stay where they are: nothing a worker holds is lost.
+
+What was set up once at start -- sockets, processes, shared memory, the modules and their
+parameters (they hold the state above) -- keeps its old value until the next restart, and
+``needs_restart`` names each such change so the log can say so. A different set of modules is
+refused as a whole: the new script may call what the old modules do not have.
+"""
+
+from __future__ import annotations
+
+from ..config.settings import PARAMS
+
+# Applied by a reload: the log level and the TLS parameters (the contexts are built again).
+LIVE = {"debug"} | {p.name for p in PARAMS.values() if p.section == "tls"} - {
+    "disable_tls", "tls_autogenerate", "tls_keylog_file"}
+
+
+def refused(old, new) -> str | None:
+    """Why ``new`` cannot replace ``old`` in place at all, or None."""
+    if set(old.modules) != set(new.modules):
+        added, removed = sorted(set(new.modules) - set(old.modules)), sorted(set(old.modules) - set(new.modules))
+        change = "; ".join(filter(None, (added and "loads " + ", ".join(added),
+                                         removed and "no longer loads " + ", ".join(removed))))
+        return f"the new configuration {change}: modules are set up at start; restart pyproxy"
+    return None
+
+
+def needs_restart(old, new) -> list[str]:
+    """The changes a reload leaves for the next restart, one line each."""
+    out = []
+    for name in PARAMS:
+        if name not in LIVE and getattr(old.settings, name) != getattr(new.settings, name):
+            out.append(f"{name} ({_show(getattr(old.settings, name))} -> {_show(getattr(new.settings, name))})")
+    for module, params in new.modparams.items():
+        for param, value in params.items():
+            if old.modparams.get(module, {}).get(param) != value:
+                out.append(f'modparam("{module}", "{param}")')
+    return out
+
+
+def apply(old, new) -> None:
+    """Make ``old`` -- the object every part of this process holds -- what ``new`` says, for the
+    parts a reload changes."""
+    old.script.routes = new.script.routes
+    old.script.source = new.script.source
+    old.tls_domains[:] = new.tls_domains
+    for name in LIVE:
+        setattr(old.settings, name, getattr(new.settings, name))
+    old.digest = new.digest
+
+
+def _show(value) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return str(value)
