@@ -183,6 +183,16 @@ class AddressPort:
         return SocketSpec(None, spec.host.strip("[]"), spec.port)
 
 
+class ListenAddress:
+    describe = "address:port (an IP address, IPv6 in brackets)"
+
+    def __call__(self, v: Value) -> SocketSpec:
+        spec = AddressPort()(v)
+        if spec.port is None:
+            raise ValueError(f"expected {self.describe}, found {v.describe()}: the port is missing")
+        return spec
+
+
 _FACILITIES = ("LOG_AUTH", "LOG_AUTHPRIV", "LOG_CRON", "LOG_DAEMON", "LOG_FTP", "LOG_KERN", "LOG_LPR",
                "LOG_MAIL", "LOG_NEWS", "LOG_SYSLOG", "LOG_USER", "LOG_UUCP",
                *(f"LOG_LOCAL{i}" for i in range(8)))
@@ -204,3 +214,18 @@ def config_path(value: str, cfg_dir: str) -> str:
     if value.startswith("CFG_DIR/"):
         value = value[len("CFG_DIR/"):]
     return value if os.path.isabs(value) else os.path.join(cfg_dir, value)
+
+
+SYSTEM_STATE_DIR = "/var/lib/pyproxy"
+
+
+def state_dir(setting: str, cfg_dir: str, environ=os.environ) -> str:
+    """Where pyproxy writes its own files (state_dir=): a config in /etc is read-only to the
+    service (systemd's ProtectSystem=strict), so its state goes where systemd's StateDirectory=
+    says, or to /var/lib/pyproxy (the FHS place); a config elsewhere (a clone, a test) keeps its
+    state beside it."""
+    if setting:
+        return config_path(setting, cfg_dir)
+    if environ.get("STATE_DIRECTORY"):
+        return environ["STATE_DIRECTORY"].split(":")[0]
+    return SYSTEM_STATE_DIR if (cfg_dir.rstrip("/") + "/").startswith("/etc/") else cfg_dir

@@ -32,18 +32,19 @@ def check_url(text: str) -> None:
         parse_url(resolve_url(text, "/"))
 
 
-def resolve_url(text: str, cfg_dir: str) -> str:
-    """``sqlite://`` followed by a relative path names a file in the config's folder, as the TLS
-    files do (pyproxy's addition to Kamailio's ``sqlite:///absolute/path``)."""
+def resolve_url(text: str, folder: str) -> str:
+    """``sqlite://`` followed by a relative path names a file in ``folder`` (pyproxy's addition
+    to Kamailio's ``sqlite:///absolute/path``)."""
     if text.startswith("sqlite://") and not text[len("sqlite://"):].startswith("/"):
-        return "sqlite://" + os.path.join(os.path.abspath(cfg_dir), text[len("sqlite://"):])
+        return "sqlite://" + os.path.join(os.path.abspath(folder), text[len("sqlite://"):])
     return text
 
 
 def module_url(config, module: str) -> str:
-    """The database a module uses: its db_url (resolved), else the default one."""
+    """The database a module uses: its db_url (a relative SQLite file in the state folder, where
+    pyproxy writes), else the default one."""
     url = config.modparams.get(module, {}).get("db_url")
-    return resolve_url(url, config.cfg_dir) if url else DEFAULT_URL
+    return resolve_url(url, config.state_dir) if url else DEFAULT_URL
 
 
 def hand_over(url: str, settings) -> None:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from ._harness import (DEFAULT_ROUTE, TEST_CONFIG, Proxy, free_port, options_request, run_uac, start_uas,
+from ._harness import (DEFAULT_ROUTE, ROOT, TEST_CONFIG, Proxy, free_port, options_request, run_uac, start_uas,
                        udp_options, udp_socket, write_config)
 from .test_tls_calls import stunnel, tls_extra
 
@@ -210,3 +210,37 @@ def test_three_reloads_under_load_lose_no_call(sipp, reaper, tmp_path, pki):
     for r in (udp(), tls()):
         assert r.created == calls and r.successful == calls and r.failed == 0, f"{r.describe()}\n{proxy.tail()}"
     assert proxy.alive()
+
+
+def test_the_state_folder_rule():
+    from pyproxy.config.values import state_dir
+    assert state_dir("", "/etc/pyproxy", {}) == "/var/lib/pyproxy"
+    assert state_dir("", "/etc", {}) == "/var/lib/pyproxy"
+    assert state_dir("", "/etc/pyproxy", {"STATE_DIRECTORY": "/var/lib/pyproxy:/x"}) == "/var/lib/pyproxy"
+    assert state_dir("", "/home/me/pyproxy/etc", {}) == "/home/me/pyproxy/etc"
+    assert state_dir("", "/etcetera", {}) == "/etcetera"
+    assert state_dir("data", "/etc/pyproxy", {}) == "/etc/pyproxy/data"
+
+
+def test_a_service_writes_its_certificate_and_database_in_its_state_folder(reaper, tmp_path):
+    """As under systemd (StateDirectory= sets $STATE_DIRECTORY): the shipped config's throw-away
+    certificate and SQLite database go there, not beside the read-only config."""
+    etc, state = tmp_path / "etc", tmp_path / "state"
+    etc.mkdir()
+    state.mkdir()
+    port = free_port()
+    text = (ROOT / "etc" / "pyproxy.cfg").read_text()
+    text = text.replace("127.0.0.1:5060", f"127.0.0.1:{port}").replace("127.0.0.1:5061", f"127.0.0.1:{free_port()}")
+    text = text.replace("/tmp/pyproxy_mi.sock", str(tmp_path / "mi.sock"))
+    (etc / "pyproxy.cfg").write_text(text)
+    log_path = tmp_path / "proxy.log"
+    with open(log_path, "wb") as logf:
+        popen = reaper.popen([sys.executable, "-m", "pyproxy", "-f", str(etc / "pyproxy.cfg"), "-D", "-E"],
+                             cwd=tmp_path, stdout=logf, stderr=subprocess.STDOUT,
+                             env={**os.environ, "STATE_DIRECTORY": str(state)})
+    proxy = Proxy(popen, port, log_path, 2)
+    deadline = time.monotonic() + DEADLINE
+    while udp_options(port) != 200:
+        assert time.monotonic() < deadline and proxy.alive(), proxy.tail()
+    assert (state / "tls" / "cert.pem").exists() and (state / "pyproxy.db").exists(), sorted(state.rglob("*"))
+    assert sorted(p.name for p in etc.iterdir()) == ["pyproxy.cfg"]
