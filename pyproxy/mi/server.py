@@ -25,7 +25,7 @@ from ..kernel import ipc
 from ..kernel.logs import log
 from ..kernel.loop import EventLoop
 from ..kernel.process import become, run_as
-from . import commands
+from . import commands, metrics
 
 WORKER_TIMEOUT = 3.0
 MAX_CLIENTS = 64                # socket clients at once; more are refused
@@ -61,6 +61,8 @@ class MIServer:
         if endpoints.listener is not None:
             self.listener = endpoints.listener
             self.loop.add_reader(self.listener.fileno(), self.accept)
+        if endpoints.metrics is not None:
+            self.metrics = metrics.MetricsServer(endpoints.metrics, self.loop, metrics.Exposition(self).text)
         self.loop.run()     # the master removes the paths when it stops: a respawned mi serves them
 
     # -- worker questions -----------------------------------------------------------------------
@@ -304,9 +306,10 @@ class MIStartError(Exception):
 
 
 class Endpoints:
-    """The management socket and FIFO, made by the master before it forks and drops privileges:
-    a bad path stops the start with its name, folders only root may write work, and a respawned
-    mi process serves the same ones. The master removes them when it stops."""
+    """The management socket and FIFO (and metrics_listen's TCP socket), made by the master before
+    it forks and drops privileges: a bad path or address stops the start with its name, folders
+    only root may write work, and a respawned mi process serves the same ones. The master removes
+    them when it stops."""
 
     def __init__(self, settings) -> None:
         self.paths: list[str] = []          # what this start made, and so may remove
@@ -317,6 +320,7 @@ class Endpoints:
             self.fifo_fd = _open_fifo(settings.fifo, settings.fifo_mode) if settings.fifo else None
             if self.fifo_fd is not None:
                 self.paths.append(settings.fifo)
+            self.metrics = _open_metrics(settings.metrics_listen) if settings.metrics_listen else None
             ids = run_as(settings.user, settings.group)
             for path in self.paths if ids else ():     # the -u user's, as OpenSER's fifo_user: the mi
                 os.chown(path, *ids, follow_symlinks=False)    # process opens replies, the master removes them
@@ -377,6 +381,15 @@ def _open_fifo(path: str, mode: int) -> int:
         return os.open(path, os.O_RDWR | os.O_NONBLOCK)
     except OSError as e:
         raise MIStartError(f"fifo={path}: {e.strerror}") from None
+
+
+def _open_metrics(spec) -> socket.socket:
+    address = f"[{spec.host}]:{spec.port}" if ":" in spec.host else f"{spec.host}:{spec.port}"
+    try:
+        return metrics.listen(spec.host, spec.port)
+    except OSError as e:
+        hint = " (a pyproxy or another program listens there already?)" if e.errno == errno.EADDRINUSE else ""
+        raise MIStartError(f"metrics_listen={address}: {e.strerror}{hint}") from None
 
 
 def _unlink(path: str) -> None:

@@ -110,7 +110,7 @@ class StreamTransport:
         try:
             conn.pipe.start()
         except TLSError as e:
-            self.close(conn, f"TLS handshake failed: {e}", refused=True)
+            self.close(conn, f"TLS handshake failed: {e}", refused=True, failure=Stat.TLS_FAILED_PROTOCOL)
             return
         self.flush_tls(conn)
 
@@ -266,7 +266,8 @@ class StreamTransport:
             detail = verify_error(pipe.conn)    # OpenSSL's "certificate verify failed" says little
             reason = f"{e}: {detail}" if detail else str(e)
             self.close(conn, f"TLS handshake failed: {reason}{self.peer_subject(conn)}" if not was_done
-                       else f"TLS error: {reason}", refused=not was_done)
+                       else f"TLS error: {reason}", refused=not was_done,
+                       failure=Stat.TLS_FAILED_VERIFY if detail else Stat.TLS_FAILED_PROTOCOL)
             return b""
         if pipe.handshake_done and not was_done and not self.handshake_complete(conn):
             return b""
@@ -284,16 +285,18 @@ class StreamTransport:
                 cert = conn.pipe.conn.get_peer_certificate(as_cryptography=True)
                 if cert is None or not matches_sip_domain(cert, conn.target):
                     self.close(conn, f"TLS server certificate does not match {conn.target} (RFC 5922)"
-                                     f"{self.peer_subject(conn)}", refused=True, wrong_host=True)
+                                     f"{self.peer_subject(conn)}", refused=True, wrong_host=True,
+                               failure=Stat.TLS_FAILED_VERIFY)
                     return False
         else:       # the domain SNI chose, as this table knows it (a reload may have replaced it since)
             conn.domain = domain = self.tls.domain_of_connection(conn.pipe.conn) or conn.domain
             if domain.params.get("tls_verify_client") and domain.params.get("tls_require_client_certificate") \
                     and not summary["verified"]:    # what OpenSSL checked, even for a resumed session
                 self.close(conn, f"TLS client without a verified certificate, which {domain.label} requires"
-                                 f"{self.peer_subject(conn)}", refused=True)
+                                 f"{self.peer_subject(conn)}", refused=True, failure=Stat.TLS_FAILED_VERIFY)
                 return False
         conn.pipe.accept()
+        self.stats.add(Stat.TLS_HANDSHAKES)
         waiting, conn.waiting = conn.waiting, []
         for data, host, _, _, rcv in waiting:   # now the certificate is known: may each go on it?
             if not self.carries(conn, host):
@@ -410,13 +413,17 @@ class StreamTransport:
             self.loop.set_writer(conn.fd, lambda: self.on_writable(conn))
         return True
 
-    def close(self, conn: TCPConnection, why: str | None, refused: bool = False, wrong_host: bool = False) -> None:
+    def close(self, conn: TCPConnection, why: str | None, refused: bool = False, wrong_host: bool = False,
+              failure: Stat = Stat.TLS_FAILED_OTHER) -> None:
         """``refused``: a peer that failed TLS checks, logged apart from routine closes so that a
         flood of the ones cannot hide the others. ``wrong_host``: its certificate names another
-        host, so the target may well serve other hosts: not marked as failing."""
+        host, so the target may well serve other hosts: not marked as failing. ``failure``: the
+        statistic a TLS handshake that ends here unfinished (or refused by our checks) counts under."""
         if conn.closed:
             return
         conn.closed = True
+        if conn.pipe is not None and not conn.pipe.accepted and not conn.connecting:
+            self.stats.add(failure)         # a TLS handshake begun that did not succeed
         if why:
             self.ratelog("refused" if refused else "close", logging.INFO,
                          f"closing {conn.proto.text} connection with {conn.peer_ip}:{conn.peer_port}: {why}")
@@ -456,7 +463,8 @@ class StreamTransport:
             if conn.pipe is not None:
                 send_timeout = self.settings.tls_send_timeout
                 if not conn.pipe.handshake_done and now - conn.opened > handshake_timeout:
-                    self.close(conn, f"TLS handshake not done in {handshake_timeout} s")
+                    self.close(conn, f"TLS handshake not done in {handshake_timeout} s",
+                               failure=Stat.TLS_FAILED_TIMEOUT)
                     continue
             else:
                 send_timeout = self.settings.tcp_send_timeout
