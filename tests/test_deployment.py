@@ -8,10 +8,12 @@ tools/docker-smoke), and the smoke test itself runs where a daemon answers (exit
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -176,6 +178,63 @@ def test_service_install_from_a_wheel_in_a_virtualenv(tmp_path):
     unit = root / "etc/systemd/system/pyproxy.service"
     assert unit_settings(unit.read_text())["ExecStart"][0].startswith(f"{venv}/bin/pyproxy ")
     verify(unit)
+
+
+def test_installed_service_runs_as_systemd_runs_it(tmp_path, reaper):
+    """The installed unit's ExecStart on the installed config (ports and /run/pyproxy moved), with
+    the environment systemd gives it: READY=1 and watchdog pings on NOTIFY_SOCKET, its files in
+    STATE_DIRECTORY and nothing beside the config (read-only there), ExecReload reloads, SIGTERM
+    stops it cleanly."""
+    root = tmp_path / "root"
+    install(root)
+    port = free_port(span=2)
+    run_dir, state_dir = tmp_path / "run", tmp_path / "state"
+    run_dir.mkdir()
+    state_dir.mkdir()
+    cfg = root / "etc/pyproxy/pyproxy.cfg"
+    text = cfg.read_text().replace("/run/pyproxy", str(run_dir))
+    cfg.write_text(re.sub(r"^(listen=\w+:127\.0\.0\.1):506([01])$",
+                          lambda m: f"{m.group(1)}:{port + int(m.group(2))}", text, flags=re.M))
+    unit = unit_settings((root / "etc/systemd/system/pyproxy.service").read_text())
+    argv = shlex.split(unit["ExecStart"][0])
+    argv[argv.index("-f") + 1] = str(cfg)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"), STATE_DIRECTORY=str(state_dir),
+               RUNTIME_DIRECTORY=str(run_dir), WATCHDOG_USEC="2000000")
+    log = tmp_path / "proxy.log"
+    with open(log, "wb") as out:
+        proxy = reaper.popen([*argv, "-E"], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def expect(field: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            notify.settimeout(left)
+            try:
+                if field in notify.recv(4096).decode().splitlines():
+                    return
+            except socket.timeout:
+                break
+        raise AssertionError(f"no {field} on NOTIFY_SOCKET within {timeout} s (exit {proxy.poll()})\n"
+                             + log.read_text())
+
+    try:
+        expect("READY=1")
+        expect("WATCHDOG=1")
+        assert udp_options(port, timeout=1.0, tries=5) == 200, log.read_text()
+        assert run([*CTL, "mi", "-s", str(run_dir / "mi.sock"), "uptime"], timeout=30).returncode == 0
+        assert (state_dir / "tls" / "cert.pem").is_file() and (state_dir / "pyproxy.db").is_file()
+        assert [p.name for p in cfg.parent.iterdir()] == ["pyproxy.cfg"]
+        reload = shlex.split(unit["ExecReload"][0].replace("$MAINPID", str(proxy.pid)))
+        assert run(reload).returncode == 0
+        expect("RELOADING=1")
+        expect("READY=1")
+        proxy.send_signal(signal.SIGTERM)
+        expect("STOPPING=1")
+        assert proxy.wait(30) == 0, log.read_text()
+    finally:
+        notify.close()
+        stop_process(proxy)
 
 
 # --- the container -------------------------------------------------------------------------------
