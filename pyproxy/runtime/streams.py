@@ -12,7 +12,7 @@ import os
 import socket
 import time
 
-from ..config.values import Proto
+from ..config.values import NOTICE, Proto
 from ..kernel import ipc
 from ..kernel.logs import log
 from ..kernel.shm import NO_DOMAIN, Stat
@@ -20,7 +20,8 @@ from ..script.context import NOT_RECEIVED, ReceiveInfo
 from ..sip import MessageTooLarge, RemoteSIPError, Request
 from ..tls.domains import DomainTable, TLSConfigError
 from ..tls.pipe import TLSError, TLSPipe
-from ..tls.verify import canonical_host, identifies, matches_sip_domain, peer_summary, verify_error
+from ..tls.verify import (canonical_host, certificate_names, identifies, matches_sip_domain, peer_summary,
+                          verify_error)
 from .resolver import literal
 from .tcp import TCPConnection
 
@@ -310,11 +311,10 @@ class StreamTransport:
 
     @staticmethod
     def peer_subject(conn: TCPConnection) -> str:
-        try:
-            cert = conn.pipe.conn.get_peer_certificate(as_cryptography=True)
-        except Exception:
-            cert = None
-        return f" (peer certificate: {cert.subject.rfc4514_string()})" if cert is not None else ""
+        """Whose certificate a refusal is about: subject and issuer of the one that failed
+        verification (OpenSSL forgets a refused peer's certificate), else of the peer's."""
+        names = certificate_names(conn.pipe.conn)
+        return f"; {names}" if names else ""
 
     def flush_tls(self, conn: TCPConnection) -> None:
         out = conn.pipe.outgoing()
@@ -425,7 +425,8 @@ class StreamTransport:
         if conn.pipe is not None and not conn.pipe.accepted and not conn.connecting:
             self.stats.add(failure)         # a TLS handshake begun that did not succeed
         if why:
-            self.ratelog("refused" if refused else "close", logging.INFO,
+            # a refusal shows at the default debug=2: the operator of a refused peer asks why
+            self.ratelog("refused" if refused else "close", NOTICE if refused else logging.INFO,
                          f"closing {conn.proto.text} connection with {conn.peer_ip}:{conn.peer_port}: {why}")
         if conn.out and (conn.established or not conn.waiting):     # waiting ones fail over below
             self.ratelog("lost", logging.WARNING, f"{len(conn.out)} queued bytes to "

@@ -1,9 +1,10 @@
 """Building one OpenSSL Context from one domain's parameters, in small named steps.
 
-``build_context`` runs the steps in order: options, protocol range, ciphers, own certificate and
-key, trust (CA list, CA path, CRL), verification mode. A step that finds a problem reports it through
-``Report`` (prefixed with the domain's label, naming the parameter and the file) and the build goes
-on, so that one start names every problem of every domain. Building reads files and nothing else:
+``build_context`` runs the steps in order: options, protocol range, ciphers, key-exchange groups,
+own certificate and key, trust (CA list, CA path, CRL), verification mode, key log (opened by the
+caller). A step that finds a problem reports it through ``Report`` (prefixed with the domain's
+label, naming the parameter and the file) and the build goes on, so that one start names every
+problem of every domain. Building reads files and nothing else:
 the same parameters give the same Context, so ``tls_reload`` can simply build again.
 
 Rules worth knowing:
@@ -14,6 +15,9 @@ Rules worth knowing:
   before allowing them we check by a handshake that this OpenSSL can still negotiate them at all.
 - ``tls_ciphers_list`` naming NULL ciphers works (level 0, with a loud warning): the seed offers it for
   testing. TLS 1.3 has no NULL suites, so only TLS <= 1.2 connections go unencrypted.
+- Key-exchange groups are Mozilla's intermediate ones unless ``tls_groups`` says otherwise. OpenSSL's
+  own default also has X448, secp521r1, SM2, ffdhe2048/3072 and (3.5+) the ML-KEM hybrids, so what a
+  peer could negotiate depended on the OpenSSL that cryptography bundles; ``tls_groups`` adds them back.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from ..config.ast import DomainSide, Value, ValueKind
 from ..config.errors import Position
 from ..config.values import config_path
 from ..config.tlsmethod import TLSMethod, TLSMethodType, TLSVersion
+from .keylog import KeyLog
 from .verify import record_verification
 
 DEFAULT_FILE = "CFG_DIR/cert.pem"
@@ -44,6 +49,8 @@ INTERMEDIATE_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA2
 LEGACY_CIPHERS = ("ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:"
                   "ECDHE-RSA-AES256-SHA:AES128-SHA:AES256-SHA")
 LOWEST_LEVEL = "@SECLEVEL=0"
+# Mozilla "intermediate" v5.x key-exchange groups (its "tls_curves"), most preferred first.
+INTERMEDIATE_GROUPS = "X25519:prime256v1:secp384r1"
 
 _OPENSSL_VERSION = {TLSVersion.TLSv1: SSL.TLS1_VERSION, TLSVersion.TLSv1_1: SSL.TLS1_1_VERSION,
                     TLSVersion.TLSv1_2: SSL.TLS1_2_VERSION, TLSVersion.TLSv1_3: SSL.TLS1_3_VERSION}
@@ -82,15 +89,19 @@ def as_method(value: TLSMethod | str) -> TLSMethod:
 
 
 def build_context(side: DomainSide, params: dict, cfg_dir: str, report: Report, *,
-                  certificate_optional: bool = False) -> SSL.Context:
+                  certificate_optional: bool = False, keylog: KeyLog | None = None) -> SSL.Context:
+    """``keylog``: where the connections' secrets go (tls_keylog_file, opened once for every domain)."""
     ctx = SSL.Context(SSL.TLS_METHOD)
     set_options(ctx)
     method = as_method(params["tls_method"])
     set_protocols(ctx, method, report)
     set_ciphers(ctx, params, method, report)
+    set_groups(ctx, params, report)
     load_identity(ctx, params, cfg_dir, report, optional=certificate_optional)
     ca_list = load_trust(ctx, params, cfg_dir, report)
     set_verification(ctx, side, params, report, ca_list)
+    if keylog is not None:
+        ctx.set_keylog_callback(keylog)
     if side is DomainSide.SERVER:
         # needed for session resumption with client certificates; per domain, deterministic
         ctx.set_session_id(hashlib.sha256(report.label.encode()).digest()[:32])
@@ -136,6 +147,30 @@ def set_ciphers(ctx: SSL.Context, params: dict, method: TLSMethod, report: Repor
             ctx.set_tls13_ciphersuites(suites.encode())
         except SSL.Error:
             report.error(f"tls_ciphersuites {suites!r}: OpenSSL knows no TLS 1.3 cipher suite of that list")
+
+
+def set_groups(ctx: SSL.Context, params: dict, report: Report) -> None:
+    written = params.get("tls_groups") or ""
+    if _set_groups(ctx, written or INTERMEDIATE_GROUPS):
+        return
+    scratch = SSL.Context(SSL.TLS_METHOD)
+    unknown = [g for g in written.split(":") if g and not _set_groups(scratch, g)]
+    if unknown:
+        report.error(f"tls_groups {written!r}: this OpenSSL ({_openssl_name()}) knows no group "
+                     f"{', '.join(unknown)}; write names separated by ':' (e.g. {INTERMEDIATE_GROUPS})")
+    else:
+        report.error(f"tls_groups {written!r}: not an OpenSSL groups list; write names separated by ':' "
+                     f"(e.g. {INTERMEDIATE_GROUPS})")
+
+
+def _set_groups(ctx: SSL.Context, groups: str) -> bool:
+    # SSL_CTX_set1_groups_list (its older name, the one cryptography binds) is not public pyOpenSSL
+    # API; this is its only use. It fails on a name it does not know and leaves the old list.
+    from OpenSSL._util import lib
+    ok = lib.SSL_CTX_set1_curves_list(ctx._context, groups.encode()) == 1
+    if not ok:
+        lib.ERR_clear_error()         # else the next pyOpenSSL call would raise this error
+    return ok
 
 
 def _expand(ciphers: str) -> list[str] | None:

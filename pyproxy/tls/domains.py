@@ -12,8 +12,8 @@ Lookup order:
 - outgoing: the domain named by the client-domain AVP, else the domain of the destination socket,
   else the default client domain.
 
-``DomainTable.build`` is deterministic and only reads files, so the master builds it before fork and
-a reload builds a new one and swaps it whole.
+``DomainTable.build`` is deterministic and only reads files (but for opening ``tls_keylog_file``, once
+per process), so the master builds it before fork and a reload builds a new one and swaps it whole.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from ..config.settings import DomainSpec
 from ..config.settings import PARAMS
 from ..config.values import SocketSpec
 from .context import DEFAULT_FILE, Report, TLSConfigError, as_method, build_context
+from .keylog import open_keylog
 from .verify import record_verification
 
 # Every tls_* parameter a domain carries, global-only ones included (they are simply the global value).
@@ -89,6 +90,14 @@ class DomainTable:
         globals_.update({name: getattr(settings, name, default) for name, default in EXTRA_PARAMS.items()})
         explicit = set(getattr(settings, "explicit", ()))
         labels = [_label(s) for s in specs]
+        keylog = None
+        if path := getattr(settings, "tls_keylog_file", ""):
+            report.label = "tls_keylog_file"
+            keylog = open_keylog(path, cfg_dir, report)
+            if keylog is not None:
+                report.warnings.append(f"tls_keylog_file {keylog.path}: the secrets of every TLS connection are "
+                                       f"written there: anyone who can read it can decrypt their traffic "
+                                       f"(for debugging only)")
 
         def make(side: DomainSide, label: str, spec: DomainSpec | None) -> TLSDomain:
             params = dict(globals_, **(spec.params if spec else {}))
@@ -98,7 +107,7 @@ class DomainTable:
             # A client needs no certificate of its own: an untouched default that does not exist is fine.
             optional = (side is DomainSide.CLIENT and params["tls_certificate"] == DEFAULT_FILE
                         and "tls_certificate" not in written)
-            context = build_context(side, params, cfg_dir, report, certificate_optional=optional)
+            context = build_context(side, params, cfg_dir, report, certificate_optional=optional, keylog=keylog)
             client = side is DomainSide.CLIENT
             return TLSDomain(side, label, spec.name if spec else None, spec.socket if spec else None,
                              params.get("tls_server_name") or None, params, context,

@@ -2,20 +2,32 @@
 
 OpenSSL verifies the chain during the handshake (the mode comes from the domain's Context); the
 verify callback below only records the first failure per connection, so that the runtime can log
-*why* a handshake was refused or a peer is unverified (``verify_error``). ``matches_sip_domain``
-checks the peer's SIP domain identity after the handshake, which OpenSSL cannot do for us: RFC 5922
-rules differ from HTTPS host name rules. ``peer_summary`` backs the ``$tls_*`` script variables.
+*why* a handshake was refused or a peer is unverified (``verify_error``) and whose certificate it
+was (``certificate_names``: subject and issuer). ``matches_sip_domain`` checks the peer's SIP
+domain identity after the handshake, which OpenSSL cannot do for us: RFC 5922 rules differ from
+HTTPS host name rules. ``peer_summary`` backs the ``$tls_*`` script variables.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import weakref
+from typing import NamedTuple
 
 from cryptography import x509
 from OpenSSL import SSL, crypto
 
-# Connection -> (depth, OpenSSL error number, subject) of the first certificate that failed.
+
+class Failure(NamedTuple):
+    """The first certificate of a connection's chain that OpenSSL refused, and why."""
+    depth: int                        # 0: the peer's own certificate; 1: its issuer, ...
+    errnum: int                       # X509_V_ERR_*
+    subject: str                      # one-line form, /O=x/CN=y
+    issuer: str
+
+
+# Connection -> its first Failure. Recorded during the handshake: a refused peer's certificate is
+# gone afterwards (OpenSSL keeps only a verified one), so the log could not name it otherwise.
 _FAILURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 # Connections whose chain OpenSSL ran through the callback at all (a resumed session does not).
 _CHECKED: weakref.WeakSet = weakref.WeakSet()
@@ -27,22 +39,39 @@ def record_verification(conn: SSL.Connection, cert: crypto.X509, errnum: int, de
     """The verify callback of every pyproxy Context: keeps OpenSSL's verdict, remembers the first error."""
     _CHECKED.add(conn)
     if not ok and conn not in _FAILURES:
-        _FAILURES[conn] = (depth, errnum, _oneline(cert.to_cryptography().subject))
+        c = cert.to_cryptography()
+        _FAILURES[conn] = Failure(depth, errnum, _oneline(c.subject), _oneline(c.issuer))
     return bool(ok)
 
 
 def verify_error(conn: SSL.Connection) -> str | None:
     """Why the peer's certificate did not verify (for the log), or None if it did or none was checked.
 
-    After a refused handshake (``SSL.Error``) this says e.g. ``certificate has expired (depth 0,
-    /O=x/CN=atlanta.example.com)``; the ``SSL.Error`` itself only says "certificate verify failed".
+    After a refused handshake (``SSL.Error``) this says e.g. ``certificate has expired (depth 0)``;
+    the ``SSL.Error`` itself only says "certificate verify failed". ``certificate_names`` says
+    whose certificate it was.
     """
     failure = _FAILURES.get(conn)
     if failure is None:
         code = _verify_result(conn)
         return None if code in (None, X509_V_OK) else _error_text(code)
-    depth, errnum, subject = failure
-    return f"{_error_text(errnum)} (depth {depth}, {subject})"
+    return f"{_error_text(failure.errnum)} (depth {failure.depth})"
+
+
+def certificate_names(conn: SSL.Connection) -> str | None:
+    """For a refusal's log line: subject and issuer of the certificate that failed verification
+    (the first one, at any depth), else of the peer's certificate, e.g. ``certificate subject
+    /O=x/CN=atlanta.example.com, issuer /O=x/CN=Example CA``; None without one."""
+    failure = _FAILURES.get(conn)
+    if failure is not None:
+        return f"certificate subject {failure.subject or '(empty)'}, issuer {failure.issuer or '(empty)'}"
+    try:
+        cert = conn.get_peer_certificate(as_cryptography=True)
+    except SSL.Error:                 # pragma: no cover - nothing to read on a broken connection
+        cert = None
+    if cert is None:
+        return None
+    return f"certificate subject {_oneline(cert.subject) or '(empty)'}, issuer {_oneline(cert.issuer) or '(empty)'}"
 
 
 def is_verified(conn: SSL.Connection) -> bool:
