@@ -5,6 +5,7 @@ must be the very secrets the peer (Python's ssl, writing its own key log) used."
 
 import contextlib
 import datetime
+import ipaddress
 import os
 import socket
 import ssl
@@ -45,7 +46,7 @@ def odd_certs(pki, tmp_path_factory):
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
                            critical=False)
             .add_extension(x509.SubjectAlternativeName([x509.DNSName("expired.example.com"),
-                                                        x509.IPAddress(__import__("ipaddress").ip_address(LOOP))]),
+                                                        x509.IPAddress(ipaddress.ip_address(LOOP))]),
                            critical=False)
             .sign(ca_key, hashes.SHA256()))
     (d / "expired.example.com").mkdir()
@@ -179,5 +180,11 @@ def test_the_key_log_holds_the_secrets_of_both_sides(proxy_factory, pki, tmp_pat
 def test_no_key_log_by_default(proxy_factory, pki):
     port = free_port()
     proxy = proxy_factory(children=1, extra=tls_settings(pki, port))
+    ctx = ssl.create_default_context(cafile=str(pki / "ca" / "cacert.pem"))
+    ctx.check_hostname = False
+    with socket.create_connection((LOOP, port), timeout=10) as raw, ctx.wrap_socket(raw) as tls:
+        tls.sendall(options_request(port, f"no-keylog-{uuid.uuid4().hex}", "tls", tls.getsockname()[1]))
+        assert status_of(read_tcp_message(tls, time.monotonic() + 10, bytearray())) == 200
     assert "tls_keylog_file" not in proxy.log()
-    assert sorted(p.name for p in proxy.log_path.parent.iterdir()) == ["proxy.log", "pyproxy.cfg"]
+    for path in proxy.log_path.parent.rglob("*"):
+        assert not path.is_file() or b"TRAFFIC_SECRET" not in path.read_bytes(), path
