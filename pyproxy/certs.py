@@ -6,9 +6,10 @@ Rules: no ``openssl`` subprocess; an existing file is never overwritten (every t
 before the first is written, and each is opened with O_EXCL); private keys are written 0600 and the
 directories made only for keys 0700; every failure is a `CertError` naming the file.
 
-Layout (the seed's section 1.5): a CA directory holds ``cacert.pem`` and ``private/cakey.pem``; a
-user directory holds ``cert.pem``, ``privkey.pem`` and ``calist.pem`` (the CA that signed it), ready
-for tls_certificate, tls_private_key and tls_ca_list.
+Layout (the seed's section 1.5, as ``openserctl tls`` made it): one TLS directory holds the CA in
+``rootCA/`` (``cacert.pem`` and ``private/cakey.pem``) and each host's files in a directory named
+after the host: ``cert.pem``, ``privkey.pem`` and ``calist.pem`` (the CA that signed it), ready for
+tls_certificate, tls_private_key and tls_ca_list. `ca_dir_in` and `user_dir_in` say where.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 CA_CERT = "cacert.pem"
 CA_KEY = os.path.join("private", "cakey.pem")
 USER_CERT, USER_KEY, USER_CALIST = "cert.pem", "privkey.pem", "calist.pem"
+ROOT_CA = "rootCA"      # the CA's directory in a TLS directory, beside the hosts'
 
 # Valid from a few minutes ago, so a peer whose clock is slightly behind still accepts a fresh
 # certificate.
@@ -225,6 +227,18 @@ def _check_hostname(name: str) -> None:
         raise CertError(f"{name!r} is not a host name or IP address")
 
 
+# --- the layout ------------------------------------------------------------------------------
+
+def ca_dir_in(tls_dir) -> Path:
+    """Where the CA of a TLS directory is (``openserctl tls rootCA DIR``: ``DIR/rootCA``)."""
+    return Path(tls_dir) / ROOT_CA
+
+
+def user_dir_in(tls_dir, name: str) -> Path:
+    """Where host `name`'s files are in a TLS directory (``openserctl tls userCERT NAME DIR``)."""
+    return Path(tls_dir) / name
+
+
 # --- the CA ----------------------------------------------------------------------------------
 
 def make_root_ca(directory, *, common_name: str = "pyproxy root CA", days: int = 3650,
@@ -246,10 +260,9 @@ def make_root_ca(directory, *, common_name: str = "pyproxy root CA", days: int =
 def load_ca(ca_dir, passphrase: bytes | None = None):
     """The (certificate, key) of the CA in `ca_dir`, checked to be a CA and to match."""
     ca_dir = Path(ca_dir)
-    if not ca_dir.is_dir():
-        raise CertError(f"{ca_dir}: no such CA directory (make it with 'pyproxyctl tls rootCA {ca_dir}', "
-                        "or name another with --ca-dir)")
     cert_path, key_path = ca_dir / CA_CERT, ca_dir / CA_KEY
+    if not ca_dir.is_dir():
+        raise CertError(f"{ca_dir}: no such CA directory (looked for {cert_path} and {key_path})")
     try:
         cert = x509.load_pem_x509_certificate(_read(cert_path, "CA certificate"))
     except ValueError:

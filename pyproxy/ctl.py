@@ -2,8 +2,9 @@
 beside the server rather than in it.
 
 Each command is one small ``_add_<name>`` function that declares its arguments and sets ``run``,
-a function of the parsed arguments that returns the lines to print. Expected failures are
-exceptions listed in `_FAILURES`: main prints them as ``pyproxyctl: message`` and exits 1.
+a function of the parsed arguments that returns the lines to print, or an `Output` (data for
+``--json`` and lines for a person). Expected failures are exceptions listed in `_FAILURES`: main
+prints them as ``pyproxyctl: message`` and exits with the status scripts rely on (`EXIT_CODES`).
 """
 
 from __future__ import annotations
@@ -12,23 +13,43 @@ import argparse
 import getpass
 import json
 import ipaddress
+import os
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .certs import CertError, make_root_ca, make_user_cert
+from .certs import CA_CERT, CA_KEY, ROOT_CA, CertError, ca_dir_in, make_root_ca, make_user_cert, user_dir_in
 from .cli import DEFAULT_CONFIG
 from .db import DEFAULT_URL, DatabaseError, connect, module_url, schema, subscribers
 from .db.subscribers import SubscriberError
-from .mi.client import DEFAULT_SOCKET, MIClientError, call_fifo, call_socket
+from .mi.client import DEFAULT_SOCKET, MIClientError, MIUnreachable, call_fifo, call_socket
 
-DEFAULT_CA_DIR = "./tls/rootCA"
+DEFAULT_TLS_DIR = "./tls"       # openserctl's was ETCDIR/tls: the CA in rootCA/, each host beside it
 
+# Exit statuses (documented in --help): what a script can tell apart.
+OK, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
+EXIT_CODES = """\
+exit status:
+  0  success
+  1  the command failed (pyproxy answered with an error, a check found errors, ...)
+  2  usage error (unknown command or option, bad argument)
+  3  pyproxy could not be reached (no management socket or FIFO, connection refused, no answer)
+"""
 
 
 class CtlError(Exception):
     """A failure of the command line itself (an unreadable passphrase file, ...)."""
+
+
+@dataclass
+class Output:
+    """What a command prints: ``data`` with --json, else ``lines``; ``failed`` exits 1 all the same
+    (a check that ran and found errors)."""
+    data: object
+    lines: list[str] = field(default_factory=list)
+    failed: bool = False
 
 
 _FAILURES = (CertError, CtlError, MIClientError, DatabaseError, SubscriberError)
@@ -83,19 +104,24 @@ def _passphrase(file: str | None, ask: bool, prompt: str, confirm: bool) -> byte
 # --- tls -------------------------------------------------------------------------------------
 
 def _add_tls(commands) -> None:
-    tls = commands.add_parser("tls", help="make TLS certificates (a root CA, host certificates)",
-                              description="Make the TLS files of OpenSER's TLS manual, section 1.5.")
+    tls = commands.add_parser("tls", help="make TLS certificates (a root CA, host certificates), check a config's",
+                              description="Make the TLS files of OpenSER's TLS manual, section 1.5, as "
+                                          "openserctl did: 'tls rootCA DIR' then 'tls userCERT NAME DIR' "
+                                          "(the same DIR) make DIR/rootCA and DIR/NAME. 'tls check' looks "
+                                          "at every TLS domain of the config given with -f.")
     sub = tls.add_subparsers(title="tls commands", metavar="COMMAND", required=True)
     _add_tls_root_ca(sub)
     _add_tls_user_cert(sub)
+    _add_tls_check(sub)
 
 
 def _add_tls_root_ca(sub) -> None:
     p = sub.add_parser("rootCA", help="make a root CA (once for all the servers)",
-                       description="Make a root CA: DIR/cacert.pem and DIR/private/cakey.pem. "
-                                   "Refuses to overwrite existing files.")
-    p.add_argument("dir", metavar="DIR", nargs="?", default=DEFAULT_CA_DIR,
-                   help=f"where to write it (default {DEFAULT_CA_DIR})")
+                       description="Make a root CA: DIR/rootCA/cacert.pem and DIR/rootCA/private/cakey.pem "
+                                   "(--ca-dir: in that directory itself). Refuses to overwrite existing files.")
+    p.add_argument("dir", metavar="DIR", nargs="?", default=DEFAULT_TLS_DIR,
+                   help=f"the TLS directory: the CA goes in DIR/{ROOT_CA} (default {DEFAULT_TLS_DIR})")
+    p.add_argument("--ca-dir", metavar="CADIR", help="put the CA in CADIR itself instead")
     p.add_argument("--cn", default="pyproxy root CA", help="the CA's common name")
     p.add_argument("--days", type=_days, default=3650, help="validity in days (default 3650)")
     p.add_argument("--key-type", choices=("ec", "rsa"), default="ec",
@@ -109,21 +135,26 @@ def _add_tls_root_ca(sub) -> None:
 
 
 def _run_root_ca(args) -> list[Path]:
+    if not args.ca_dir and Path(args.dir).name == ROOT_CA:      # a CA directory given the old way?
+        print(f"pyproxyctl: note: the CA goes in {ca_dir_in(args.dir)} (DIR is the TLS directory, as "
+              f"with openserctl); --ca-dir {args.dir} puts it in {args.dir} itself", file=sys.stderr)
     passphrase = _passphrase(args.passphrase_file, args.ask_passphrase,
                              "Passphrase for the new CA key: ", confirm=True)
-    return list(make_root_ca(args.dir, common_name=args.cn, days=args.days,
+    return list(make_root_ca(args.ca_dir or ca_dir_in(args.dir), common_name=args.cn, days=args.days,
                              passphrase=passphrase, key_type=args.key_type))
 
 
 def _add_tls_user_cert(sub) -> None:
     p = sub.add_parser("userCERT", help="make a host's key and certificate, signed by the CA",
-                       description="Make DIR/cert.pem, DIR/privkey.pem and DIR/calist.pem for the "
-                                   "host NAME (a DNS name or an IP address), signed by the CA. "
-                                   "Refuses to overwrite existing files.")
+                       description="Make DIR/NAME/cert.pem, privkey.pem and calist.pem for the host NAME "
+                                   f"(a DNS name or an IP address), signed by the CA in DIR/{ROOT_CA} "
+                                   "(made by 'tls rootCA DIR'). Refuses to overwrite existing files.")
     p.add_argument("name", metavar="NAME", help="the host name the certificate is for")
-    p.add_argument("dir", metavar="DIR", nargs="?", help="where to write it (default ./tls/NAME)")
-    p.add_argument("--ca-dir", metavar="DIR", default=DEFAULT_CA_DIR,
-                   help=f"the CA made by 'tls rootCA' (default {DEFAULT_CA_DIR})")
+    p.add_argument("dir", metavar="DIR", nargs="?", default=DEFAULT_TLS_DIR,
+                   help=f"the TLS directory: the CA in DIR/{ROOT_CA}, the files go in DIR/NAME "
+                        f"(default {DEFAULT_TLS_DIR})")
+    p.add_argument("--ca-dir", metavar="CADIR", help=f"the CA's own directory, instead of DIR/{ROOT_CA}")
+    p.add_argument("--out", metavar="OUTDIR", help="write the files in OUTDIR itself, instead of DIR/NAME")
     p.add_argument("--ip", metavar="ADDR", type=_ip_address, action="append", default=[],
                    help="an IP address to name in the certificate too; may repeat")
     p.add_argument("--days", type=_days, default=825, help="validity in days (default 825)")
@@ -140,33 +171,176 @@ def _add_tls_user_cert(sub) -> None:
 
 
 def _run_user_cert(args) -> list[Path]:
+    ca_dir = Path(args.ca_dir) if args.ca_dir else ca_dir_in(args.dir)
+    if not ca_dir.is_dir():
+        make = f"pyproxyctl tls rootCA --ca-dir {ca_dir}" if args.ca_dir else f"pyproxyctl tls rootCA {args.dir}"
+        raise CtlError(f"no CA in {ca_dir} (looked for {ca_dir / CA_CERT} and {ca_dir / CA_KEY}): make it "
+                       f"with '{make}'" + ("" if args.ca_dir else ", or name another with --ca-dir"))
+    if not args.out and Path(args.dir).name == args.name:       # a host directory given the old way?
+        print(f"pyproxyctl: note: the files go in {user_dir_in(args.dir, args.name)} (DIR is the TLS "
+              f"directory, as with openserctl); --out {args.dir} puts them in {args.dir} itself", file=sys.stderr)
     passphrase = _passphrase(args.ca_passphrase_file, args.ask_ca_passphrase,
                              "Passphrase of the CA key: ", confirm=False)
-    paths = make_user_cert(args.name, args.dir or Path("tls", args.name), ca_dir=args.ca_dir,
+    paths = make_user_cert(args.name, args.out or user_dir_in(args.dir, args.name), ca_dir=ca_dir,
                            ca_passphrase=passphrase, days=args.days, ip_addresses=args.ip,
                            client_and_server=not args.server_only, key_type=args.key_type)
     return [paths["cert"], paths["key"], paths["calist"]]
 
 
+def _add_tls_check(sub) -> None:
+    p = sub.add_parser("check", help="check every TLS domain of the config (-f) before a start",
+                       description="A preflight of every TLS domain of the config given with -f: what the "
+                                   "start would refuse (missing, unreadable or encrypted files, a key that "
+                                   "does not match its certificate, a key group or others can read), the "
+                                   "chain against the CA list, the days each certificate has left (a "
+                                   "warning under 30), and whether the run user (user=, when started as "
+                                   "root) can read every file. One line per finding; exit status 1 when "
+                                   "there are errors.")
+    _json_flag(p)
+    p.set_defaults(run=_run_tls_check)
+
+
+def _run_tls_check(args) -> Output:
+    from .kernel.process import run_as
+    from .tls.preflight import Finding, Severity, check
+    config = _config(args)
+    s = config.settings
+    findings, ids = [], None
+    try:
+        ids = run_as(s.user, s.group)
+    except KeyError as e:
+        findings.append(Finding(Severity.ERROR, f"user={s.user} group={s.group}: no such user or group: {e}"))
+    if ids is not None and os.geteuid() != 0:       # only root starts as one user and runs as another
+        findings.append(Finding(Severity.OK, f"not root: the files were read as uid {os.geteuid()}, not as "
+                                             f"the run user (user={s.user})"))
+        ids = None
+    if ids is not None:
+        ids = (os.getuid() if ids[0] == -1 else ids[0], os.getgid() if ids[1] == -1 else ids[1])
+    findings += check(s, config.tls_domains, config.cfg_dir, run_as=ids)
+    count = {level: sum(f.severity is level for f in findings) for level in Severity}
+    return Output([{"severity": f.severity.value, "text": f.text} for f in findings],
+                  [str(f) for f in findings] + [f"{args.config}: {count[Severity.ERROR]} error(s), "
+                                                f"{count[Severity.WARNING]} warning(s)"],
+                  failed=count[Severity.ERROR] > 0)
+
+
 # --- mi: the management interface of a running pyproxy ----------------------------------------
+# The socket is -s, else the mi_socket= of the config given with -f (when it loads), else the
+# built-in default.
+
+def _json_flag(p) -> None:
+    """--json after the command too (``pyproxyctl ps --json``); SUPPRESS keeps the global one's value."""
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+
+
+def _socket_flag(p) -> None:
+    p.add_argument("-s", "--socket", help="its mi_socket (default: the mi_socket of the config given with -f, "
+                                          f"else {DEFAULT_SOCKET})")
+
+
+def _socket(args) -> str:
+    if args.socket:
+        return args.socket
+    from .config.errors import ConfigErrors
+    from .assembly.loader import load_config
+    try:
+        return load_config(args.config).settings.mi_socket or DEFAULT_SOCKET
+    except ConfigErrors:
+        return DEFAULT_SOCKET
+
+
+def _call(args, command: str, params: list[str] | None = None):
+    return call_socket(_socket(args), command, params or [], timeout=args.timeout)
+
 
 def _add_mi(commands) -> None:
     mi = commands.add_parser("mi", help="send a management command to a running pyproxy",
-                             description="Run a management command (version, uptime, ps, which, "
-                                         "get_statistics, tls_list, tls_reload) in a running pyproxy.")
+                             description="Run a management command in a running pyproxy and print its "
+                                         "JSON result; without CMD, list the commands (which).")
     door = mi.add_mutually_exclusive_group()
-    door.add_argument("-s", "--socket", default=DEFAULT_SOCKET,
-                      help=f"its mi_socket (JSON-RPC; default {DEFAULT_SOCKET})")
+    _socket_flag(door)
     door.add_argument("-f", "--fifo", help="use its FIFO (OpenSER's text protocol) instead")
-    mi.add_argument("name", metavar="CMD")
+    mi.add_argument("name", metavar="CMD", nargs="?", help="the command (default: which, the list)")
     mi.add_argument("params", metavar="ARG", nargs="*")
+    _json_flag(mi)
     mi.set_defaults(run=_run_mi)
 
 
-def _run_mi(args) -> list[str]:
+def _run_mi(args):
     if args.fifo:
-        return [call_fifo(args.fifo, args.name, args.params)]
-    return [json.dumps(call_socket(args.socket, args.name, args.params), indent=2)]
+        text = call_fifo(args.fifo, args.name or "which", args.params, timeout=args.timeout)
+        if not text.startswith("200 "):
+            raise MIClientError(text)
+        return [text]
+    if args.name is None:
+        names = _call(args, "which")
+        return Output(names, names)
+    return Output(_call(args, args.name, args.params))
+
+
+# --- the operator's everyday commands, through the management socket ---------------------------
+
+def _add_ops(commands) -> None:
+    for name, text, run in (("ps", "every pyproxy process: pid, role, memory", _run_ps),
+                            ("uptime", "since when pyproxy runs", _run_uptime),
+                            ("stats", "the statistics of every process, and their totals", _run_stats),
+                            ("reload", "re-read the configuration (SIGHUP to the master)", _run_reload),
+                            ("shutdown", "stop pyproxy (SIGTERM to the master)", _run_shutdown)):
+        p = commands.add_parser(name, help=text, description=f"A running pyproxy's {name}: {text}.")
+        _socket_flag(p)
+        _json_flag(p)
+        p.set_defaults(run=run)
+    p = commands.add_parser("debug", help="show or set the log level of every process",
+                            description="Without LEVEL, the log level in force; with it, set it in every "
+                                        "process at once (OpenSER's scale: -3 alert, -1 error, 1 warning, "
+                                        "2 notice, 3 info, 4 debug).")
+    p.add_argument("level", metavar="LEVEL", nargs="?", type=int)
+    _socket_flag(p)
+    _json_flag(p)
+    p.set_defaults(run=_run_debug)
+
+
+def _run_ps(args) -> Output:
+    procs = _call(args, "ps")
+    return Output(procs, [f"{'PID':>8}  {'RSS':>9}  ROLE"] +
+                  [f"{p['pid']:>8}  {p['rss_kib']:>6} KiB  {p['role']}" for p in procs])
+
+
+def _run_uptime(args) -> Output:
+    up = _call(args, "uptime")
+    return Output(up, [f"up {_duration(up['uptime'])}, since {up['up_since']}"])
+
+
+def _duration(seconds: int) -> str:
+    days, rest = divmod(int(seconds), 86400)
+    text = f"{rest // 3600:d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days} day(s) {text}" if days else text
+
+
+def _run_stats(args) -> Output:
+    stats = _call(args, "get_statistics")
+    processes = list(stats)
+    names = list(dict.fromkeys(name for counters in stats.values() for name in counters))
+    head = ["counter", "total", *processes]
+    rows = [[name, str(sum(stats[p].get(name, 0) for p in processes)), *(str(stats[p].get(name, 0)) for p in processes)]
+            for name in names]
+    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in [head, *rows]]
+    return Output(stats, lines)
+
+
+def _run_debug(args) -> Output:
+    answer = _call(args, "debug", [] if args.level is None else [str(args.level)])
+    return Output(answer, [f"debug level {answer['debug']} ({answer['logs']})"])
+
+
+def _run_reload(args) -> Output:
+    return Output(_call(args, "reload"), ["reload requested"])
+
+
+def _run_shutdown(args) -> Output:
+    return Output(_call(args, "shutdown"), ["shutdown requested"])
 
 
 # --- the database: tables and subscribers ----------------------------------------------------
@@ -182,7 +356,7 @@ def _config(args):
     try:
         return load_config(args.config)
     except ConfigErrors as e:
-        raise CtlError(f"{args.config}: cannot find the database in it:\n" + str(e)) from None
+        raise CtlError(f"{args.config}: cannot load the config:\n" + str(e)) from None
 
 
 def _database(args):
@@ -227,13 +401,14 @@ def _add_db(commands) -> None:
     init.set_defaults(run=_run_db_init)
 
 
-def _run_db_init(args) -> list[str]:
+def _run_db_init(args) -> Output:
     with _opened(args) as db:
         made = []
         for table in schema.TABLES:
             made += schema.create(db, [table])
             print(f"  {table}: {'created' if table in made else 'exists'}", file=sys.stderr)
-    return [f"{db.url}: {len(made)} table(s) created" + (f": {', '.join(made)}" if made else "")]
+    return Output({"database": db.url, "created": made},
+                  [f"{db.url}: {len(made)} table(s) created" + (f": {', '.join(made)}" if made else "")])
 
 
 def _add_subscribers(commands) -> None:
@@ -254,7 +429,7 @@ def _add_subscribers(commands) -> None:
     rm.set_defaults(run=_run_rm)
 
 
-def _run_add(args) -> list[str]:
+def _run_add(args) -> Output:
     if args.file:
         return _add_file(args)
     if not (args.user and args.password):
@@ -263,13 +438,13 @@ def _run_add(args) -> list[str]:
     with _opened(args) as db:
         schema.require(db, ["subscriber"])
         subscribers.add(db, user, domain, args.password, args.email)
-    return [f"{user}@{domain} added"]
+    return Output({"added": [f"{user}@{domain}"]}, [f"{user}@{domain} added"])
 
 
-def _add_file(args) -> list[str]:
+def _add_file(args) -> Output:
     source = sys.stdin if args.file == "-" else _open(args.file)
     lines = [(n, line.split()) for n, line in enumerate(source, 1) if line.strip() and not line.startswith("#")]
-    added = 0
+    added = []
     with _opened(args) as db:
         schema.require(db, ["subscriber"])
         for done, (n, fields) in enumerate(lines, 1):
@@ -279,11 +454,11 @@ def _add_file(args) -> list[str]:
             try:
                 subscribers.add(db, user, domain, fields[1], fields[2] if len(fields) == 3 else "")
             except SubscriberError as e:
-                raise CtlError(f"{args.file}:{n}: {e} ({added} added before it)") from None
-            added += 1
+                raise CtlError(f"{args.file}:{n}: {e} ({len(added)} added before it)") from None
+            added.append(f"{user}@{domain}")
             if done % 500 == 0 or done == len(lines):
                 print(f"\r  {done}/{len(lines)} users", end="" if done < len(lines) else "\n", file=sys.stderr)
-    return [f"{added} subscriber(s) added"]
+    return Output({"added": added}, [f"{len(added)} subscriber(s) added"])
 
 
 def _open(path: str):
@@ -293,18 +468,18 @@ def _open(path: str):
         raise CtlError(f"{path}: {e.strerror}") from None
 
 
-def _run_passwd(args) -> list[str]:
+def _run_passwd(args) -> Output:
     user, domain = _user_and_domain(args, args.user)
     with _opened(args) as db:
         subscribers.set_password(db, user, domain, args.password)
-    return [f"password of {user}@{domain} changed"]
+    return Output({"changed": f"{user}@{domain}"}, [f"password of {user}@{domain} changed"])
 
 
-def _run_rm(args) -> list[str]:
+def _run_rm(args) -> Output:
     user, domain = _user_and_domain(args, args.user)
     with _opened(args) as db:
         subscribers.remove(db, user, domain)
-    return [f"{user}@{domain} removed"]
+    return Output({"removed": f"{user}@{domain}"}, [f"{user}@{domain} removed"])
 
 
 # --- ul: the registrations of a running pyproxy (through its management socket) --------------
@@ -312,32 +487,34 @@ def _run_rm(args) -> list[str]:
 def _add_ul(commands) -> None:
     ul = commands.add_parser("ul", help="show or remove registrations in a running pyproxy",
                              description="The location service of a running pyproxy, through its mi_socket.")
-    ul.add_argument("-s", "--socket", default=DEFAULT_SOCKET, help=f"its mi_socket (default {DEFAULT_SOCKET})")
+    _socket_flag(ul)
     sub = ul.add_subparsers(title="ul commands", metavar="COMMAND", required=True)
     show = sub.add_parser("show", help="every registration, or one address of record's")
     show.add_argument("aor", metavar="AOR", nargs="?", help="USER or USER@DOMAIN")
+    _json_flag(show)
     show.set_defaults(run=_run_ul_show)
     rm = sub.add_parser("rm", help="remove every contact of an address of record")
     rm.add_argument("aor", metavar="AOR")
+    _json_flag(rm)
     rm.set_defaults(run=_run_ul_rm)
 
 
-def _run_ul_show(args) -> list[str]:
+def _run_ul_show(args) -> Output:
     if args.aor:
-        table = {args.aor: call_socket(args.socket, "ul_show_contact", [args.aor])}
+        table = {args.aor: _call(args, "ul_show_contact", [args.aor])}
     else:
-        table = call_socket(args.socket, "ul_dump", [])
+        table = _call(args, "ul_dump")
     lines = []
     for aor, contacts in table.items():
         lines.append(f"{aor}: {len(contacts)} contact(s)")
         lines += [f"  <{c['contact']}>;expires={c['expires']};q={c['q']:g}  from {c['received']} on "
                   f"{c['socket']}" + (f"  {c['user_agent']}" if c["user_agent"] else "") for c in contacts]
-    return lines or ["no registrations"]
+    return Output(table, lines or ["no registrations"])
 
 
-def _run_ul_rm(args) -> list[str]:
-    removed = call_socket(args.socket, "ul_rm", [args.aor])["removed"]
-    return [f"{args.aor}: {removed} contact(s) removed"]
+def _run_ul_rm(args) -> Output:
+    answer = _call(args, "ul_rm", [args.aor])
+    return Output(answer, [f"{args.aor}: {answer['removed']} contact(s) removed"])
 
 
 # --- service: pyproxy as a systemd service (pyproxy/service.py) ------------------------------
@@ -359,15 +536,19 @@ def _add_service(commands) -> None:
 
 # --- the command -----------------------------------------------------------------------------
 
-COMMANDS = (_add_tls, _add_mi, _add_db, _add_subscribers, _add_ul, _add_service)
+COMMANDS = (_add_tls, _add_mi, _add_ops, _add_db, _add_subscribers, _add_ul, _add_service)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pyproxyctl",
-                                description="Administration of pyproxy, like openserctl.")
+    p = argparse.ArgumentParser(prog="pyproxyctl", description="Administration of pyproxy, like openserctl.",
+                                epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-V", "--version", action="version", version=f"pyproxyctl {__version__}")
     p.add_argument("-f", dest="config", metavar="FILE", default=DEFAULT_CONFIG,
-                   help=f"the pyproxy config that names the database (default {DEFAULT_CONFIG})")
+                   help="the pyproxy config: its database, its mi_socket, its TLS domains "
+                        f"(default {DEFAULT_CONFIG})")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.add_argument("--timeout", metavar="SECONDS", type=float, default=10.0,
+                   help="how long to wait for a running pyproxy's answer (default 10)")
     p.add_argument("--db-url", metavar="URL", help="the database, instead of the config's "
                                                     "(sqlite:///path, postgres://..., mysql://...)")
     commands = p.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -377,18 +558,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)      # a usage error exits 2 here
     try:
-        lines = args.run(args)
+        result = args.run(args)
+    except MIUnreachable as e:
+        print(f"pyproxyctl: {e}", file=sys.stderr)
+        return UNREACHABLE
     except _FAILURES as e:
         print(f"pyproxyctl: {e}", file=sys.stderr)
-        return 1
+        return FAILED
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
-    for line in lines:
-        print(line)
-    return 0
+    if not isinstance(result, Output):
+        result = Output([str(line) for line in result], result)
+    if args.json:
+        print(json.dumps(result.data, indent=2))
+    else:
+        for line in result.lines or [json.dumps(result.data, indent=2)]:
+            print(line)
+    return FAILED if result.failed else OK
 
 
 if __name__ == "__main__":

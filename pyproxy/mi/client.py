@@ -1,5 +1,8 @@
 """Talking to a running pyproxy's management interface: JSON-RPC over its Unix socket, or
-OpenSER's FIFO protocol. Used by ``pyproxyctl mi``."""
+OpenSER's FIFO protocol. Used by ``pyproxyctl``.
+
+Two failures, told apart because scripts act on them differently: `MIUnreachable` (nobody serves
+the path, the connection broke, no answer in time) and `MIClientError` (pyproxy answered: no)."""
 
 from __future__ import annotations
 
@@ -16,7 +19,11 @@ DEFAULT_SOCKET = "/tmp/pyproxy_mi.sock"
 
 
 class MIClientError(Exception):
-    pass
+    """pyproxy answered with an error (an unknown command, a failed one), or not in its protocol."""
+
+
+class MIUnreachable(MIClientError):
+    """pyproxy could not be reached: no socket or FIFO, nobody serving it, no answer in time."""
 
 
 def call_socket(path: str, method: str, params: list[str], timeout: float = 10.0):
@@ -33,8 +40,12 @@ def call_socket(path: str, method: str, params: list[str], timeout: float = 10.0
                 if not chunk:
                     break
                 buf += chunk
+    except socket.timeout:
+        raise MIUnreachable(f"pyproxy at {path} did not answer in {timeout:g} s") from None
     except OSError as e:
-        raise MIClientError(f"cannot talk to pyproxy at {path}: {e.strerror or e}{_hint(e, 'mi_socket')}") from None
+        raise MIUnreachable(f"cannot talk to pyproxy at {path}: {e.strerror or e}{_hint(e, 'mi_socket')}") from None
+    if not buf:
+        raise MIUnreachable(f"pyproxy at {path} closed the connection without answering")
     try:
         answer = json.loads(buf)
     except ValueError:
@@ -59,10 +70,10 @@ def call_fifo(fifo: str, method: str, params: list[str], timeout: float = 10.0) 
     try:
         try:
             if not stat.S_ISFIFO(os.stat(fifo).st_mode):
-                raise MIClientError(f"{fifo} is not a FIFO (is it pyproxy's fifo= ?)")
+                raise MIUnreachable(f"{fifo} is not a FIFO (is it pyproxy's fifo= ?)")
             fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
         except OSError as e:
-            raise MIClientError(f"cannot open the FIFO {fifo}: {e.strerror}{_hint(e, 'fifo')}") from None
+            raise MIUnreachable(f"cannot open the FIFO {fifo}: {e.strerror}{_hint(e, 'fifo')}") from None
         with os.fdopen(fd, "w") as f:
             f.write(f":{method}:{reply}\n" + "".join(f"{p}\n" for p in params) + "\n")
         data, deadline = b"", time.monotonic() + timeout
@@ -75,7 +86,7 @@ def call_fifo(fifo: str, method: str, params: list[str], timeout: float = 10.0) 
                 time.sleep(0.02)
             data += chunk
         if not data.endswith(b"\n\n"):
-            raise MIClientError(f"no reply from pyproxy on {fifo} in {timeout:.0f} s" if not data else
+            raise MIUnreachable(f"no reply from pyproxy on {fifo} in {timeout:.0f} s" if not data else
                                 f"the reply from pyproxy on {fifo} stopped after {len(data)} bytes")
         return data.decode(errors="replace").rstrip("\n")
     finally:

@@ -2,19 +2,26 @@
 something JSON can carry; ``MIError`` is a failure the caller sees as an error reply.
 
 Commands that need the workers (``tls_list``, ``tls_reload``) ask every worker and gather what
-they answer; the others read shared state (process list, shared-memory statistics).
+they answer; the others read or write shared state (process list, shared-memory statistics and log
+level) or signal the master (``shutdown``, ``reload``), after their answer has left.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
+import signal
 import sys
 import time
 
 import psutil
 
 from .. import __version__
+from ..config.values import log_level
 from ..db import DatabaseError
+from ..kernel.logs import follow_debug_level
+from ..kernel.shm import Stat
 
 
 class MIError(Exception):
@@ -69,15 +76,94 @@ def get_statistics(mi, args):
     return mi.statistics()
 
 
-@command("tls_list", "every TLS connection: owner, addresses, domain, SNI, version, cipher, peer")
+# Counters that say how many of something exist now rather than how many happened: a reset would
+# make them lie until the things they count are gone.
+GAUGES = frozenset({Stat.TM_INUSE})
+
+
+@command("reset_statistics", "zero every process's counters (gauges such as tm_inuse stay)")
+def reset_statistics(mi, args):
+    """Zero the counters of every process in shared memory, except the gauges (`GAUGES`: tm_inuse,
+    the server transactions alive). Each process adds to its own counters without a lock, so a
+    count made in the very instant of the reset may survive it."""
+    processes = mi.statistics()
+    for slot in range(len(processes)):
+        counters = mi.shm.stats_of(slot)
+        for stat in Stat:
+            if stat not in GAUGES:
+                counters.set(stat, 0)
+    return {"reset": len(processes), "kept": sorted(g.name.lower() for g in GAUGES)}
+
+
+@command("debug", "the log level (OpenSER's scale: -3 alert .. 4 and above debug): debug [LEVEL] sets it "
+                  "in every process")
+def debug(mi, args):
+    if len(args) > 1:
+        raise MIError("usage: debug [LEVEL]")
+    if args:
+        try:
+            level = int(args[0])
+        except ValueError:
+            level = None
+        if level is None or not -3 <= level <= 9:
+            raise MIError(f"debug: expected a level from -3 to 9, found {args[0]!r}")
+        mi.shm.set_debug_level(level)   # the other processes follow within a second
+        follow_debug_level(mi.shm)
+    level = mi.shm.debug_level()
+    return {"debug": level, "logs": _level_name(level)}
+
+
+@command("shutdown", "stop pyproxy (SIGTERM to the master), after answering")
+def shutdown(mi, args):
+    mi.loop.call_later(0.2, lambda: os.kill(mi.master_pid, signal.SIGTERM))
+    return "shutdown requested"
+
+
+@command("reload", "re-read the configuration (SIGHUP to the master), after answering")
+def reload(mi, args):
+    mi.loop.call_later(0.2, lambda: os.kill(mi.master_pid, signal.SIGHUP))
+    return "reload requested"
+
+
+@command("tls_list", "every TLS connection: owner, addresses, domain, SNI, version, cipher, peer; "
+                     "tls_list PEER: those of one peer (IP, IP:PORT, or part of its subject or SNI)")
 def tls_list(mi, args):
     if mi.tls_disabled:
         raise MIError("TLS is disabled")
+    if len(args) > 1:
+        raise MIError("usage: tls_list [PEER]")
     answers = mi.ask_workers("tls_list")
     failed = [a["error"] for a in answers if isinstance(a, dict)]
     if failed:
         raise MIError("; ".join(failed))
-    return [conn for answer in answers for conn in answer]
+    connections = [conn for answer in answers for conn in answer]
+    if args:
+        wanted = _peer_filter(args[0])
+        connections = [c for c in connections if wanted(c)]
+    return connections
+
+
+def _peer_filter(text: str):
+    """A test of tls_list entries: IP, [IPv6]:PORT or IPv4:PORT match the peer's address; anything
+    else is looked for (ignoring case) in the peer's certificate subject and in the SNI name."""
+    host, port = text, None
+    if text.startswith("[") and "]" in text:                # [IPv6] or [IPv6]:PORT
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else None
+    elif text.count(":") == 1:                              # IPv4:PORT (or name:port)
+        host, _, port = text.partition(":")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        needle = text.lower()
+        return lambda c: any(needle in (c.get(k) or "").lower() for k in ("peer_subject", "sni"))
+    if port is not None and not port.isdigit():
+        raise MIError(f"tls_list: {text!r} is not IP, IP:PORT or [IPv6]:PORT")
+
+    def matches(c) -> bool:
+        peer_ip, _, peer_port = c["peer"].rpartition(":")
+        return ipaddress.ip_address(peer_ip.strip("[]")) == ip and (port is None or int(peer_port) == int(port))
+    return matches
 
 
 @command("tls_reload", "re-read every TLS domain's files; connections stay, new handshakes use them")
@@ -160,6 +246,10 @@ def run(mi, name: str, args: list[str]):
     if entry is None:
         raise MIError(f"unknown command '{name}' (try: which)")
     return entry[0](mi, args)
+
+
+def _level_name(level: int) -> str:
+    return logging.getLevelName(log_level(level)).lower()
 
 
 def _iso(t: float) -> str:

@@ -21,7 +21,7 @@ def test_shipped_config_loads(name):
 def test_example_14_loads_with_the_certificates_pyproxyctl_makes(tmp_path):
     cfg = tmp_path / "openser-tls-example.cfg"
     shutil.copy(ETC / "examples" / "openser-tls-example.cfg", cfg)
-    for args in (["tls", "rootCA", "tls/rootCA"], ["tls", "userCERT", "--ca-dir", "tls/rootCA", "domA.net", "tls/domA.net"]):
+    for args in (["tls", "rootCA", "tls"], ["tls", "userCERT", "domA.net", "tls"]):     # as the comment says
         done = subprocess.run([sys.executable, "-m", "pyproxy.ctl", *args], cwd=tmp_path, capture_output=True,
                               text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stderr

@@ -63,13 +63,13 @@ def domains(tmp_path_factory):
     zone = DNSServer({(name, "A"): [ip] for name, ip in HOSTS.items()})
     reaper = Reaper()
     ports = {key: free_port() for key in ("domA.net", "domA.net/tls", "domB.net", "domB.net/tls")}
-    ctl("tls", "rootCA", str(base / "rootCA"), cwd=base)
+    ctl("tls", "rootCA", str(base), cwd=base)
     proxies = {}
     try:
         for domain, other in (("domA.net", "domB.net"), ("domB.net", "domA.net")):
             folder = base / domain
             folder.mkdir()
-            ctl("tls", "userCERT", domain, str(folder / "tls" / domain), "--ca-dir", str(base / "rootCA"),
+            ctl("tls", "userCERT", domain, str(folder / "tls"), "--ca-dir", str(base / "rootCA"),
                 "--ip", HOSTS[domain], cwd=base)
             cfg = folder / "pyproxy.cfg"
             cfg.write_text(config_for(domain, other, ports, folder, zone.port))

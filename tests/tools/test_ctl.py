@@ -3,6 +3,8 @@ handshake."""
 
 import ssl
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -70,7 +72,7 @@ def test_handshake_with_the_generated_files(ctl, tmp_path):
 
 def test_ip_address_as_name(ctl, tmp_path):
     ctl("tls", "rootCA")
-    ctl("tls", "userCERT", "127.0.0.1", "host", "--ip", "::1", "--ip", "192.0.2.7")
+    ctl("tls", "userCERT", "127.0.0.1", "--out", "host", "--ip", "::1", "--ip", "192.0.2.7")
     text = _x509_text(tmp_path / "host/cert.pem")
     assert "URI:sip:127.0.0.1, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1, " \
            "IP Address:192.0.2.7" in text
@@ -81,8 +83,10 @@ def test_ip_address_as_name(ctl, tmp_path):
 
 
 def test_directories_and_options(ctl, tmp_path):
-    ctl("tls", "rootCA", "myca", "--cn", "Example Test CA", "--days", "30")
-    ctl("tls", "userCERT", NAME, "out", "--ca-dir", "myca", "--days", "10", "--server-only")
+    """The explicit forms: --ca-dir names the CA's own directory (both commands), --out the host's."""
+    ctl("tls", "rootCA", "--ca-dir", "myca", "--cn", "Example Test CA", "--days", "30")
+    ctl("tls", "userCERT", NAME, "--out", "out", "--ca-dir", "myca", "--days", "10", "--server-only")
+    assert sorted(p.name for p in (tmp_path / "myca").iterdir()) == ["cacert.pem", "private"]
     assert "Subject: CN = Example Test CA" in _x509_text(tmp_path / "myca/cacert.pem")
     text = _x509_text(tmp_path / "out/cert.pem")
     assert "Issuer: CN = Example Test CA" in text
@@ -133,15 +137,22 @@ def test_refuses_to_overwrite(ctl, tmp_path):
     # One file of the set is enough to refuse, and nothing else is written.
     (tmp_path / "lone").mkdir()
     (tmp_path / "lone/privkey.pem").write_text("mine")
-    err = ctl("tls", "userCERT", NAME, "lone", status=1).stderr
+    err = ctl("tls", "userCERT", NAME, "--out", "lone", status=1).stderr
     assert err == "pyproxyctl: lone/privkey.pem: already exists; not overwriting it\n"
     assert [p.name for p in (tmp_path / "lone").iterdir()] == ["privkey.pem"]
 
 
 def test_missing_ca(ctl, tmp_path):
+    """The errors say where the CA was looked for, and how to make it there."""
     err = ctl("tls", "userCERT", NAME, status=1).stderr
-    assert err == ("pyproxyctl: tls/rootCA: no such CA directory (make it with 'pyproxyctl tls rootCA "
-                   "tls/rootCA', or name another with --ca-dir)\n")
+    assert err == ("pyproxyctl: no CA in tls/rootCA (looked for tls/rootCA/cacert.pem and "
+                   "tls/rootCA/private/cakey.pem): make it with 'pyproxyctl tls rootCA ./tls', or name "
+                   "another with --ca-dir\n")
+    err = ctl("tls", "userCERT", NAME, "/tmp/x-nowhere", status=1).stderr
+    assert "no CA in /tmp/x-nowhere/rootCA " in err and "'pyproxyctl tls rootCA /tmp/x-nowhere'" in err
+    err = ctl("tls", "userCERT", NAME, "--ca-dir", "ca", status=1).stderr
+    assert err == ("pyproxyctl: no CA in ca (looked for ca/cacert.pem and ca/private/cakey.pem): make it "
+                   "with 'pyproxyctl tls rootCA --ca-dir ca'\n")
     (tmp_path / "emptyca").mkdir()
     err = ctl("tls", "userCERT", NAME, "--ca-dir", "emptyca", status=1).stderr
     assert err == "pyproxyctl: emptyca/cacert.pem: no such file (the CA certificate)\n"
@@ -156,5 +167,32 @@ def test_bad_arguments_are_usage_errors(ctl, args):
 
 def test_bad_name(ctl):
     ctl("tls", "rootCA")
-    err = ctl("tls", "userCERT", "bad_name!", "out", status=1).stderr
+    err = ctl("tls", "userCERT", "bad_name!", status=1).stderr
     assert err == "pyproxyctl: 'bad_name!' is not a host name or IP address\n"
+
+
+def test_the_manuals_sequence_with_one_directory(ctl, tmp_path):
+    """openserctl's habit: 'tls rootCA DIR' then 'tls userCERT NAME DIR' with the same DIR put the CA
+    in DIR/rootCA and the host's files in DIR/NAME, which the manual's config (1.5.3) then names;
+    a pyproxy config pointing at them passes pyproxy -c."""
+    out = ctl("tls", "rootCA", tmp_path / "x").stdout.splitlines()
+    assert out == [f"{tmp_path}/x/rootCA/cacert.pem", f"{tmp_path}/x/rootCA/private/cakey.pem"]
+    out = ctl("tls", "userCERT", "host.example", tmp_path / "x").stdout.splitlines()
+    host = tmp_path / "x/host.example"
+    assert out == [str(host / "cert.pem"), str(host / "privkey.pem"), str(host / "calist.pem")]
+    openssl("verify", "-CAfile", host / "calist.pem", host / "cert.pem")
+    cfg = tmp_path / "pyproxy.cfg"
+    cfg.write_text(f"listen=tls:127.0.0.1:5061\ndisable_tls=no\ntls_verify_client=1\n"
+                   f'tls_certificate="{host}/cert.pem"\ntls_private_key="{host}/privkey.pem"\n'
+                   f'tls_ca_list="{host}/calist.pem"\nroute {{ drop; }}\n')
+    checked = subprocess.run([sys.executable, "-m", "pyproxy", "-c", "-f", str(cfg)], capture_output=True,
+                             text=True, timeout=60, check=False)
+    assert checked.returncode == 0 and ": OK: " in checked.stdout, checked.stderr
+    assert ctl("-f", cfg, "tls", "check").stdout.endswith(f"{cfg}: 0 error(s), 0 warning(s)\n")
+
+
+def test_old_style_directories_get_a_note(ctl, tmp_path):
+    err = ctl("tls", "rootCA", "tls/rootCA").stderr
+    assert "the CA goes in tls/rootCA/rootCA" in err and "--ca-dir tls/rootCA" in err
+    err = ctl("tls", "userCERT", NAME, f"tls/{NAME}", "--ca-dir", "tls/rootCA/rootCA").stderr
+    assert f"the files go in tls/{NAME}/{NAME}" in err and f"--out tls/{NAME}" in err
