@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import __version__
@@ -49,10 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-P", dest="pid_file", metavar="FILE", help="write the master's pid to FILE")
     p.add_argument("-u", dest="user", metavar="USER", help="run as USER after binding the sockets")
     p.add_argument("-g", dest="group", metavar="GROUP", help="run as GROUP after binding the sockets")
-    p.add_argument("-V", action="version", version=f"pyproxy {__version__}\n"
+    p.add_argument("-V", "--version", action="version", version=f"pyproxy {__version__}\n"
                    f"Python {sys.version.split()[0]}; transports: udp tcp tls",
                    help="print the version and exit")
-    p.add_argument("-h", action="help", help="print this help and exit")
+    p.add_argument("-h", "--help", action="help", help="print this help and exit")
     return p
 
 
@@ -112,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         for err in e.errors:
             print(err, file=sys.stderr)
         n = len(e.errors)
-        print(f"pyproxy: {args.config}: {n} error{'s' if n != 1 else ''}, not started", file=sys.stderr)
+        outcome = "check failed" if args.check else "not started"
+        print(f"pyproxy: {args.config}: {n} error{'s' if n != 1 else ''}, {outcome}", file=sys.stderr)
         return 1
     _print_warnings(config.warnings)
     if args.check:
@@ -127,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         print(config.summary())
         return 0
     from .runtime.arbiter import Arbiter
+    # a daemon works in / (it must not hold a mounted folder busy): paths from here are absolute
+    args.config = config.path = os.path.abspath(args.config)
+    if args.pid_file:
+        args.pid_file = os.path.abspath(args.pid_file)
     return Arbiter(config, args, lambda: load(args)).run()
 
 

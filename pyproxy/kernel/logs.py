@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import socket
 import sys
 import time
 
@@ -42,28 +43,54 @@ class SafeFormatter(logging.Formatter):
         return text
 
 
-def setup(debug: int, to_stderr: bool, facility: str = "LOG_DAEMON") -> None:
-    """Configure the 'pyproxy' logger once, in the master; children inherit it over fork."""
+SYSLOG_SOCKET = "/dev/log"
+
+
+def setup(debug: int, to_stderr: bool, facility: str = "LOG_DAEMON") -> str:
+    """Configure the 'pyproxy' logger once, in the master; children inherit it over fork.
+    Returns where the lines go, said for the operator. Without a syslog socket (a container,
+    a chroot) the lines go to standard error, with a warning, rather than nowhere."""
     for handler in list(log.handlers):
         log.removeHandler(handler)
-    if to_stderr:
-        handler: logging.Handler = logging.StreamHandler(sys.stderr)
-        fmt = "%(asctime)s %(role)s[%(pid)d] %(levelname)s: %(message)s"
-    else:
-        address = "/dev/log" if os.path.exists("/dev/log") else ("localhost", 514)
+    handler, unreachable = None, ""
+    if not to_stderr:
         # log_facility is one of LOG_AUTH .. LOG_LOCAL7: the settings registry checked it
         names = logging.handlers.SysLogHandler.facility_names
-        handler = logging.handlers.SysLogHandler(address=address, facility=names[facility[4:].lower()])
-        fmt = "pyproxy: %(role)s[%(pid)d] %(levelname)s: %(message)s"
-    handler.setFormatter(SafeFormatter(fmt))
+        try:        # the handler itself says nothing when it cannot connect (as openlog(3))
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+                probe.connect(SYSLOG_SOCKET)
+            handler = logging.handlers.SysLogHandler(address=SYSLOG_SOCKET, facility=names[facility[4:].lower()])
+            destination = f"syslog ({facility}, {SYSLOG_SOCKET})"
+        except OSError as e:
+            unreachable = f"syslog cannot be reached ({SYSLOG_SOCKET}: {e.strerror or e})"
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(SafeFormatter("%(asctime)s %(role)s[%(pid)d] %(levelname)s: %(message)s"))
+        destination = "standard error"
+    else:
+        handler.setFormatter(SafeFormatter("pyproxy: %(role)s[%(pid)d] %(levelname)s: %(message)s"))
     handler.addFilter(_role)
     log.addHandler(handler)
     log.setLevel(log_level(debug))
     log.propagate = False
+    if unreachable:
+        log.warning(f"{unreachable}: logging to standard error instead")
+        destination += " (syslog unreachable)"
+    return destination
 
 
 def set_role(role: str) -> None:
     _role.role = role
+
+
+def follow_debug_level(shm) -> bool:
+    """Log at the level the shared memory holds (the ``debug`` MI command sets it for every
+    process); each process calls this from its periodic tick. True when the level changed."""
+    wanted = log_level(shm.debug_level())
+    if log.level == wanted:
+        return False
+    log.setLevel(wanted)
+    return True
 
 
 class RateLimitedLog:

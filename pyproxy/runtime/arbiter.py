@@ -65,6 +65,7 @@ class Arbiter:
     def __init__(self, config, args, load=None):
         self.config = config
         self.load = load                     # reads and checks the config file again (reload)
+        self.inherited = _open_descriptors()    # what the starting process left open
         self.settings = config.settings
         self.args = args
         self.initialized: list = []          # modules whose mod_init ran (mod_destroy at stop)
@@ -84,7 +85,7 @@ class Arbiter:
     # -- building, before fork ------------------------------------------------------------------
     def build(self) -> None:
         s = self.settings
-        setup_logging(s.debug, s.log_stderror, s.log_facility)
+        self.log_destination = setup_logging(s.debug, s.log_stderror, s.log_facility)
         if problem := unknown_user_or_group(s):     # before anything is made for that user
             raise Halt(problem)
         self.workers = s.children if s.fork else 1
@@ -173,10 +174,13 @@ class Arbiter:
             if not self.settings.fork:
                 return self.run_single()
             if not self.args.foreground:
-                if self.settings.log_stderror:
-                    print("pyproxy: warning: log_stderror (-E) without -D: a daemon's standard error "
-                          "goes nowhere; use -D (systemd) or syslog", file=sys.stderr)
-                self.start_report = daemonize()
+                if self.log_destination.startswith("standard error"):
+                    print(f"pyproxy: warning: logging to {self.log_destination}, which a daemon does not "
+                          "have: its log lines are lost; use -D (systemd, containers) or a syslog",
+                          file=sys.stderr)
+                else:
+                    print(f"pyproxy: logging to {self.log_destination}", file=sys.stderr)
+                self.start_report = daemonize(self.inherited)
             self.enter_wdir()
             self.write_pid_file()       # before the drop: its folder (/run) is often root's alone
             self.drop_privileges()
@@ -244,6 +248,7 @@ class Arbiter:
         # one process: Ctrl-C and TERM both stop it (boot() left INT to a master there is not)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: worker.loop.stop())
+        signal.signal(signal.SIGUSR1, lambda *_: self.handle_usr1())
         worker.serve()
         return 0
 
@@ -359,7 +364,8 @@ class Arbiter:
                         f"{len(new.tls_domains)} TLS domain(s)")
 
     def handle_usr1(self) -> None:
-        for slot in range(self.workers + 2):
+        """The counters of every process in the log (fork=no: the one process's)."""
+        for slot in range(self.workers + 2 if self.settings.fork else 1):
             role = f"worker {slot + 1}" if slot < self.workers else ("tcp main" if slot == self.workers else "master")
             counters = self.shm.stats_of(slot).read()
             log.warning(f"statistics of {role}: " + ", ".join(f"{k}={v}" for k, v in counters.items()))
@@ -618,10 +624,28 @@ def raise_open_files_limit(wanted: int) -> None:
     log.info(f"open files limit raised from {soft} to {wanted}")
 
 
-def daemonize() -> int:
+def _open_descriptors() -> dict[int, tuple[int, int]]:
+    """Open descriptors above 2 and what each refers to (device, inode)."""
+    try:
+        numbers = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    except OSError:
+        return {}
+    out = {}
+    for fd in numbers:
+        try:
+            st = os.fstat(fd)       # the listing's own descriptor is closed by now: skipped
+        except OSError:
+            continue
+        if fd > 2:
+            out[fd] = (st.st_dev, st.st_ino)
+    return out
+
+
+def daemonize(inherited: dict[int, tuple[int, int]]) -> int:
     """Detach from the terminal (fork=yes without -D), as OpenSER did. The command waits until the
     daemon reports how its start went (a line on the pipe whose write end this returns): "ok"
-    exits 0, anything else is printed and exits 1, so a failure after the fork is not silent."""
+    exits 0, anything else is printed and exits 1, so a failure after the fork is not silent.
+    The daemon closes the descriptors it inherited (``inherited``), as OpenSER's did."""
     report_r, report_w = os.pipe()
     if os.fork():
         os.close(report_w)
@@ -635,6 +659,14 @@ def daemonize() -> int:
     os.setsid()
     if os.fork():
         os._exit(0)
+    os.chdir("/")       # not the starting folder, kept busy (wdir= chooses another)
+    for fd, identity in inherited.items():
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == identity:      # not a number reused by what we opened since
+                os.close(fd)
+        except OSError:
+            pass
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)

@@ -41,7 +41,7 @@ def test_check_reports_every_error_with_position(tmp_path):
     assert lines[1] == (f"{cfg}:2:1: loadmodule: module 'dialog' (OpenSER's dialog tracking) "
                         f"is not available in pyproxy yet")
     assert lines[2] == f"{cfg}:5:3: sl_send_reply() takes 2 arguments, found 1"
-    assert lines[3] == f"pyproxy: {cfg}: 3 errors, not started"
+    assert lines[3] == f"pyproxy: {cfg}: 3 errors, check failed"
     assert r.stdout == ""
 
 

@@ -10,7 +10,6 @@ sockets and killed in a finally block); every wait is bounded."""
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import shutil
@@ -216,11 +215,12 @@ def test_fork_without_D_detaches_and_the_daemon_serves_until_sigterm(reaper, tmp
     pid_file = folder / "pyproxy.pid"
     master_pid = None
     seen: set[int] = set()
+    leaked_r, leaked_w = os.pipe()         # a descriptor the starting shell left open
     try:
         with open(folder / "launcher.log", "wb") as out:
             t0 = time.monotonic()
             launcher = reaper.popen([sys.executable, "-m", "pyproxy", "-f", str(cfg), "-P", str(pid_file)],
-                                    cwd=folder, stdout=out, stderr=subprocess.STDOUT)
+                                    cwd=folder, stdout=out, stderr=subprocess.STDOUT, pass_fds=(leaked_w,))
         try:
             rc = launcher.wait(10)
         except subprocess.TimeoutExpired:
@@ -242,6 +242,11 @@ def test_fork_without_D_detaches_and_the_daemon_serves_until_sigterm(reaper, tmp
         assert sid != master_pid, "the daemon leads its session: it could acquire a terminal (no double fork)"
         for fd in (0, 1, 2):
             assert os.readlink(f"/proc/{master_pid}/fd/{fd}") == os.devnull, f"fd {fd} of the daemon"
+        assert os.readlink(f"/proc/{master_pid}/cwd") == "/", "the daemon keeps the starting folder busy"
+        pipe = os.readlink(f"/proc/self/fd/{leaked_w}")
+        held = [os.readlink(f"/proc/{master_pid}/fd/{fd}") for fd in os.listdir(f"/proc/{master_pid}/fd")]
+        assert pipe not in held, "the daemon kept a descriptor it inherited"
+        assert "pyproxy: warning: logging to standard error" in launcher_log
 
         got = wait_for(lambda: (udp_options(port, timeout=0.5, tries=1), tcp_options(port, timeout=1.0))
                        == (200, 200), 10, step=0.2)
@@ -257,6 +262,8 @@ def test_fork_without_D_detaches_and_the_daemon_serves_until_sigterm(reaper, tmp
         assert not pid_file.exists(), "the daemon left its pid file behind"
         assert not holders_of(port)
     finally:
+        os.close(leaked_r)
+        os.close(leaked_w)
         if pid_file.exists():
             try:
                 seen.add(int(pid_file.read_text().strip()))
@@ -372,25 +379,16 @@ def test_numeric_ids_and_the_management_interface_with_user(reaper, tmp_path):
 # ------------------------------------------------------------------ 4. logging
 
 def test_log_facility_sends_every_line_to_syslog_with_role_and_pid(reaper, tmp_path):
-    """log_stderror=no, log_facility=LOG_LOCAL3: logs.py sends to /dev/log when it exists, else to
-    UDP localhost:514. Without /dev/log and as root, a receiver on 127.0.0.1:514 gets the master's
-    start line, the workers' per-message lines and the SIGUSR1 statistics, each with facility
-    local3 and `pyproxy: <role>[<pid>]` naming the process that wrote it; nothing is written on
-    stdout or stderr. Otherwise (a real syslog at /dev/log, or not root) this checks what it can:
-    the server serves and writes nothing on stdout or stderr."""
+    """log_stderror=no, log_facility=LOG_LOCAL3: logs.py sends to the syslog socket /dev/log.
+    Without a syslog on this machine and as root, the test serves /dev/log itself and receives the
+    master's start line, the workers' per-message lines and the SIGUSR1 statistics, each with
+    facility local3 and `pyproxy: <role>[<pid>]` naming the process that wrote it; nothing is
+    written on stdout or stderr. Otherwise (a real syslog at /dev/log, or not root) this checks
+    what it can: the server serves and writes nothing on stdout or stderr."""
     receiver = None
     if not os.path.exists("/dev/log") and is_root():
-        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                receiver.bind((LOOP, 514))
-                break
-            except OSError as e:
-                if e.errno != errno.EADDRINUSE or time.monotonic() > deadline:
-                    receiver.close()
-                    pytest.fail(f"cannot listen on {LOOP}:514/udp to receive syslog: {e}")
-                time.sleep(0.2)
+        receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        receiver.bind("/dev/log")
         receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     try:
         proxy = launch(reaper, tmp_path / "p", "-D", separate_stderr=True,
@@ -424,7 +422,7 @@ def test_log_facility_sends_every_line_to_syslog_with_role_and_pid(reaper, tmp_p
                 continue
             ours.append((int(m["pri"]), r["role"], int(r["pid"]), m["rest"]))
         assert not bad, f"syslog messages without `pyproxy: <role>[<pid>] LEVEL: `: {bad[:5]}"
-        assert ours, "nothing received on 127.0.0.1:514"
+        assert ours, "nothing received on /dev/log"
         assert {pri >> 3 for pri, *_ in ours} == {19}, \
             f"facilities {sorted({pri >> 3 for pri, *_ in ours})}, LOG_LOCAL3 is 19"
         wrong = [(role, pid, text) for _, role, pid, text in ours if pids.get(role) != pid]
@@ -437,6 +435,22 @@ def test_log_facility_sends_every_line_to_syslog_with_role_and_pid(reaper, tmp_p
     finally:
         if receiver is not None:
             receiver.close()
+            os.unlink("/dev/log")
+
+
+def test_without_a_syslog_the_lines_go_to_stderr_with_a_warning(reaper, tmp_path):
+    """A container has no /dev/log: log_stderror=no must not lose every line, the certificate
+    warning included."""
+    if os.path.exists("/dev/log"):
+        pytest.skip("a syslog serves /dev/log on this machine")
+    proxy = launch(reaper, tmp_path / "p", "-D", extra="log_stderror=no\n")
+    assert udp_options(proxy.port) == 200
+    proxy.popen.send_signal(signal.SIGTERM)
+    assert wait_exit(proxy, 8) == 0
+    log = proxy.log()
+    assert "WARNING: syslog cannot be reached (/dev/log: No such file or directory): logging to standard " \
+           "error instead" in log, log[-2000:]
+    assert "NOTICE: pyproxy started" in log
 
 
 def test_every_stderr_line_names_its_role_and_pid(reaper, tmp_path):
@@ -470,18 +484,19 @@ def test_every_stderr_line_names_its_role_and_pid(reaper, tmp_path):
 
 # ------------------------------------------------------------------ 5. SIGHUP
 
-def test_sighup_is_reserved_for_reload_and_the_server_goes_on(reaper, tmp_path):
-    """README: SIGHUP is reserved for reload (not yet). A HUP to the master, then a HUP to the
-    whole process group (a terminal hang-up), leave every process in place (same pids), the master
-    logs that reload is not supported, and OPTIONS are still answered over UDP and TCP."""
+def test_sighup_reloads_in_place_and_the_server_goes_on(reaper, tmp_path):
+    """SIGHUP reloads the configuration in place. A HUP to the master, then a HUP to the whole
+    process group (a terminal hang-up), leave the workers and the supervisor in place (same pids):
+    the master reloads once per HUP, the others ignore it; OPTIONS are still answered over UDP
+    and TCP."""
     proxy = launch(reaper, tmp_path / "p", "-D", "-E", children=2)
     before = proxy.processes()
     os.kill(proxy.pid, signal.SIGHUP)
-    notice = "SIGHUP: configuration reload is not supported yet"
-    assert wait_for(lambda: notice in proxy.log(), 3), proxy.tail()
-    assert re.search(rf"master\[{proxy.pid}\] WARNING: {notice}", proxy.log()), proxy.tail()
+    notice = "configuration reloaded:"
+    assert wait_for(lambda: notice in proxy.log(), 10), proxy.tail()
+    assert re.search(rf"master\[{proxy.pid}\] NOTICE: SIGHUP: reloading", proxy.log()), proxy.tail()
     os.killpg(proxy.pid, signal.SIGHUP)        # start_new_session: the master leads its group
-    assert wait_for(lambda: proxy.log().count(notice) >= 2, 3), proxy.tail()
+    assert wait_for(lambda: proxy.log().count(notice) >= 2, 10), proxy.tail()
     time.sleep(0.3)
     assert proxy.alive(), f"exited with {proxy.popen.returncode} after SIGHUP\n{proxy.tail()}"
     assert proxy.processes() == before, "SIGHUP changed the processes"
@@ -642,5 +657,5 @@ def test_a_daemon_that_fails_after_detaching_says_so_on_the_command(reaper, tmp_
     out, _ = launcher.communicate(timeout=10)
     assert launcher.returncode == 1
     assert f"cannot write the pid file {tmp_path}/no/x.pid: No such file or directory" in out.decode()
-    assert "log_stderror (-E) without -D" in out.decode()       # the harness config logs to stderr
+    assert "logging to standard error, which a daemon does not have" in out.decode()   # the harness logs to stderr
     assert wait_for(lambda: not running() - before, 5), "a pyproxy process was left running"
