@@ -5,10 +5,12 @@ blocks are compiled again and swapped, the TLS domains are built again from the 
 and files (new handshakes use them), and the log level follows ``debug``. Connections,
 transactions, registrations and nonces stay where they are: nothing a worker holds is lost.
 
-What was set up once at start -- sockets, processes, shared memory, the modules and their
-parameters (they hold the state above) -- keeps its old value until the next restart, and
-``needs_restart`` names each such change so the log can say so. A different set of modules is
-refused as a whole: the new script may call what the old modules do not have.
+Module parameters that the script's functions read (through their fixups, compiled again) take
+effect too. What was set up once at start -- sockets, processes, shared memory, the module
+parameters that mod_init or child_init read (``start_params``: databases, tm's timers, usrloc,
+auth's secret) -- keeps its old value until the next restart, and ``needs_restart`` names each
+such change so the log can say so. A different set of modules is refused as a whole: the new
+script may call what the old modules do not have.
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ def needs_restart(old, new) -> list[str]:
         if name not in LIVE and getattr(old.settings, name) != getattr(new.settings, name):
             out.append(f"{name} ({_show(getattr(old.settings, name))} -> {_show(getattr(new.settings, name))})")
     for module, params in new.modparams.items():
-        for param, value in params.items():
-            if old.modparams.get(module, {}).get(param) != value:
-                out.append(f'modparam("{module}", "{param}")')
+        for param in new.modules[module].start_params:
+            if old.modparams[module][param] != params[param]:
+                out.append(f'modparam("{module}", "{param}") ({old.modparams[module][param]!r} -> {params[param]!r})')
     return out
 
 
@@ -49,6 +51,9 @@ def apply(old, new) -> None:
     old.script.routes = new.script.routes
     old.script.source = new.script.source
     old.tls_domains[:] = new.tls_domains
+    for module, params in new.modparams.items():      # the new script's fixups read these already
+        start = new.modules[module].start_params
+        old.modparams[module].update({k: v for k, v in params.items() if k not in start})
     for name in LIVE:
         setattr(old.settings, name, getattr(new.settings, name))
     old.digest = new.digest

@@ -107,6 +107,7 @@ EXPORTS = ModuleExports(
     depends=("auth",),
     mod_init=mod_init,
     child_init=child_init,
+    start_params=("db_url",),
     params=(
         ModParam("db_url", str, "", f"The subscribers' database; empty: the default ({DEFAULT_URL}).",
                  check=check_url),

@@ -90,6 +90,7 @@ EXPORTS = ModuleExports(
     name="uri_db",
     doc="Checks of To, From and Request-URI users against the database.",
     child_init=child_init,
+    start_params=("db_url",),
     params=(
         ModParam("db_url", str, "", f"The subscribers' database; empty: the default ({DEFAULT_URL}).",
                  check=check_url),

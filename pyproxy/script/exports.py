@@ -75,6 +75,9 @@ class ModuleExports:
     functions: tuple[Function, ...] = ()
     depends: tuple[str, ...] = ()
     per_call_state: bool = False    # keeps state per call/transaction: needs call affinity
+    # parameters read once, by mod_init or child_init: a reload (SIGHUP) leaves them as they were;
+    # the others are read by the functions' fixups, which a reload runs again
+    start_params: tuple[str, ...] = ()
     # mod_init(config) runs in the master before fork (ModuleInitError stops the start);
     # child_init(index, runtime, config) in each worker after it, and may return the MessageHooks
     # the worker is to call; mod_destroy(config) in the master once the children have stopped

@@ -174,6 +174,7 @@ EXPORTS = ModuleExports(
     doc="Digest authentication: challenges and credential checks.",
     mod_init=mod_init,
     child_init=child_init,
+    start_params=("secret", "nonce_expire", "digest_algorithms"),
     params=(
         ModParam("secret", str, "", "The key nonces are signed with; empty: a random one made at start "
                                     "(set the same on proxies that share their users' nonces)."),

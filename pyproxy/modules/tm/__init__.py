@@ -177,6 +177,7 @@ EXPORTS = ModuleExports(
     doc="Transaction-stateful proxying.",
     per_call_state=True,
     child_init=child_init,
+    start_params=("fr_timer", "fr_inv_timer", "wt_timer", "T1_timer", "T2_timer", "retr_timer1", "retr_timer2"),
     params=(
         ModParam("fr_timer", int, 30, "Seconds a branch waits for a reply, and an INVITE branch for its "
                                       "first provisional one (RFC 3261 timers B and F).", 1, 86400),

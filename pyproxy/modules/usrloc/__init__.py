@@ -99,6 +99,7 @@ EXPORTS = ModuleExports(
     mod_init=mod_init,
     child_init=child_init,
     mod_destroy=mod_destroy,
+    start_params=("db_url", "db_mode", "timer_interval", "use_domain"),
     params=(
         ModParam("db_url", str, "", f"The database of the location table; empty: the default database "
                                     f"({DEFAULT_URL}).",
