@@ -239,7 +239,7 @@ class Arbiter:
         self.write_pid_file()
         self.drop_privileges()
         if self.with_mi:
-            log.warning("fifo/mi_socket: the management interface needs fork=yes; it is off")
+            log.warning("fifo/mi_socket/metrics_listen: the management process needs fork=yes; it is off")
         local = LocalSupervisor(self.shm, self.settings)
         worker = self.new_worker(0, local)
         local.streams = worker.streams
