@@ -20,6 +20,17 @@ def test_single_process_serves_calls(sipp, reaper, proxy_factory, tmp_path, tran
     assert proxy.popen.wait(10) == 0
 
 
+def test_single_process_logs_its_counters_on_sigusr1(proxy_factory):
+    proxy = proxy_factory(children=1, extra="fork=no")
+    assert udp_options(proxy.port) == 200
+    proxy.popen.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while "statistics of worker 1: requests_in=" not in proxy.log():
+        assert time.monotonic() < deadline and proxy.alive(), proxy.tail()
+        time.sleep(0.1)
+    assert proxy.alive()
+
+
 def test_tcp_max_connections_is_enforced(proxy_factory):
     proxy = proxy_factory(children=2, extra="tcp_max_connections=2")
     time.sleep(0.5)     # the readiness probe's connection must be reported closed first
