@@ -194,3 +194,4 @@ class Compare:
 class Config:
     file: str
     items: tuple = field(default=())
+    included: tuple = field(default=())     # (path, text) of every include_file, in order

@@ -25,6 +25,9 @@ statement and goes on, so that one run reports every error.
 
 from __future__ import annotations
 
+import dataclasses
+import os
+
 from .ast import (Assign, BoolOp, Call, Compare, Config, Control, DomainSide, If, Keyword, LoadModule,
                   ModParam, Myself, Not, PVar, Return, RouteBlock, RouteCall, RouteKind, SetPV, Stop,
                   TLSDomain, Value, ValueKind, route_name)
@@ -455,14 +458,57 @@ def _describe_action(action) -> str:
     return "the statement"
 
 
+INCLUDE_DEPTH = 10      # include_file within included files, as deep as this
+
+
 def parse(text: str, file: str, errors: ErrorList) -> Config:
     """Parse a whole config; syntax errors go to ``errors`` (the tree holds what could be read)."""
+    included: list[tuple[str, str]] = []
     try:
-        tokens = tokenize(text, file)
+        tokens = _with_includes(tokenize(text, file), file, included, (os.path.abspath(file),))
     except ConfigError as e:
         errors.extend([e])
         return Config(file, ())
-    return Parser(tokens, file, errors).parse_config()
+    config = Parser(tokens, file, errors).parse_config()
+    return Config(config.file, config.items, tuple(included))
+
+
+def _with_includes(tokens: list[Token], file: str, included: list, chain: tuple) -> list[Token]:
+    """``include_file "path"`` (OpenSER 1.2+), anywhere a statement or an item may stand: the
+    file's tokens in its place, their positions in that file. A relative path is in the folder of
+    the file that includes it."""
+    out: list[Token] = []
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if not (tok.kind is T.ID and tok.text == "include_file"):
+            out.append(tok)
+            i += 1
+            continue
+        path_tok = tokens[i + 1]
+        if path_tok.kind is not T.STRING:
+            raise ConfigError(path_tok.pos, f'expected the file as a quoted string, e.g. include_file '
+                                            f'"routes.cfg", found {path_tok.describe()}')
+        path = path_tok.text if os.path.isabs(path_tok.text) else \
+            os.path.join(os.path.dirname(os.path.abspath(file)), path_tok.text)
+        if os.path.abspath(path) in chain or len(chain) > INCLUDE_DEPTH:
+            raise ConfigError(tok.pos, f'include_file "{path_tok.text}": the file includes itself '
+                                       f"(through {' -> '.join(chain)})")
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                text = f.read()
+        except OSError as e:
+            raise ConfigError(path_tok.pos, f'include_file "{path_tok.text}": cannot read {path}: '
+                                            f"{e.strerror}") from None
+        included.append((path, text))
+        inner = tokenize(text, path)[:-1]           # without its end of file
+        if inner:       # never glued to the word before the include
+            inner[0] = dataclasses.replace(inner[0], spaced=True)
+        out += _with_includes(inner, path, included, chain + (os.path.abspath(path),))
+        i += 2
+        if i < len(tokens) and tokens[i].kind is T.OP and tokens[i].text == ";":
+            i += 1
+    return out
 
 
 def _route_name(tok: Token) -> str:
