@@ -130,3 +130,18 @@ class EventLoop:
 
     def close(self) -> None:
         self.epoll.close()
+
+
+def accept_client(loop: EventLoop, listener, on_readable: Callable[[], None], what: str):
+    """A client of a non-blocking listener, or None: none is waiting, or the process is out of
+    descriptors (EMFILE), and then the listener rests a second rather than spin on it."""
+    try:
+        sock, _ = listener.accept()
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError as e:
+        log.warning(f"{what}: cannot accept a client: {e.strerror}")
+        loop.add_reader(listener.fileno(), None)
+        loop.call_later(1.0, lambda: loop.add_reader(listener.fileno(), on_readable))
+        return None
+    return sock

@@ -59,6 +59,10 @@ class Stat(enum.IntEnum):
     TLS_FAILED_OTHER = 27       # closed first: by the peer, a failed write, the idle lifetime
 
 
+# Counters that say how many of something exist now rather than how many happened: a reset
+# would make them lie until the things they count are gone (metrics show them as gauges).
+GAUGES = frozenset({Stat.TM_INUSE})
+
 STAT_SLOT_SIZE = 8 * len(Stat)      # one process's counters: native 64-bit, through a memoryview
 
 # --- connection table ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from .. import __version__
 from ..config.values import log_level
 from ..db import DatabaseError
 from ..kernel.logs import follow_debug_level
-from ..kernel.shm import Stat
+from ..kernel.shm import GAUGES, Stat
 
 
 class MIError(Exception):
@@ -74,11 +74,6 @@ def which(mi, args):
 @command("get_statistics", "message counters of every process (shared memory)")
 def get_statistics(mi, args):
     return mi.statistics()
-
-
-# Counters that say how many of something exist now rather than how many happened: a reset would
-# make them lie until the things they count are gone.
-GAUGES = frozenset({Stat.TM_INUSE})
 
 
 @command("reset_statistics", "zero every process's counters (gauges such as tm_inuse stay)")

@@ -32,8 +32,12 @@ from cryptography import x509
 
 from ..config.values import config_path
 from ..kernel.logs import log
+from ..kernel.loop import accept_client
+from ..kernel.shm import GAUGES
 from ..tls.domains import DomainTable, TLSConfigError
 from .commands import MIError
+
+GAUGE_NAMES = {g.name.lower() for g in GAUGES}
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 HEAD_LIMIT = 8192           # bytes of a request's line and headers
@@ -112,7 +116,7 @@ def statistics(stats: dict[str, dict[str, int]]) -> list[Family]:
             family = name
             if name.startswith(FAILED):
                 family, labels["reason"] = "tls_handshakes_failed", name[len(FAILED):]
-            gauge = "inuse" in name
+            gauge = name in GAUGE_NAMES
             metric = f"pyproxy_{family}" if gauge else f"pyproxy_{family}_total"
             if metric not in families:
                 families[metric] = Family(metric, "gauge" if gauge else "counter",
@@ -254,14 +258,8 @@ class MetricsServer:
         loop.add_reader(listener.fileno(), self.accept)
 
     def accept(self) -> None:
-        try:
-            sock, _ = self.listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as e:    # out of descriptors: wait a second rather than spin on the listener
-            log.warning(f"metrics_listen: cannot accept a client: {e.strerror}")
-            self.loop.add_reader(self.listener.fileno(), None)
-            self.loop.call_later(1.0, lambda: self.loop.add_reader(self.listener.fileno(), self.accept))
+        sock = accept_client(self.loop, self.listener, self.accept, "metrics_listen")
+        if sock is None:
             return
         if len(self.clients) >= MAX_CLIENTS:
             sock.close()

@@ -23,7 +23,7 @@ import time
 
 from ..kernel import ipc
 from ..kernel.logs import log
-from ..kernel.loop import EventLoop
+from ..kernel.loop import EventLoop, accept_client
 from ..kernel.process import become, run_as
 from . import commands, metrics
 
@@ -113,14 +113,8 @@ class MIServer:
 
     # -- the JSON-RPC socket --------------------------------------------------------------------
     def accept(self) -> None:
-        try:
-            client, _ = self.listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as e:    # out of descriptors: wait a second rather than spin on the listener
-            log.warning(f"mi_socket: cannot accept a client: {e.strerror}")
-            self.loop.add_reader(self.listener.fileno(), None)
-            self.loop.call_later(1.0, lambda: self.loop.add_reader(self.listener.fileno(), self.accept))
+        client = accept_client(self.loop, self.listener, self.accept, "mi_socket")
+        if client is None:
             return
         if len(self.clients) >= MAX_CLIENTS:
             log.warning(f"mi_socket: {MAX_CLIENTS} clients connected already; one more refused")

@@ -24,23 +24,14 @@ import pytest
 
 from pyproxy import service
 from pyproxy.config.settings import PARAMS
-from runtime._harness import Reaper, free_port, stop_process, udp_options
+from ._harness import ROOT, free_port, stop_process, udp_options
 
-ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "etc" / "systemd" / "pyproxy.service"
 DOCKERFILE = ROOT / "Dockerfile"
 SMOKE = ROOT / "tools" / "docker-smoke"
 CTL = [sys.executable, "-m", "pyproxy.ctl"]
 PYPROXY = [sys.executable, "-m", "pyproxy"]
 
-
-@pytest.fixture
-def reaper():
-    r = Reaper()
-    try:
-        yield r
-    finally:
-        r.stop_all()
 
 
 def run(cmd, **kw) -> subprocess.CompletedProcess:
