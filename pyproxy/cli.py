@@ -71,6 +71,9 @@ def apply_overrides(settings, args) -> None:
         settings.user = args.user
     if args.group:
         settings.group = args.group
+    for name in ("mi_socket", "fifo", "fifo_dir"):     # used after the daemon moved to /
+        if getattr(settings, name):
+            setattr(settings, name, os.path.abspath(getattr(settings, name)))
 
 
 def _print_warnings(warnings) -> None:
@@ -97,12 +100,11 @@ def check_tls(config) -> list[str]:
     return []
 
 
-def load(args):
-    """The config file with the command line's overrides: at start, and at each reload."""
+def load(args, running=None):
+    """The config file with the command line's overrides: at start, and at each reload (then
+    checked and compiled against the ``running`` one)."""
     from .assembly.loader import load_config
-    config = load_config(args.config)
-    apply_overrides(config.settings, args)
-    return config
+    return load_config(args.config, lambda settings: apply_overrides(settings, args), running)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     args.config = config.path = os.path.abspath(args.config)
     if args.pid_file:
         args.pid_file = os.path.abspath(args.pid_file)
-    return Arbiter(config, args, lambda: load(args)).run()
+    return Arbiter(config, args, lambda running: load(args, running)).run()
 
 
 if __name__ == "__main__":

@@ -239,14 +239,14 @@ def _socket_flag(p) -> None:
 
 
 def _socket(args) -> str:
+    """-s, else the config's mi_socket; the built-in default only when there is no config at the
+    default path (a config that does not load is said, not guessed past: under systemd the
+    socket is elsewhere, and "not running" would mislead)."""
     if args.socket:
         return args.socket
-    from .config.errors import ConfigErrors
-    from .assembly.loader import load_config
-    try:
-        return load_config(args.config).settings.mi_socket or DEFAULT_SOCKET
-    except ConfigErrors:
+    if args.config == DEFAULT_CONFIG and not os.path.exists(args.config):
         return DEFAULT_SOCKET
+    return _config(args).settings.mi_socket or DEFAULT_SOCKET
 
 
 def _call(args, command: str, params: list[str] | None = None):

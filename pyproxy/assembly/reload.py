@@ -8,12 +8,14 @@ transactions, registrations and nonces stay where they are: nothing a worker hol
 Module parameters that the script's functions read (through their fixups, compiled again) take
 effect too. What was set up once at start -- sockets, processes, shared memory, the module
 parameters that mod_init or child_init read (``start_params``: databases, tm's timers, usrloc,
-auth's secret) -- keeps its old value until the next restart, and ``needs_restart`` names each
-such change so the log can say so. A different set of modules is refused as a whole: the new
+auth's secret) -- keeps its old value until the next restart: ``hold_back`` puts the running
+value back before the new script is compiled, and names each such change for the log. A different set of modules is refused as a whole: the new
 script may call what the old modules do not have.
 """
 
 from __future__ import annotations
+
+import copy
 
 from ..config.settings import PARAMS
 
@@ -32,17 +34,25 @@ def refused(old, new) -> str | None:
     return None
 
 
-def needs_restart(old, new) -> list[str]:
-    """The changes a reload leaves for the next restart, one line each."""
-    out = []
+def hold_back(running, settings, modparams: dict) -> list[str]:
+    """Before a reload's script is compiled: the values that cannot change without a restart put
+    back to the running ones (so the script, whose fixups read them, matches what the processes
+    hold); the changes so held back, one line each, for the log."""
+    held = []
     for name in PARAMS:
-        if name not in LIVE and getattr(old.settings, name) != getattr(new.settings, name):
-            out.append(f"{name} ({_show(getattr(old.settings, name))} -> {_show(getattr(new.settings, name))})")
-    for module, params in new.modparams.items():
-        for param in new.modules[module].start_params:
-            if old.modparams[module][param] != params[param]:
-                out.append(f'modparam("{module}", "{param}") ({old.modparams[module][param]!r} -> {params[param]!r})')
-    return out
+        old, new = getattr(running.settings, name), getattr(settings, name)
+        if name not in LIVE and old != new:
+            held.append(f"{name} ({_show(old)} -> {_show(new)})")
+            setattr(settings, name, copy.copy(old))
+    for module, params in modparams.items():
+        if module not in running.modules:
+            continue            # refused() says it
+        for param in running.modules[module].start_params:
+            old = running.modparams[module][param]
+            if params[param] != old:
+                held.append(f'modparam("{module}", "{param}") ({old!r} -> {params[param]!r})')
+                params[param] = old
+    return held
 
 
 def apply(old, new) -> None:

@@ -485,15 +485,18 @@ def _with_includes(tokens: list[Token], file: str, included: list, chain: tuple)
             out.append(tok)
             i += 1
             continue
-        path_tok = tokens[i + 1]
+        path_tok = tokens[i + 1] if i + 1 < len(tokens) else Token(T.EOF, "", tok.pos, True)
         if path_tok.kind is not T.STRING:
             raise ConfigError(path_tok.pos, f'expected the file as a quoted string, e.g. include_file '
                                             f'"routes.cfg", found {path_tok.describe()}')
         path = path_tok.text if os.path.isabs(path_tok.text) else \
             os.path.join(os.path.dirname(os.path.abspath(file)), path_tok.text)
-        if os.path.abspath(path) in chain or len(chain) > INCLUDE_DEPTH:
+        if os.path.abspath(path) in chain:
             raise ConfigError(tok.pos, f'include_file "{path_tok.text}": the file includes itself '
                                        f"(through {' -> '.join(chain)})")
+        if len(chain) > INCLUDE_DEPTH:
+            raise ConfigError(tok.pos, f'include_file "{path_tok.text}": files include each other more '
+                                       f"than {INCLUDE_DEPTH} deep")
         try:
             with open(path, encoding="utf-8", errors="surrogateescape") as f:
                 text = f.read()

@@ -130,7 +130,8 @@ CORE = _params(
     Param("heartbeat_timeout", Int(0, 3600), 10,
           "Seconds a worker's loop may stay without turning (a script stuck in a regex, SIGSTOP, a "
           "blocking call) before the master logs what it was doing, kills it and starts another; "
-          "0: never. The systemd watchdog is fed only while every worker turns within this time."),
+          "0: never. The systemd watchdog is fed only while every worker's loop turned within its "
+          "last three beats (a beat each second, or each quarter of this time when shorter)."),
     Param("state_dir", Str(), "",
           "Where pyproxy writes its files (tls_autogenerate's certificates, SQLite databases named "
           "by a relative path). Empty: $STATE_DIRECTORY when systemd sets it, /var/lib/pyproxy for "
@@ -197,9 +198,10 @@ TLS = _params(
           "At start, create a throw-away CA and server certificate when tls_certificate and "
           "tls_private_key do not exist (never over existing files)."),
     Param("tls_keylog_file", Str(), "",
-          "For debugging: append the secrets of every TLS connection to this file (relative to the config's "
-          "folder; NSS key log format, as SSLKEYLOGFILE; created with mode 0600) so that Wireshark can "
-          "decrypt a capture; anyone who reads the file can. Empty: off."),
+          "For debugging: append the secrets of every TLS connection to this file (a relative path is in "
+          "the state folder, state_dir; NSS key log format, as SSLKEYLOGFILE; created with mode 0600, "
+          "refused when another user owns it) so that Wireshark can decrypt a capture; anyone who reads "
+          "the file can. Empty: off. Takes effect at a restart, not at a reload."),
 )
 
 PARAMS: dict[str, Param] = {p.name: p for p in CORE + TLS}

@@ -53,15 +53,23 @@ def uptime(mi, args):
 
 @command("ps", "every pyproxy process: pid, role, resident memory")
 def ps(mi, args):
-    master = psutil.Process(mi.master_pid)
+    return [{"pid": pid, "role": role, "rss_kib": rss // 1024} for pid, role, rss in processes(mi.master_pid)]
+
+
+def processes(master_pid: int) -> list[tuple[int, str, int]]:
+    """(pid, role, resident bytes) of the master and its children; one gone meanwhile (a worker
+    being respawned) is left out."""
+    try:
+        master = psutil.Process(master_pid)
+        procs = [master] + master.children()
+    except psutil.Error:
+        return []
     out = []
-    for proc in [master] + master.children():
+    for proc in procs:
         try:
-            title = " ".join(proc.cmdline())
-            title = title.strip()
-            out.append({"pid": proc.pid, "role": title.removeprefix("pyproxy: ") if title.startswith("pyproxy: ")
-                        else title, "rss_kib": proc.memory_info().rss // 1024})
-        except psutil.NoSuchProcess:
+            out.append((proc.pid, " ".join(proc.cmdline()).strip().removeprefix("pyproxy: "),
+                        proc.memory_info().rss))
+        except psutil.Error:
             continue
     return out
 

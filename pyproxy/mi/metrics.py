@@ -27,7 +27,6 @@ import socket
 from collections import Counter
 from dataclasses import dataclass, field
 
-import psutil
 from cryptography import x509
 
 from ..config.values import config_path
@@ -35,7 +34,7 @@ from ..kernel.logs import log
 from ..kernel.loop import accept_client
 from ..kernel.shm import GAUGES
 from ..tls.domains import DomainTable, TLSConfigError
-from .commands import MIError
+from .commands import MIError, processes
 
 GAUGE_NAMES = {g.name.lower() for g in GAUGES}
 
@@ -127,17 +126,8 @@ def statistics(stats: dict[str, dict[str, int]]) -> list[Family]:
 
 def resident_memory(master_pid: int) -> Family:
     family = Family("pyproxy_process_resident_memory_bytes", "gauge", "resident memory of each pyproxy process")
-    try:
-        master = psutil.Process(master_pid)
-        procs = [master] + master.children()
-    except psutil.Error:
-        procs = []
-    for proc in procs:
-        try:
-            title = " ".join(proc.cmdline()).strip()
-            family.add(proc.memory_info().rss, process=title.removeprefix("pyproxy: "), pid=str(proc.pid))
-        except psutil.Error:
-            continue        # gone meanwhile (a worker being respawned)
+    for pid, role, rss in processes(master_pid):
+        family.add(rss, process=role, pid=str(pid))
     return family
 
 

@@ -49,7 +49,9 @@ class MIServer:
         self.reload_signal = reload_signal
         self.tls_disabled = self.settings.disable_tls
         self.loop = EventLoop()
-        self.ids = itertools.count(1)
+        # numbered from this process's pid up: an answer a previous mi process waited for in vain
+        # (it was restarted by a reload) is not taken for an answer to this one's question
+        self.ids = itertools.count((os.getpid() << 32) + 1)
         self.clients: dict[int, tuple[socket.socket, bytearray, bytearray]] = {}   # fd: socket, in, out
 
     # -- process --------------------------------------------------------------------------------

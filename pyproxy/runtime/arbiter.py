@@ -137,7 +137,7 @@ class Arbiter:
         if s.tls_autogenerate:
             self.autogenerate_certificates()
         try:
-            table = DomainTable.build(s, self.config.tls_domains, self.config.cfg_dir)
+            table = DomainTable.build(s, self.config.tls_domains, self.config.cfg_dir, serving=True)
         except TLSConfigError as e:
             raise Halt("TLS: " + "\nTLS: ".join(e.messages)) from None
         for warning in table.warnings:
@@ -201,7 +201,7 @@ class Arbiter:
             return 0
         except Halt as e:
             log.critical(e.reason)
-            if not (log.handlers and self.settings.log_stderror):
+            if not getattr(self, "log_destination", "").startswith("standard error"):
                 print(f"pyproxy: {e.reason}", file=sys.stderr)    # syslog alone would hide it
             self.report_start(e.reason)
             self.stop()
@@ -249,7 +249,11 @@ class Arbiter:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: worker.loop.stop())
         signal.signal(signal.SIGUSR1, lambda *_: self.handle_usr1())
+        signal.signal(signal.SIGHUP, lambda *_: log.warning("SIGHUP: a reload needs fork=yes; restart "
+                                                            "pyproxy to apply a changed configuration"))
+        self.notifier.ready(f"one process (fork=no); {', '.join(map(str, self.listeners))}")
         worker.serve()
+        self.notifier.stopping()
         return 0
 
     def spawn(self, kind: str, index: int) -> None:
@@ -327,12 +331,15 @@ class Arbiter:
         log.log(NOTICE, f"SIGHUP: reloading {self.config.path}")
         try:
             self.reload()
+        except Exception:           # a bug in a reload must not stop a server that runs
+            log.exception("reload failed; the running configuration stays where it was not applied")
         finally:
-            self.notifier.ready(self.status_text())
+            if self.ready:
+                self.notifier.ready(self.status_text())
 
     def reload(self) -> None:
         try:
-            new = self.load()
+            new = self.load(self.config)
         except ConfigErrors as e:
             for error in e.errors:
                 log.error(f"reload: {error}")
@@ -345,17 +352,21 @@ class Arbiter:
         tls = None
         if not self.settings.disable_tls:
             try:
-                tls = DomainTable.build(new.settings, new.tls_domains, new.cfg_dir)
+                tls = DomainTable.build(new.settings, new.tls_domains, new.cfg_dir, serving=True)
             except TLSConfigError as e:
                 log.error("reload refused: TLS: " + "; ".join(e.messages))
                 return
-        for change in config_reload.needs_restart(self.config, new):
+        for change in new.held_back:
             log.warning(f"reload: {change} takes effect at the next restart")
         config_reload.apply(self.config, new)
         self.tls = tls
         self.shm.set_debug_level(self.settings.debug)
-        for _, send in self.handoffs:
-            send.send(ipc.encode(ipc.Control(0, f"reload {new.digest}")))
+        for index, (_, send) in enumerate(self.handoffs):
+            try:
+                send.send(ipc.encode(ipc.Control(0, f"reload {new.digest}")))
+            except OSError as e:    # its queue is full: stuck, or far behind (its replacement has it)
+                log.error(f"reload: worker {index + 1} cannot be told ({e.strerror}); it keeps the old "
+                          "configuration until it is restarted")
         for pid, (kind, _) in self.children.items():
             if kind == "mi":        # it holds the config too; the master starts it again with the new one
                 self.retiring.add(pid)
@@ -478,6 +489,9 @@ class Arbiter:
         for pid in self.beaters():
             if timeout and pid not in self.hung and self.silence(pid, now) > timeout:
                 self.replace_hung(pid, self.silence(pid, now))
+            elif pid in self.hung and self.children[pid][0] == "supervisor" and self.silence(pid, now) <= timeout:
+                self.hung.discard(pid)
+                log.warning(f"tcp main (pid {pid}) turns its loop again")
         # fed while every loop turned within a few beats: a stuck worker pauses it long before
         # heartbeat_timeout replaces it, and systemd's WatchdogSec then judges the whole service
         answering = 3 * beat_interval(timeout)
@@ -512,7 +526,9 @@ class Arbiter:
         except psutil.Error:
             state = "gone"
         where = self.stack_of(pid) if state != psutil.STATUS_STOPPED and kind == "worker" else ""
-        action = "killing it" if kind == "worker" else "the systemd watchdog is no longer fed"
+        action = "killing it" if kind == "worker" else (
+            "the systemd watchdog is no longer fed" if self.notifier.watchdog_interval else
+            "TCP and TLS are not served meanwhile (a service manager's watchdog would restart pyproxy)")
         log.error(f"{_role(kind, index)} (pid {pid}) has not turned its loop for {silent:.0f} s "
                   f"(heartbeat_timeout={self.settings.heartbeat_timeout}; process state: {state}); "
                   f"{action}" + (f"; it was in:\n{where}" if where else ""))

@@ -571,7 +571,7 @@ class StreamTransport:
         if self.tls is None:
             return {"ok": False, "error": "TLS is disabled"}
         try:
-            self.tls = DomainTable.build(self.settings, self.config.tls_domains, self.config.cfg_dir)
+            self.tls = DomainTable.build(self.settings, self.config.tls_domains, self.config.cfg_dir, serving=True)
         except TLSConfigError as e:
             return {"ok": False, "error": "; ".join(e.messages)}
         log.info("TLS domains reloaded")

@@ -154,8 +154,10 @@ class Worker:
     def reload(self, digest: str) -> dict:
         """SIGHUP, passed on by the master once it checked the file: the same file, compiled here,
         swapped in place (see assembly/reload.py)."""
+        if digest == self.config.digest:
+            return {"ok": True}         # started after the master reloaded: it has this one
         try:
-            new = self.load_config()
+            new = self.load_config(self.config)
         except ConfigErrors as e:
             log.error(f"reload: the configuration no longer checks: {e.errors[0]}; the old one stays")
             return {"error": "config errors"}

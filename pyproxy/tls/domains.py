@@ -83,8 +83,10 @@ class DomainTable:
     # --- building -----------------------------------------------------------------------------------
 
     @classmethod
-    def build(cls, settings, specs: list[DomainSpec], cfg_dir: str) -> "DomainTable":
-        """Builds every domain; raises ``TLSConfigError`` listing every problem of every domain."""
+    def build(cls, settings, specs: list[DomainSpec], cfg_dir: str, serving: bool = False) -> "DomainTable":
+        """Builds every domain; raises ``TLSConfigError`` listing every problem of every domain.
+        ``serving``: for the processes that make connections, which open ``tls_keylog_file``;
+        checks only look at it."""
         report = Report()
         globals_ = {name: getattr(settings, name) for name in TLS_PARAMS}
         globals_.update({name: getattr(settings, name, default) for name, default in EXTRA_PARAMS.items()})
@@ -93,7 +95,7 @@ class DomainTable:
         keylog = None
         if path := getattr(settings, "tls_keylog_file", ""):
             report.label = "tls_keylog_file"
-            keylog = open_keylog(path, cfg_dir, report)
+            keylog = open_keylog(path, cfg_dir, report, getattr(settings, "user", ""), create=serving)
             if keylog is not None:
                 report.warnings.append(f"tls_keylog_file {keylog.path}: the secrets of every TLS connection are "
                                        f"written there: anyone who can read it can decrypt their traffic "

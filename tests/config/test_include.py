@@ -36,8 +36,10 @@ def test_an_error_in_an_included_file_names_that_file(tmp_path):
     ('include_file "nope.cfg"\n', 'main.cfg:1:14: include_file "nope.cfg": cannot read '),
     ('include_file "main.cfg"\n', 'main.cfg:1:1: include_file "main.cfg": the file includes itself'),
     ("include_file nope\n", "main.cfg:1:14: expected the file as a quoted string"),
+    ('include_file "last.cfg"\n', "last.cfg:1:1: expected the file as a quoted string"),
 ])
 def test_include_errors(tmp_path, text, message):
+    write(tmp_path, "last.cfg", "include_file")      # the directive, as the last word of a file
     main = write(tmp_path, "main.cfg", text)
     with pytest.raises(ConfigErrors) as e:
         load_config(str(main))
@@ -50,3 +52,12 @@ def test_the_digest_a_reload_compares_covers_included_files(tmp_path):
     first = load_config(str(main)).digest
     inc.write_text('sl_send_reply("200", "two");\n')
     assert load_config(str(main)).digest != first
+
+
+def test_includes_nested_too_deep(tmp_path):
+    for n in range(12):
+        write(tmp_path, f"d{n}.cfg", f'include_file "d{n + 1}.cfg"\n')
+    write(tmp_path, "d12.cfg", "")
+    with pytest.raises(ConfigErrors) as e:
+        load_config(str(write(tmp_path, "main.cfg", 'include_file "d0.cfg"\n')))
+    assert "files include each other more than 10 deep" in str(e.value.errors[0])

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from pyproxy import ctl
 from pyproxy.mi.client import DEFAULT_SOCKET
 
@@ -63,9 +65,13 @@ def test_everyday_commands_find_the_socket_in_the_config(proxy_factory, tmp_path
     assert json.loads(pyproxyctl("-f", cfg, "--json", "mi").stdout) == names
 
 
-def test_default_socket_without_a_readable_config(tmp_path):
+def test_default_socket_without_a_readable_config(tmp_path, monkeypatch):
+    monkeypatch.setattr(ctl, "DEFAULT_CONFIG", str(tmp_path / "missing-default.cfg"))
+    args = ctl.build_parser().parse_args(["ps"])
+    assert ctl._socket(args) == DEFAULT_SOCKET      # no config at the default path
     args = ctl.build_parser().parse_args(["-f", str(tmp_path / "missing.cfg"), "ps"])
-    assert ctl._socket(args) == DEFAULT_SOCKET
+    with pytest.raises(ctl.CtlError, match="missing.cfg: cannot load the config"):
+        ctl._socket(args)                           # the one named does not load: said
     cfg = tmp_path / "p.cfg"
     cfg.write_text(f'listen=udp:127.0.0.1:5060\nmi_socket="{tmp_path}/x.sock"\nroute {{ drop; }}\n')
     assert ctl._socket(ctl.build_parser().parse_args(["-f", str(cfg), "ul", "show"])) == f"{tmp_path}/x.sock"

@@ -244,3 +244,42 @@ def test_a_service_writes_its_certificate_and_database_in_its_state_folder(reape
         assert time.monotonic() < deadline and proxy.alive(), proxy.tail()
     assert (state / "tls" / "cert.pem").exists() and (state / "pyproxy.db").exists(), sorted(state.rglob("*"))
     assert sorted(p.name for p in etc.iterdir()) == ["pyproxy.cfg"]
+
+
+def handed_off(proxy: Proxy, worker: int) -> int:
+    """Worker ``worker``'s handoffs_out counter, from the statistics SIGUSR1 makes the master log."""
+    before = proxy.log().count(f"statistics of worker {worker}:")
+    os.kill(proxy.pid, signal.SIGUSR1)
+    wait_log(proxy, f"statistics of worker {worker}:", count=before + 1)
+    line = proxy.log().split(f"statistics of worker {worker}:")[-1].split("\n")[0]
+    return int(line.split("handoffs_out=")[1].split(",")[0])
+
+
+def test_a_reload_while_a_worker_is_stuck_leaves_the_server_running(reaper, tmp_path):
+    """The stuck worker's hand-off queue is full: the master cannot tell it, says so, and goes on."""
+    from .test_mi import call_id_for
+    proxy = start(reaper, tmp_path, "call_affinity=yes\nheartbeat_timeout=0", {})
+    proxy.wait_ready()
+    stuck = proxy.workers()[1]
+    os.kill(stuck, signal.SIGSTOP)
+    try:
+        with udp_socket() as s:
+            for attempt in range(1, 25):    # until its queue is full when a HUP comes
+                target = handed_off(proxy, 2) + 400
+                for _ in range(500):
+                    s.sendto(options_request(proxy.port, call_id_for(1, 2, "fill"), "UDP", s.getsockname()[1]),
+                             ("127.0.0.1", proxy.port))
+                deadline = time.monotonic() + DEADLINE
+                while handed_off(proxy, 2) < target:       # worker 2 passed them on
+                    assert time.monotonic() < deadline, proxy.tail()
+                os.kill(proxy.pid, signal.SIGHUP)
+                wait_log(proxy, "configuration reloaded:", count=attempt)
+                if "reload: worker 1 cannot be told" in proxy.log():
+                    break
+        assert "reload: worker 1 cannot be told (Resource temporarily unavailable)" in proxy.log(), proxy.tail()
+    finally:
+        os.kill(stuck, signal.SIGCONT)
+    assert proxy.alive()
+    deadline = time.monotonic() + DEADLINE
+    while udp_options(proxy.port) != 200:
+        assert time.monotonic() < deadline, proxy.tail()

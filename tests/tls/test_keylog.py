@@ -14,9 +14,9 @@ from pyproxy.tls import DomainTable, TLSConfigError
 from .net import handshake, peer_context
 
 
-def build(settings, tmp_path, **params):
+def build(settings, tmp_path, serving=True, **params):
     params.setdefault("tls_verify_client", False)
-    return DomainTable.build(settings(**params), [], str(tmp_path))
+    return DomainTable.build(settings(**params), [], str(tmp_path), serving=serving)
 
 
 def peer_with_keylog(lines: list, **kw) -> SSL.Context:
@@ -110,3 +110,35 @@ def test_what_is_no_plain_file_is_refused(settings, tmp_path, kind):
     with pytest.raises(TLSConfigError) as caught:
         build(settings, tmp_path, tls_keylog_file=str(path))
     assert caught.value.messages == [f"tls_keylog_file: {path}: {expected}"]
+
+
+def test_a_check_neither_creates_nor_opens_the_file(settings, tmp_path):
+    """pyproxy -c, pyproxyctl tls check, the mi process: a root-owned empty file left by a check
+    would stop a service that runs as another user."""
+    path = tmp_path / "keys.log"
+    build(settings, tmp_path, serving=False, tls_keylog_file=str(path))
+    assert not path.exists()
+    with pytest.raises(TLSConfigError) as caught:
+        build(settings, tmp_path, serving=False, tls_keylog_file=str(tmp_path / "nowhere" / "keys.log"))
+    assert caught.value.messages[0].endswith("cannot be created: its folder is not writable")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_a_file_another_user_owns_is_refused(settings, tmp_path):
+    path = tmp_path / "keys.log"
+    path.write_text("")
+    os.chmod(path, 0o600)
+    os.chown(path, 65534, 65534)
+    with pytest.raises(TLSConfigError) as caught:
+        build(settings, tmp_path, tls_keylog_file=str(path))
+    assert "belongs to uid 65534" in caught.value.messages[0]
+
+
+def test_a_file_with_other_names_is_refused(settings, tmp_path):
+    path = tmp_path / "keys.log"
+    path.write_text("")
+    os.chmod(path, 0o600)
+    os.link(path, tmp_path / "copy")
+    with pytest.raises(TLSConfigError) as caught:
+        build(settings, tmp_path, tls_keylog_file=str(path))
+    assert "hard links" in caught.value.messages[0]
