@@ -15,7 +15,7 @@ from typing import Callable
 
 from setproctitle import setproctitle
 
-from .logs import set_role
+from .logs import follow_debug_level, set_role
 
 
 def become(role: str, on_term: Callable[[], None]) -> None:
@@ -31,13 +31,16 @@ def beat_interval(timeout: int) -> float:
     return min(1.0, timeout / 4) if timeout else 1.0
 
 
-def keep_beating(loop, shm, slot: int, timeout: int) -> None:
-    """Write this process's heartbeat into shared memory from a timer of its loop, every
-    beat_interval(): the master replaces a worker whose beat grows older than ``timeout``."""
+def keep_beating(loop, shm, slot: int, timeout: int, on_level: Callable[[], None] | None = None) -> None:
+    """A child's housekeeping, from a timer of its loop every beat_interval(): its heartbeat in
+    shared memory (the master replaces a worker whose beat grows older than ``timeout``), and the
+    log level the ``debug`` MI command set there (``on_level`` runs when it changed)."""
     interval = beat_interval(timeout)
 
     def beat():
         shm.beat(slot, time.monotonic())
+        if follow_debug_level(shm) and on_level:
+            on_level()
         loop.call_later(interval, beat)
 
     beat()

@@ -485,28 +485,34 @@ class Arbiter:
 
     def watch(self) -> None:
         now = time.monotonic()
-        timeout = self.settings.heartbeat_timeout
-        for pid in self.beaters():
-            if timeout and pid not in self.hung and self.silence(pid, now) > timeout:
-                self.replace_hung(pid, self.silence(pid, now))
-            elif pid in self.hung and self.children[pid][0] == "supervisor" and self.silence(pid, now) <= timeout:
-                self.hung.discard(pid)
-                log.warning(f"tcp main (pid {pid}) turns its loop again")
-        # fed while every loop turned within a few beats: a stuck worker pauses it long before
-        # heartbeat_timeout replaces it, and systemd's WatchdogSec then judges the whole service
-        answering = 3 * beat_interval(timeout)
-        alive = all(self.silence(pid, now) <= answering for pid in self.beaters())
+        silences = {pid: self.silence(pid, now) for pid in self.beaters()}
+        self.judge(silences)
         if not self.ready and all(self.shm.last_beat(self.slot_of(pid)) >= self.started[self.children[pid]]
-                                  for pid in self.beaters()):
+                                  for pid in silences):
             self.ready = True
             self.notifier.ready(self.status_text())
-        if self.ready and alive and self.notifier.watchdog_interval and \
-                now - self.fed_at >= self.notifier.watchdog_interval:
+        if not self.ready:
+            return
+        # fed while every loop turned within a few beats: a stuck worker pauses it long before
+        # heartbeat_timeout replaces it, and systemd's WatchdogSec then judges the whole service
+        answering = 3 * beat_interval(self.settings.heartbeat_timeout)
+        interval = self.notifier.watchdog_interval
+        if interval and now - self.fed_at >= interval and all(s <= answering for s in silences.values()):
             self.fed_at = now
             self.notifier.watchdog()
-        if self.ready and self.notifier.enabled and now - self.status_at >= STATUS_EVERY:
+        if self.notifier.enabled and now - self.status_at >= STATUS_EVERY:
             self.status_at = now
             self.notifier.status(self.status_text())
+
+    def judge(self, silences: dict[int, float]) -> None:
+        """Replace what stays silent past heartbeat_timeout; say when a silent supervisor is back."""
+        timeout = self.settings.heartbeat_timeout
+        for pid, silent in silences.items():
+            if timeout and pid not in self.hung and silent > timeout:
+                self.replace_hung(pid, silent)
+            elif pid in self.hung and self.children[pid][0] == "supervisor" and silent <= timeout:
+                self.hung.discard(pid)
+                log.warning(f"tcp main (pid {pid}) turns its loop again")
 
     def slot_of(self, pid: int) -> int:
         kind, index = self.children[pid]

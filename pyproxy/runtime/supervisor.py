@@ -15,7 +15,7 @@ import socket
 
 from ..config.values import Proto
 from ..kernel import ipc
-from ..kernel.logs import follow_debug_level, log
+from ..kernel.logs import log
 from ..kernel.loop import EventLoop
 from ..kernel.process import become, keep_beating
 from ..kernel.shm import NO_DOMAIN, OutOfSharedMemory, Stat
@@ -106,13 +106,8 @@ class Supervisor:
         for index, channel in enumerate(self.channels):
             self.loop.add_reader(channel.fileno(), lambda i=index: self.on_worker(i))
         self.loop.add_reader(self.master_channel.fileno(), self.on_master)
-        self.loop.call_later(1.0, self.follow_debug)
         keep_beating(self.loop, self.shm, self.slot, self.settings.heartbeat_timeout)
         self.loop.run()
-
-    def follow_debug(self) -> None:
-        follow_debug_level(self.table.shm)      # the ``debug`` MI command's level, once a second
-        self.loop.call_later(1.0, self.follow_debug)
 
     def accept(self, listener) -> None:
         for sock, addr in accepted(listener, self.cannot_accept):

@@ -27,7 +27,7 @@ from ..assembly.reload import apply as apply_reload
 from ..config.errors import ConfigErrors
 from ..config.values import Proto
 from ..kernel import ipc
-from ..kernel.logs import RateLimitedLog, follow_debug_level, log
+from ..kernel.logs import RateLimitedLog, log
 from ..kernel.loop import EventLoop
 from ..kernel.process import become, keep_beating
 from ..script.router import MessageRouter
@@ -118,17 +118,13 @@ class Worker:
         if self.streams.channel is not None:
             loop.add_reader(self.streams.channel.fileno(), self.streams.on_channel)
         loop.call_later(1.0, self.streams.tick)
-        if self.local is None:      # fork=no: no master watches
-            keep_beating(loop, self.shm, self.index, self.config.settings.heartbeat_timeout)
-        loop.call_later(1.0, self.follow_debug)
+        keep_beating(loop, self.shm, self.index, self.config.settings.heartbeat_timeout, self.follow_level)
         if not self.streams.adopting:
             loop.call_later(EPOCH_WAIT, self.streams.start_adopting)
 
-    def follow_debug(self) -> None:
-        """Once a second: the log level the ``debug`` MI command set, and the proxy's debug flag with it."""
-        follow_debug_level(self.streams.shm)
+    def follow_level(self) -> None:
+        """The ``debug`` MI command changed the log level: the proxy's debug flag follows."""
         self.proxy.debug = log.isEnabledFor(logging.DEBUG)
-        self.loop.call_later(1.0, self.follow_debug)
 
     # -- management commands (from the mi process) ---------------------------------------------
     def on_control(self, request_id: int, command: str) -> None:

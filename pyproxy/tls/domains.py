@@ -88,9 +88,6 @@ class DomainTable:
         ``serving``: for the processes that make connections, which open ``tls_keylog_file``;
         checks only look at it."""
         report = Report()
-        globals_ = {name: getattr(settings, name) for name in TLS_PARAMS}
-        globals_.update({name: getattr(settings, name, default) for name, default in EXTRA_PARAMS.items()})
-        explicit = set(getattr(settings, "explicit", ()))
         labels = [_label(s) for s in specs]
         keylog = None
         if path := getattr(settings, "tls_keylog_file", ""):
@@ -102,13 +99,9 @@ class DomainTable:
                                        f"(for debugging only)")
 
         def make(side: DomainSide, label: str, spec: DomainSpec | None) -> TLSDomain:
-            params = dict(globals_, **(spec.params if spec else {}))
+            params, optional = domain_params(settings, side, spec)
             params["tls_method"] = as_method(params["tls_method"])
-            written = explicit | set(spec.params if spec else ())
             report.label = f"{spec.pos}: {label}" if spec is not None and spec.pos is not None else label
-            # A client needs no certificate of its own: an untouched default that does not exist is fine.
-            optional = (side is DomainSide.CLIENT and params["tls_certificate"] == DEFAULT_FILE
-                        and "tls_certificate" not in written)
             context = build_context(side, params, cfg_dir, report, certificate_optional=optional, keylog=keylog)
             client = side is DomainSide.CLIENT
             return TLSDomain(side, label, spec.name if spec else None, spec.socket if spec else None,
@@ -208,6 +201,19 @@ def select_by_server_name(domains: list[TLSDomain], sni: str) -> TLSDomain | Non
             if pattern.startswith("*.") and pattern[2:] == rest:
                 return d
     return None
+
+
+def domain_params(settings, side: DomainSide, spec: DomainSpec | None) -> tuple[dict, bool]:
+    """A domain's parameters (the global ones, its block's over them), and whether its
+    certificate may be missing: a client needs none of its own, so an untouched default that
+    does not exist is fine."""
+    params = {name: getattr(settings, name) for name in TLS_PARAMS}
+    params.update({name: getattr(settings, name, default) for name, default in EXTRA_PARAMS.items()})
+    params.update(spec.params if spec else {})
+    written = set(getattr(settings, "explicit", ())) | set(spec.params if spec else ())
+    optional = (side is DomainSide.CLIENT and params["tls_certificate"] == DEFAULT_FILE
+                and "tls_certificate" not in written)
+    return params, optional
 
 
 def _label(spec: DomainSpec) -> str:

@@ -24,8 +24,8 @@ from OpenSSL import crypto
 from ..certs import autogenerate_pending
 from ..config.ast import DomainSide
 from ..config.values import config_path
-from .context import DEFAULT_FILE, TLSConfigError
-from .domains import EXTRA_PARAMS, TLS_PARAMS, DomainTable, _label
+from .context import TLSConfigError
+from .domains import DomainTable, _label, domain_params
 
 EXPIRY_WARNING_DAYS = 30
 
@@ -89,19 +89,14 @@ def check(settings, specs, cfg_dir: str, run_as: tuple[int, int] | None = None,
 def domain_files(settings, specs, cfg_dir: str) -> list[Files]:
     """The files of every domain, as DomainTable.build resolves them; domains naming the same files
     are one entry."""
-    globals_ = {name: getattr(settings, name) for name in TLS_PARAMS}
-    globals_.update({name: getattr(settings, name, default) for name, default in EXTRA_PARAMS.items()})
-    explicit = set(getattr(settings, "explicit", ()))
-    domains = [(DomainSide.SERVER, "default server domain", {}), (DomainSide.CLIENT, "default client domain", {})]
-    domains += [(s.side, f"{s.pos}: {_label(s)}" if s.pos is not None else _label(s), s.params) for s in specs]
+    domains = [(DomainSide.SERVER, "default server domain", None), (DomainSide.CLIENT, "default client domain", None)]
+    domains += [(s.side, f"{s.pos}: {_label(s)}" if s.pos is not None else _label(s), s) for s in specs]
     merged: dict[tuple, Files] = {}
-    for side, label, own in domains:
-        params = dict(globals_, **own)
+    for side, label, spec in domains:
+        params, optional = domain_params(settings, side, spec)
         path = {name: config_path(params[name], cfg_dir) if params.get(name) else None
                 for name in ("tls_certificate", "tls_private_key", "tls_ca_list", "tls_ca_path", "tls_crl")}
-        # as build: a client domain may go without a certificate (the untouched default, missing)
-        if (side is DomainSide.CLIENT and params["tls_certificate"] == DEFAULT_FILE and "tls_certificate"
-                not in explicit | set(own) and not os.path.exists(path["tls_certificate"])):
+        if optional and not os.path.exists(path["tls_certificate"]):
             path["tls_certificate"] = path["tls_private_key"] = None
         key = tuple(path.values())
         if key in merged:
