@@ -56,15 +56,14 @@ def hold_back(running, settings, modparams: dict) -> list[str]:
 
 
 def apply(old, new) -> None:
-    """Make ``old`` -- the object every part of this process holds -- what ``new`` says, for the
-    parts a reload changes."""
+    """Make ``old`` -- the object every part of this process holds -- what ``new`` says. ``new``
+    was loaded against ``old`` (``hold_back``): what may not change already has its old value."""
     old.script.routes = new.script.routes
     old.script.source = new.script.source
     old.tls_domains[:] = new.tls_domains
-    for module, params in new.modparams.items():      # the new script's fixups read these already
-        start = new.modules[module].start_params
-        old.modparams[module].update({k: v for k, v in params.items() if k not in start})
-    for name in LIVE:
+    for module, params in new.modparams.items():
+        old.modparams[module].update(params)
+    for name in PARAMS:
         setattr(old.settings, name, getattr(new.settings, name))
     old.digest = new.digest
 
