@@ -4,7 +4,9 @@ Every worker must see every registration, and a registration must outlive the wo
 it. So the "memory" of OpenSER's usrloc is here a small SQLite database in a shared-memory file
 (``/dev/shm``): all workers open it, SQLite's locking serialises their changes, and a worker that
 dies mid-write leaves it consistent. The master makes it empty at start (loaded from the database
-in db_mode 1 and 2) and removes it at stop.
+in db_mode 1 and 2) and removes it at stop. That file is ours alone, so it is shaped for speed
+(``SharedBindings``: one row per address of record, its bindings in one value, times as integers),
+not as OpenSER's ``location`` table, which the databases of db_mode 1-3 keep.
 
 - db_mode 0: the shared file only; registrations end with the server.
 - db_mode 1 (write-through): each change goes to the database in the same step; if the database
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
+import marshal
 import os
 import re
 import tempfile
@@ -34,6 +37,11 @@ INSERT = (f"INSERT INTO location (username, domain, {SELECT}) "
           f"VALUES ({', '.join('?' * (len(COLUMNS) + 2))})")
 DIRTY_TABLE = "CREATE TABLE IF NOT EXISTS location_dirty (username TEXT NOT NULL, domain TEXT NOT NULL, " \
               "PRIMARY KEY (username, domain))"
+# The shared file's table: ``soonest`` and ``latest`` are the first and last expiry of the row's
+# bindings, which the expiry timer reads instead of the bindings themselves.
+SHARED_TABLE = ("CREATE TABLE IF NOT EXISTS bindings (username TEXT NOT NULL, domain TEXT NOT NULL, "
+                "soonest INTEGER NOT NULL, latest INTEGER NOT NULL, data BLOB NOT NULL, "
+                "PRIMARY KEY (username, domain)) WITHOUT ROWID")
 
 
 @dataclass(slots=True)
@@ -52,6 +60,10 @@ class Binding:
     cflags: int = 0
     methods: int | None = None
     last_modified: int = 0
+
+    def fields(self) -> tuple:
+        return (self.contact, self.expires, self.q, self.callid, self.cseq, self.received, self.path, self.socket,
+                self.user_agent, self.flags, self.cflags, self.methods, self.last_modified)
 
     def row(self) -> tuple:
         return (self.contact, db_time(self.expires), self.q, self.callid, self.cseq, self.received, self.path,
@@ -102,6 +114,53 @@ class Bindings:
         return self.db.execute("DELETE FROM location WHERE expires <= ?", (db_time(now),))
 
 
+class SharedBindings:
+    """The bindings in the shared file: one row per address of record, its bindings as one
+    ``marshal`` value (the file is written by this server only, mode 0600), so that a change is one
+    read and one write of one row, with no date text to format or parse. Expired bindings are left
+    out when read and removed by ``expire``."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def get(self, aor: tuple[str, str], now: float) -> list[Binding]:
+        rows = self.db.query("SELECT data FROM bindings WHERE username = ? AND domain = ?", aor)
+        return _live(rows[0][0], now) if rows else []
+
+    def replace(self, aor: tuple[str, str], bindings: list[Binding]) -> None:
+        if not bindings:
+            self.db.execute("DELETE FROM bindings WHERE username = ? AND domain = ?", aor)
+            return
+        expiries = [b.expires for b in bindings]
+        self.db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?)",
+                        (*aor, min(expiries), max(expiries), marshal.dumps([b.fields() for b in bindings])))
+
+    def all(self, now: float) -> dict[tuple[str, str], list[Binding]]:
+        out = {}
+        for user, domain, data in self.db.query("SELECT username, domain, data FROM bindings WHERE latest > ? "
+                                                "ORDER BY username, domain", (int(now),)):
+            live = _live(data, now)
+            if live:
+                out[(user, domain)] = live
+        return out
+
+    def expire(self, now: float) -> int:
+        """Remove the expired bindings (inside the caller's turn); how many there were."""
+        count = 0
+        rows = self.db.query("SELECT username, domain, data FROM bindings WHERE soonest <= ?", (int(now),))
+        with self.db.transaction():
+            for user, domain, data in rows:
+                stored = marshal.loads(data)
+                live = [Binding(*fields) for fields in stored if fields[1] > now]
+                count += len(stored) - len(live)
+                self.replace((user, domain), live)
+        return count
+
+
+def _live(data: bytes, now: float) -> list[Binding]:
+    return [Binding(*fields) for fields in marshal.loads(data) if fields[1] > now]
+
+
 class Location:
     """usrloc's bindings for one process, wherever db_mode keeps them."""
 
@@ -113,7 +172,7 @@ class Location:
         # wakes the moment it is free, where SQLite's own busy handler sleeps 1 ms and more
         # between tries (at 2,000 REGISTER/s the two workers spent more time asleep than working)
         self.lock = os.open(cache_path + ".lock", os.O_RDWR | os.O_CREAT, 0o600) if self.cache else None
-        self.store = Bindings(self.db if mode == 3 else self.cache)
+        self.store = Bindings(self.db) if mode == 3 else SharedBindings(self.cache)
         self.backing = Bindings(self.db) if mode in (1, 2) else None
 
     def lookup(self, aor: tuple[str, str], now: float) -> list[Binding]:
@@ -226,9 +285,9 @@ def prepare(mode: int, db_url: str, cache_path: str | None, now: float) -> int:
     os.close(os.open(cache_path + ".lock", os.O_RDWR | os.O_CREAT, 0o600))
     cache = connect(f"sqlite://{cache_path}")
     try:
-        schema.create(cache, ["location"])
+        cache.execute(SHARED_TABLE)
         cache.execute(DIRTY_TABLE)
-        bindings = Bindings(cache)
+        bindings = SharedBindings(cache)
         with cache.transaction():
             for aor, items in loaded.items():
                 bindings.replace(aor, items)

@@ -1,0 +1,53 @@
+"""usrloc's shared file (SharedBindings, store.py) on a real SQLite file: what the workers write is
+what they read, expired bindings are never read, and the expiry timer removes them."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyproxy.modules.usrloc.store import Binding, Location, prepare, remove_cache
+
+NOW = 1_800_000_000
+
+
+@pytest.fixture
+def location(tmp_path):
+    path = str(tmp_path / "location.db")
+    prepare(0, "", path, NOW)
+    made = Location(0, "", path)
+    yield made
+    made.close()
+    remove_cache(path)
+
+
+def binding(contact: str, expires: int, **fields) -> Binding:
+    return Binding(contact, expires, **fields)
+
+
+def test_a_change_is_read_back_field_for_field(location):
+    stored = [binding("sip:a@10.0.0.1", NOW + 60, q=0.5, callid="c1", cseq=7, received="sip:10.0.0.1:5060;transport=udp",
+                      path="<sip:p@10.0.0.9;lr>", socket="udp:127.0.0.1:5060", user_agent="phone \u00e9",
+                      flags=3, cflags=1, methods=None, last_modified=NOW),
+              binding("sip:a@10.0.0.2", NOW + 3600)]
+    assert location.change(("alice", ""), NOW, lambda current: (stored, current)) == []
+    assert location.lookup(("alice", ""), NOW) == stored
+    assert location.lookup(("bob", ""), NOW) == []
+    assert location.all(NOW) == {("alice", ""): stored}
+
+
+def test_expired_bindings_are_not_read_and_the_timer_removes_them(location):
+    soon, later = binding("sip:a@10.0.0.1", NOW + 10), binding("sip:a@10.0.0.2", NOW + 100)
+    location.change(("alice", "d"), NOW, lambda current: ([soon, later], None))
+    location.change(("bob", "d"), NOW, lambda current: ([binding("sip:b@10.0.0.3", NOW + 10)], None))
+    assert location.lookup(("alice", "d"), NOW + 10) == [later]
+    assert location.all(NOW + 10) == {("alice", "d"): [later]}
+    assert location.expire(NOW + 5) == 0
+    assert location.expire(NOW + 10) == 2
+    assert location.store.db.query("SELECT username, soonest, latest FROM bindings") == [("alice", NOW + 100, NOW + 100)]
+    assert location.lookup(("alice", "d"), NOW + 10) == [later]
+
+
+def test_no_bindings_leaves_no_row(location):
+    location.change(("alice", ""), NOW, lambda current: ([binding("sip:a@10.0.0.1", NOW + 60)], None))
+    assert location.remove(("alice", ""), NOW) == 1
+    assert location.store.db.query("SELECT count(*) FROM bindings") == [(0,)]
