@@ -75,19 +75,35 @@ class Database:
 
     # -- statements -----------------------------------------------------------------------------
     def query(self, sql: str, params=()) -> list[tuple]:
-        with self._cursor() as cur:
-            cur.execute(self.driver.sql(sql), tuple(params))
-            return cur.fetchall()
+        return self._statement(sql, tuple(params), _all_rows)
 
     def execute(self, sql: str, params=()) -> int:
         """Run one statement; the number of rows it changed."""
-        with self._cursor() as cur:
-            cur.execute(self.driver.sql(sql), tuple(params))
-            return cur.rowcount
+        return self._statement(sql, tuple(params), _rows_changed)
 
     def executemany(self, sql: str, rows) -> None:
-        with self._cursor() as cur:
-            cur.executemany(self.driver.sql(sql), [tuple(r) for r in rows])
+        self._statement(sql, [tuple(r) for r in rows], None)
+
+    def _statement(self, sql: str, params, result):
+        """Run ``sql`` on a cursor of its own and return ``result(cursor)`` (None: executemany).
+        Plain try blocks rather than a context manager: a registrar runs two or three statements
+        per REGISTER."""
+        conn = self._connection()
+        try:
+            cur = conn.cursor()
+            try:
+                if result is None:
+                    cur.executemany(self.driver.sql(sql), params)
+                    return None
+                cur.execute(self.driver.sql(sql), params)
+                return result(cur)
+            finally:
+                try:
+                    cur.close()
+                except Exception:
+                    pass
+        except self.driver.errors as e:
+            raise self._failure(e) from None
 
     @contextmanager
     def transaction(self):
@@ -117,23 +133,6 @@ class Database:
         self._drop()
 
     # -- the connection -------------------------------------------------------------------------
-    @contextmanager
-    def _cursor(self):
-        conn = self._connection()
-        try:
-            cur = conn.cursor()
-        except self.driver.errors as e:
-            raise self._failure(e) from None
-        try:
-            yield cur
-        except self.driver.errors as e:
-            raise self._failure(e) from None
-        finally:
-            try:
-                cur.close()
-            except Exception:
-                pass
-
     def _connection(self):
         if self.conn is not None:
             return self.conn
@@ -164,6 +163,14 @@ class Database:
                 conn.close()
             except Exception:
                 pass
+
+
+def _all_rows(cur) -> list[tuple]:
+    return cur.fetchall()
+
+
+def _rows_changed(cur) -> int:
+    return cur.rowcount
 
 
 def _first_line(e: Exception) -> str:
