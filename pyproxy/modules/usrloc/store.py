@@ -147,8 +147,8 @@ class SharedBindings:
     def expire(self, now: float) -> int:
         """Remove the expired bindings (inside the caller's turn); how many there were."""
         count = 0
-        rows = self.db.query("SELECT username, domain, data FROM bindings WHERE soonest <= ?", (int(now),))
         with self.db.transaction():
+            rows = self.db.query("SELECT username, domain, data FROM bindings WHERE soonest <= ?", (int(now),))
             for user, domain, data in rows:
                 stored = marshal.loads(data)
                 live = [Binding(*fields) for fields in stored if fields[1] > now]
