@@ -43,11 +43,20 @@ def test_expired_bindings_are_not_read_and_the_timer_removes_them(location):
     assert location.all(NOW + 10) == {("alice", "d"): [later]}
     assert location.expire(NOW + 5) == 0
     assert location.expire(NOW + 10) == 2
-    assert location.store.db.query("SELECT username, soonest, latest FROM bindings") == [("alice", NOW + 100, NOW + 100)]
+    assert [row for store in location.stores for row in store.db.query("SELECT username, soonest, latest FROM bindings")] == [("alice", NOW + 100, NOW + 100)]
     assert location.lookup(("alice", "d"), NOW + 10) == [later]
 
 
 def test_no_bindings_leaves_no_row(location):
     location.change(("alice", ""), NOW, lambda current: ([binding("sip:a@10.0.0.1", NOW + 60)], None))
     assert location.remove(("alice", ""), NOW) == 1
-    assert location.store.db.query("SELECT count(*) FROM bindings") == [(0,)]
+    assert sum(store.db.query("SELECT count(*) FROM bindings")[0][0] for store in location.stores) == 0
+
+
+def test_addresses_of_record_spread_over_the_shards_and_are_listed_in_order(location):
+    users = [f"u{n:03d}" for n in range(40)]
+    for user in reversed(users):
+        location.change((user, "d"), NOW, lambda current, u=user: ([binding(f"sip:{u}@10.0.0.1", NOW + 60)], None))
+    assert all(store.db.query("SELECT count(*) FROM bindings")[0][0] for store in location.stores)
+    assert [user for user, _ in location.all(NOW)] == users
+    assert all(location.lookup((user, "d"), NOW)[0].contact == f"sip:{user}@10.0.0.1" for user in users)

@@ -48,7 +48,7 @@ def mod_init(config) -> None:
     url = db_url_of(config)
     try:
         loaded = store.prepare(mode, url, _cache_path, time.time())
-        for path in (url if mode else "", f"sqlite://{_cache_path}" if _cache_path else ""):
+        for path in ([url] if mode else []) + (store.shared_files(_cache_path) if _cache_path else []):
             hand_over(path, config.settings)
     except (DatabaseError, OSError) as e:
         raise ModuleInitError(str(e)) from None

@@ -26,6 +26,7 @@ import marshal
 import os
 import re
 import tempfile
+import zlib
 from dataclasses import dataclass
 
 from ...db import Database, DatabaseError, connect, schema
@@ -37,6 +38,11 @@ INSERT = (f"INSERT INTO location (username, domain, {SELECT}) "
           f"VALUES ({', '.join('?' * (len(COLUMNS) + 2))})")
 DIRTY_TABLE = "CREATE TABLE IF NOT EXISTS location_dirty (username TEXT NOT NULL, domain TEXT NOT NULL, " \
               "PRIMARY KEY (username, domain))"
+# The shared file is this many SQLite files, an address of record living in one of them by a hash:
+# a write locks one file, so two workers rarely wait for each other (with one file, two workers
+# at 3,000 REGISTER/s spent about a third of their time waiting for its lock), and a write
+# invalidates the page cache of one file only.
+SHARDS = 8
 # The shared file's table: ``soonest`` and ``latest`` are the first and last expiry of the row's
 # bindings, which the expiry timer reads instead of the bindings themselves.
 SHARED_TABLE = ("CREATE TABLE IF NOT EXISTS bindings (username TEXT NOT NULL, domain TEXT NOT NULL, "
@@ -167,30 +173,36 @@ class Location:
     def __init__(self, mode: int, db_url: str, cache_path: str | None) -> None:
         self.mode = mode
         self.db = connect(db_url) if mode else None
-        self.cache = connect(f"sqlite://{cache_path}") if mode != 3 else None
-        # Writers of the shared file take turns on a lock of the kernel's: one waiting for it
-        # wakes the moment it is free, where SQLite's own busy handler sleeps 1 ms and more
-        # between tries (at 2,000 REGISTER/s the two workers spent more time asleep than working)
-        self.lock = os.open(cache_path + ".lock", os.O_RDWR | os.O_CREAT, 0o600) if self.cache else None
-        self.store = Bindings(self.db) if mode == 3 else SharedBindings(self.cache)
+        if mode == 3:
+            self.stores = [Bindings(self.db)]
+            self.lock = None
+        else:
+            self.stores = [SharedBindings(connect(f"sqlite://{path}")) for path in shard_paths(cache_path)]
+            # Writers take turns on a lock of the kernel's (one byte of the lock file per shard):
+            # one waiting for it wakes the moment it is free, where SQLite's own busy handler
+            # sleeps 1 ms and more between tries (at 2,000 REGISTER/s the two workers spent more
+            # time asleep than working)
+            self.lock = os.open(cache_path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         self.backing = Bindings(self.db) if mode in (1, 2) else None
 
     def lookup(self, aor: tuple[str, str], now: float) -> list[Binding]:
-        return self.store.get(aor, now)
+        return self.stores[shard_of(aor, len(self.stores))].get(aor, now)
 
     def change(self, aor: tuple[str, str], now: float, update, memory_only: bool = False):
         """Run ``update(current bindings)`` -> (new bindings or None for no change, result) as one
         step that no other worker interleaves with; the result. ``memory_only``: the shared file
         only, not the database of db_mode 1 and 2 (save()'s flag 0x01)."""
-        with self.turn(), self.store.db.transaction():
-            new, result = update(self.store.get(aor, now))
+        shard = shard_of(aor, len(self.stores))
+        store = self.stores[shard]
+        with self.turn(shard), store.db.transaction():
+            new, result = update(store.get(aor, now))
             if new is not None:
-                self.store.replace(aor, new)
+                store.replace(aor, new)
                 if self.mode == 1 and not memory_only:      # if the database refuses, nothing changed
                     with self.db.transaction():
                         self.backing.replace(aor, new)
                 elif self.mode == 2 and not memory_only:
-                    self.cache.execute("INSERT OR IGNORE INTO location_dirty (username, domain) VALUES (?, ?)", aor)
+                    store.db.execute("INSERT OR IGNORE INTO location_dirty (username, domain) VALUES (?, ?)", aor)
         return result
 
     def remove(self, aor: tuple[str, str], now: float) -> int:
@@ -198,24 +210,30 @@ class Location:
         return self.change(aor, now, lambda current: ([], len(current)))
 
     def all(self, now: float) -> dict:
-        return self.store.all(now)
+        found = {}
+        for store in self.stores:
+            found.update(store.all(now))
+        return dict(sorted(found.items()))
 
     @contextlib.contextmanager
-    def turn(self):
-        """This process's turn to write the shared file (nothing to wait for in db_mode 3)."""
+    def turn(self, shard: int):
+        """This process's turn to write a shard of the shared file (nothing to wait for in
+        db_mode 3)."""
         if self.lock is None:
             yield
             return
-        fcntl.flock(self.lock, fcntl.LOCK_EX)
+        fcntl.lockf(self.lock, fcntl.LOCK_EX, 1, shard)
         try:
             yield
         finally:
-            fcntl.flock(self.lock, fcntl.LOCK_UN)
+            fcntl.lockf(self.lock, fcntl.LOCK_UN, 1, shard)
 
     def expire(self, now: float) -> int:
         """Forget what has expired (the first worker, every timer_interval)."""
-        with self.turn():
-            count = self.store.expire(now)
+        count = 0
+        for shard, store in enumerate(self.stores):
+            with self.turn(shard):
+                count += store.expire(now)
         if self.mode == 1:
             self.backing.expire(now)
         return count
@@ -224,19 +242,22 @@ class Location:
         """db_mode 2: write the AORs changed since the last flush to the database."""
         if self.mode != 2:
             return 0
-        dirty = self.cache.query("SELECT username, domain FROM location_dirty")
-        for aor in dirty:
-            with self.turn(), self.cache.transaction():
-                bindings = self.store.get(aor, now)
-                with self.db.transaction():
-                    self.backing.replace(aor, bindings)
-                self.cache.execute("DELETE FROM location_dirty WHERE username = ? AND domain = ?", aor)
-        if dirty:
+        flushed = 0
+        for shard, store in enumerate(self.stores):
+            dirty = store.db.query("SELECT username, domain FROM location_dirty")
+            for aor in dirty:
+                with self.turn(shard), store.db.transaction():
+                    bindings = store.get(aor, now)
+                    with self.db.transaction():
+                        self.backing.replace(aor, bindings)
+                    store.db.execute("DELETE FROM location_dirty WHERE username = ? AND domain = ?", aor)
+            flushed += len(dirty)
+        if flushed:
             self.backing.expire(now)
-        return len(dirty)
+        return flushed
 
     def close(self) -> None:
-        for db in (self.db, self.cache):
+        for db in (self.db, *(store.db for store in self.stores)):    # (closing one twice is harmless)
             if db is not None:
                 db.close()
         if self.lock is not None:
@@ -244,11 +265,25 @@ class Location:
             self.lock = None
 
 
+def shard_of(aor: tuple[str, str], shards: int) -> int:
+    """The shard of the shared file that holds ``aor`` (the same in every process)."""
+    return zlib.crc32(f"{aor[0]}@{aor[1]}".encode("utf-8", "surrogateescape")) % shards if shards > 1 else 0
+
+
+def shard_paths(cache_path: str) -> list[str]:
+    return [f"{cache_path}.{k}" for k in range(SHARDS)]
+
+
+def shared_files(cache_path: str) -> list[str]:
+    """The SQLite URLs of the shared file's shards, and the lock file's (for hand_over())."""
+    return [f"sqlite://{path}" for path in (cache_path, *shard_paths(cache_path))]
+
+
 def new_cache_path() -> str:
     """This master's shared file; those of masters that died without removing theirs go."""
     folder = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
     for name in os.listdir(folder):
-        m = re.fullmatch(r"pyproxy-(\d+)-location\.db(-wal|-shm|\.lock)?", name)
+        m = re.fullmatch(r"pyproxy-(\d+)-location\.db(\.\d+)?(-wal|-shm|\.lock)?", name)
         if m and not _running(int(m.group(1))):
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(folder, name))
@@ -283,25 +318,28 @@ def prepare(mode: int, db_url: str, cache_path: str | None, now: float) -> int:
         return 0
     remove_cache(cache_path)
     os.close(os.open(cache_path + ".lock", os.O_RDWR | os.O_CREAT, 0o600))
-    cache = connect(f"sqlite://{cache_path}")
-    try:
-        cache.execute(SHARED_TABLE)
-        cache.execute(DIRTY_TABLE)
-        bindings = SharedBindings(cache)
-        with cache.transaction():
-            for aor, items in loaded.items():
-                bindings.replace(aor, items)
-    finally:
-        cache.close()
+    for shard, path in enumerate(shard_paths(cache_path)):
+        cache = connect(f"sqlite://{path}")
+        try:
+            cache.execute(SHARED_TABLE)
+            cache.execute(DIRTY_TABLE)
+            bindings = SharedBindings(cache)
+            with cache.transaction():
+                for aor, items in loaded.items():
+                    if shard_of(aor, SHARDS) == shard:
+                        bindings.replace(aor, items)
+        finally:
+            cache.close()
     return sum(map(len, loaded.values()))
 
 
 def remove_cache(cache_path: str | None) -> None:
-    for suffix in ("", "-wal", "-shm", ".lock"):
-        try:
-            os.unlink(cache_path + suffix)
-        except (OSError, TypeError):
-            pass
+    if cache_path is None:
+        return
+    for path in (cache_path, *shard_paths(cache_path)):
+        for suffix in ("", "-wal", "-shm", ".lock"):
+            with contextlib.suppress(OSError):
+                os.unlink(path + suffix)
 
 
-__all__ = ["Binding", "DatabaseError", "Location", "new_cache_path", "prepare", "remove_cache"]
+__all__ = ["Binding", "DatabaseError", "Location", "new_cache_path", "prepare", "remove_cache", "shared_files"]
