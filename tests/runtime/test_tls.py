@@ -7,6 +7,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -204,29 +205,42 @@ def test_untrusted_server_gets_the_request_answered_477(proxy_factory, pki):
 
 def test_every_request_waiting_for_a_failed_connection_is_answered_477(proxy_factory, pki):
     """Requests sent while the connection is still being set up, by the worker that opened it or
-    handed to it by another, all hear 477 when the handshake then fails."""
+    handed to it by another, all hear 477 when the handshake then fails. Our server is accepted
+    from only once every request has been sent, so they all wait on a connection; it then takes
+    every connection until the last answer (a worker that learns of a request after the first
+    connection failed opens another, which must fail too, not wait unaccepted)."""
     port, server_port = free_port(), free_port()
     proxy = proxy_factory(children=2, extra=tls_settings(pki, port))
     server_ctx, listener = tls_server(pki, "impostor", server_port)
     calls = [f"waiting-{n}-{uuid.uuid4().hex}" for n in range(6)]
-    with udp_socket(5.0) as u:
+    done = threading.Event()
+
+    def refuse_every_connection():
+        listener.settimeout(0.2)
+        while not done.is_set():
+            try:
+                conn = listener.accept()[0]
+            except socket.timeout:
+                continue
+            conn.settimeout(10)
+            try:
+                server_ctx.wrap_socket(conn, server_side=True).close()
+            except (ssl.SSLError, OSError):
+                conn.close()            # the proxy refuses our certificate
+
+    with udp_socket(10.0) as u:
         for call_id in calls:
             send_sips(proxy, u, server_port, call_id)
-        # each worker may open a connection before it learns of the other's: take all of them
-        conns = []
-        listener.settimeout(1.0)
-        with contextlib.suppress(socket.timeout):
-            while len(conns) < 2:
-                conns.append(listener.accept()[0])
-        for conn in conns:              # every request is now queued on a connection
-            try:
-                server_ctx.wrap_socket(conn, server_side=True)
-            except (ssl.SSLError, OSError):
-                pass                    # the proxy refuses our certificate
+        server = threading.Thread(target=refuse_every_connection, daemon=True)
+        server.start()
         answered = {}
-        for _ in calls:
-            data, _ = u.recvfrom(65536)
-            answered[re.search(rb"Call-ID: (\S+)", data).group(1).decode()] = status_of(data)
+        try:
+            for _ in calls:
+                data, _ = u.recvfrom(65536)
+                answered[re.search(rb"Call-ID: (\S+)", data).group(1).decode()] = status_of(data)
+        finally:
+            done.set()
+            server.join(15)
     listener.close()
     assert answered == dict.fromkeys(calls, 477)
 
