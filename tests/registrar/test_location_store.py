@@ -3,9 +3,12 @@ what they read, expired bindings are never read, and the expiry timer removes th
 
 from __future__ import annotations
 
+import glob
+import os
+
 import pytest
 
-from pyproxy.modules.usrloc.store import Binding, Location, prepare, remove_cache
+from pyproxy.modules.usrloc.store import Binding, Location, claim, new_cache_path, prepare, remove_cache, shard_paths
 
 NOW = 1_800_000_000
 
@@ -60,3 +63,39 @@ def test_addresses_of_record_spread_over_the_shards_and_are_listed_in_order(loca
     assert all(store.db.query("SELECT count(*) FROM bindings")[0][0] for store in location.stores)
     assert [user for user, _ in location.all(NOW)] == users
     assert all(location.lookup((user, "d"), NOW)[0].contact == f"sip:{user}@10.0.0.1" for user in users)
+
+
+def test_the_files_of_a_running_server_are_kept_and_those_of_a_gone_one_removed():
+    """A daemon makes its shared file before it forks, so the pid in the files' name is gone while
+    the server runs: what says they are in use is the lock its processes hold (store.claim)."""
+    gone = _a_pid_not_running()
+    base = os.path.join(os.path.dirname(new_cache_path()), f"pyproxy-{gone}-location.db")
+    prepare(0, "", base, NOW)
+    claimed = claim(base)
+    try:
+        new_cache_path()                                    # another server starting
+        assert all(os.path.exists(path) for path in (base + ".lock", *shard_paths(base)))
+        location = Location(0, "", base)
+        location.change(("alice", ""), NOW, lambda current: ([binding("sip:a@10.0.0.1", NOW + 60)], None))
+        location.close()
+    finally:
+        os.close(claimed)                                   # the server is gone
+    new_cache_path()
+    assert not glob.glob(base + "*")
+
+
+def test_the_write_ahead_logs_stay_small(location, tmp_path):
+    """Each shard's WAL is checkpointed and cut back to 1 MiB: eight that grew to 4 MiB each and
+    stayed so would take 32 MiB of /dev/shm."""
+    bulky = [binding(f"sip:a{n}@10.0.0.1;" + "x" * 200, NOW + 600, path="<sip:p@10.0.0.9;lr>" * 4) for n in range(5)]
+    for n in range(4000):
+        location.change((f"u{n % 500}", ""), NOW, lambda current: (bulky, None))
+    sizes = [os.path.getsize(path + "-wal") for path in shard_paths(str(tmp_path / "location.db")) if os.path.exists(path + "-wal")]
+    assert sizes and max(sizes) <= 1100 * 1024, sizes
+
+
+def _a_pid_not_running() -> int:
+    pid = 4_000_000
+    while os.path.exists(f"/proc/{pid}"):
+        pid += 1
+    return pid

@@ -6,6 +6,7 @@ registrar module saves and looks up (OpenSER's usrloc). store.py says where they
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from ...db import DEFAULT_URL, DatabaseError, check_url, hand_over, module_url, parse_url
@@ -16,6 +17,7 @@ from .store import Binding, Location
 __all__ = ["Binding", "Location", "aor_of", "location"]
 
 _cache_path: str | None = None      # the shared file the master made (inherited by the workers)
+_claim: int | None = None           # the descriptor that says the shared file is in use (store.claim)
 _location: Location | None = None   # this process's
 
 
@@ -41,13 +43,15 @@ def db_url_of(config) -> str:
 
 
 def mod_init(config) -> None:
-    global _cache_path
+    global _cache_path, _claim
     params = _params(config)
     mode = params["db_mode"]
     _cache_path = store.new_cache_path() if mode != 3 else None
     url = db_url_of(config)
     try:
         loaded = store.prepare(mode, url, _cache_path, time.time())
+        if _cache_path is not None:
+            _claim = store.claim(_cache_path)
         for path in ([url] if mode else []) + (store.shared_files(_cache_path) if _cache_path else []):
             hand_over(path, config.settings)
     except (DatabaseError, OSError) as e:
@@ -83,14 +87,20 @@ def management_view(config) -> Location:
 
 
 def mod_destroy(config) -> None:
-    if _params(config)["db_mode"] == 2 and _cache_path is not None:
-        final = Location(2, db_url_of(config), _cache_path)
-        try:
-            flushed = final.flush(time.time())
-            logging.getLogger("pyproxy").info(f"usrloc: {flushed} address(es) of record written back")
-        finally:
-            final.close()
-    store.remove_cache(_cache_path)
+    global _claim
+    try:
+        if _params(config)["db_mode"] == 2 and _cache_path is not None:
+            final = Location(2, db_url_of(config), _cache_path)
+            try:
+                flushed = final.flush(time.time())
+                logging.getLogger("pyproxy").info(f"usrloc: {flushed} address(es) of record written back")
+            finally:
+                final.close()
+    finally:
+        store.remove_cache(_cache_path)
+        if _claim is not None:
+            os.close(_claim)
+            _claim = None
 
 
 EXPORTS = ModuleExports(

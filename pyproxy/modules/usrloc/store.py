@@ -177,14 +177,14 @@ class Location:
         self.db = connect(db_url) if mode else None
         if mode == 3:
             self.stores = [Bindings(self.db)]
-            self.lock = None
+            self.locks = None
         else:
-            self.stores = [SharedBindings(connect(f"sqlite://{path}")) for path in shard_paths(cache_path)]
-            # Writers take turns on a lock of the kernel's (one byte of the lock file per shard):
-            # one waiting for it wakes the moment it is free, where SQLite's own busy handler
-            # sleeps 1 ms and more between tries (at 2,000 REGISTER/s the two workers spent more
-            # time asleep than working)
-            self.lock = os.open(cache_path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+            paths = shard_paths(cache_path)
+            self.stores = [SharedBindings(_shard_database(path)) for path in paths]
+            # Writers take turns on a lock of the kernel's (a lock file per shard): one waiting for
+            # it wakes the moment it is free, where SQLite's own busy handler sleeps 1 ms and more
+            # between tries (at 2,000 REGISTER/s the two workers spent more time asleep than working)
+            self.locks = [os.open(path + ".lock", os.O_RDWR) for path in paths]
         self.backing = Bindings(self.db) if mode in (1, 2) else None
 
     def lookup(self, aor: tuple[str, str], now: float) -> list[Binding]:
@@ -221,14 +221,15 @@ class Location:
     def turn(self, shard: int):
         """This process's turn to write a shard of the shared file (nothing to wait for in
         db_mode 3)."""
-        if self.lock is None:
+        if self.locks is None:
             yield
             return
-        fcntl.lockf(self.lock, fcntl.LOCK_EX, 1, shard)
+        lock = self.locks[shard]
+        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.lockf(self.lock, fcntl.LOCK_UN, 1, shard)
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
     def expire(self, now: float) -> int:
         """Forget what has expired (the first worker, every timer_interval)."""
@@ -262,9 +263,9 @@ class Location:
         for db in (self.db, *(store.db for store in self.stores)):    # (closing one twice is harmless)
             if db is not None:
                 db.close()
-        if self.lock is not None:
-            os.close(self.lock)
-            self.lock = None
+        for lock in self.locks or ():
+            os.close(lock)
+        self.locks = None
 
 
 def shard_of(aor: tuple[str, str], shards: int) -> int:
@@ -276,20 +277,68 @@ def shard_paths(cache_path: str) -> list[str]:
     return [f"{cache_path}.{k}" for k in range(SHARDS)]
 
 
+def _shard_database(path: str) -> Database:
+    """A shard as this process uses it: a page cache of at most 1 MiB (SQLite's default is 2 MiB
+    per connection, and every process has one per shard), and a write-ahead log checkpointed every
+    256 pages and cut back to 1 MiB after (it would grow to 4 MiB per shard and stay so, in
+    memory: /dev/shm is 64 MiB in a container by default)."""
+    db = connect(f"sqlite://{path}")
+    for pragma in ("cache_size=-1024", "wal_autocheckpoint=256", "journal_size_limit=1048576"):
+        db.execute(f"PRAGMA {pragma}")
+    return db
+
+
 def shared_files(cache_path: str) -> list[str]:
-    """The SQLite URLs of the shared file's shards, and the lock file's (for hand_over())."""
+    """The SQLite URLs of the shared file's shards (with their lock files), and that of the
+    instance's lock file (for hand_over())."""
     return [f"sqlite://{path}" for path in (cache_path, *shard_paths(cache_path))]
 
 
+# Every file of an instance's shared file: its shards, SQLite's files beside them, the lock files.
+_FILE_NAME = re.compile(r"pyproxy-(\d+)-location\.db(\.\d+)?(-wal|-shm|-journal|\.lock)?")
+
+
 def new_cache_path() -> str:
-    """This master's shared file; those of masters that died without removing theirs go."""
+    """This master's shared file; those of servers that are gone go."""
     folder = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    alive: dict[str, bool] = {}
     for name in os.listdir(folder):
-        m = re.fullmatch(r"pyproxy-(\d+)-location\.db(\.\d+)?(-wal|-shm|\.lock)?", name)
-        if m and not _running(int(m.group(1))):
+        m = _FILE_NAME.fullmatch(name)
+        if m is None:
+            continue
+        pid = m.group(1)
+        if pid not in alive:
+            alive[pid] = _in_use(os.path.join(folder, f"pyproxy-{pid}-location.db"), int(pid))
+        if not alive[pid]:
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(folder, name))
     return os.path.join(folder, f"pyproxy-{os.getpid()}-location.db")
+
+
+def claim(cache_path: str) -> int:
+    """In the master: a shared lock on the instance's lock file, held by a descriptor every
+    process of the server inherits, for as long as one of them runs. It says to other servers
+    starting that the files are in use; the master's pid cannot (a daemon forks after making
+    them, and its first pid is gone)."""
+    fd = os.open(cache_path + ".lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+def _in_use(cache_path: str, pid: int) -> bool:
+    try:
+        fd = os.open(cache_path + ".lock", os.O_RDWR)
+    except FileNotFoundError:
+        return _running(pid)
+    except OSError:
+        return True         # not ours to judge (another user's)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def _running(pid: int) -> bool:
@@ -319,7 +368,8 @@ def prepare(mode: int, db_url: str, cache_path: str | None, now: float) -> int:
     if cache_path is None:
         return 0
     remove_cache(cache_path)
-    os.close(os.open(cache_path + ".lock", os.O_RDWR | os.O_CREAT, 0o600))
+    for path in (cache_path + ".lock", *(shard + suffix for shard in shard_paths(cache_path) for suffix in ("", ".lock"))):
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))   # (SQLite gives its -wal and -shm the same mode)
     for shard, path in enumerate(shard_paths(cache_path)):
         cache = connect(f"sqlite://{path}")
         try:
@@ -339,9 +389,10 @@ def remove_cache(cache_path: str | None) -> None:
     if cache_path is None:
         return
     for path in (cache_path, *shard_paths(cache_path)):
-        for suffix in ("", "-wal", "-shm", ".lock"):
+        for suffix in ("", "-wal", "-shm", "-journal", ".lock"):
             with contextlib.suppress(OSError):
                 os.unlink(path + suffix)
 
 
-__all__ = ["Binding", "DatabaseError", "Location", "new_cache_path", "prepare", "remove_cache", "shared_files"]
+__all__ = ["Binding", "DatabaseError", "Location", "claim", "new_cache_path", "prepare", "remove_cache",
+           "shared_files"]
