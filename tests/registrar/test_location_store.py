@@ -99,3 +99,17 @@ def _a_pid_not_running() -> int:
     while os.path.exists(f"/proc/{pid}"):
         pid += 1
     return pid
+
+
+def test_a_running_daemon_whose_first_pid_was_ours_keeps_its_files():
+    ours = os.path.basename(new_cache_path())
+    taken = os.path.join(os.path.dirname(new_cache_path()), f"pyproxy-{os.getpid()}-location.db")
+    prepare(0, "", taken, NOW)
+    claimed = claim(taken)
+    try:
+        other = new_cache_path()
+        assert ours == os.path.basename(taken) and other != taken
+        assert all(os.path.exists(path) for path in (taken + ".lock", *shard_paths(taken)))
+    finally:
+        os.close(claimed)
+        remove_cache(taken)

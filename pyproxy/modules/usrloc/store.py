@@ -308,11 +308,16 @@ def new_cache_path() -> str:
             continue
         pid = m.group(1)
         if pid not in alive:
-            alive[pid] = _in_use(os.path.join(folder, f"pyproxy-{pid}-location.db"), int(pid))
+            locked = _locked(os.path.join(folder, f"pyproxy-{pid}-location.db"))
+            alive[pid] = _running(int(pid)) if locked is None else locked
         if not alive[pid]:
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(folder, name))
-    return os.path.join(folder, f"pyproxy-{os.getpid()}-location.db")
+    name, n = str(os.getpid()), 0
+    while alive.get(name):      # a running daemon's, whose first pid was ours (pids are reused)
+        n += 1
+        name = f"{os.getpid()}{n}"
+    return os.path.join(folder, f"pyproxy-{name}-location.db")
 
 
 def claim(cache_path: str) -> int:
@@ -325,11 +330,12 @@ def claim(cache_path: str) -> int:
     return fd
 
 
-def _in_use(cache_path: str, pid: int) -> bool:
+def _locked(cache_path: str) -> bool | None:
+    """Whether a server holds the lock file of ``cache_path`` (store.claim); None: there is none."""
     try:
         fd = os.open(cache_path + ".lock", os.O_RDWR)
     except FileNotFoundError:
-        return _running(pid)
+        return None
     except OSError:
         return True         # not ours to judge (another user's)
     try:
