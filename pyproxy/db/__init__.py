@@ -65,9 +65,10 @@ def hand_over(url: str, settings) -> None:
 class Database:
     """One connection to one database, made when first needed, remade when it breaks."""
 
-    def __init__(self, url: DbUrl, driver) -> None:
+    def __init__(self, url: DbUrl, driver, settings: tuple[str, ...] = ()) -> None:
         self.url = url
         self.driver = driver
+        self.settings = settings    # statements run on every new connection (SQLite PRAGMAs)
         self.conn = None
         self.retry_at = 0.0
         self.last_failure = ""
@@ -140,7 +141,14 @@ class Database:
         if now < self.retry_at:
             raise DatabaseUnavailable(f"database {self.url} is unavailable: {self.last_failure}")
         try:
-            self.conn = self.driver.connect(self.url)
+            conn = self.driver.connect(self.url)
+            try:
+                for statement in self.settings:
+                    conn.execute(statement)
+            except self.driver.errors:
+                conn.close()
+                raise
+            self.conn = conn
         except self.driver.errors as e:
             self.retry_at = now + RECONNECT_INTERVAL
             self.last_failure = _first_line(e)
@@ -178,11 +186,12 @@ def _first_line(e: Exception) -> str:
     return text.splitlines()[0]
 
 
-def connect(url: str | DbUrl) -> Database:
-    """A Database for ``url`` (not connected yet). DatabaseError when its driver is missing."""
+def connect(url: str | DbUrl, settings: tuple[str, ...] = ()) -> Database:
+    """A Database for ``url`` (not connected yet), running ``settings`` on each connection it
+    makes. DatabaseError when its driver is missing."""
     if isinstance(url, str):
         try:
             url = parse_url(url)
         except ValueError as e:
             raise DatabaseError(str(e)) from None
-    return Database(url, driver_for(url))
+    return Database(url, driver_for(url), settings)

@@ -113,3 +113,10 @@ def test_a_running_daemon_whose_first_pid_was_ours_keeps_its_files():
     finally:
         os.close(claimed)
         remove_cache(taken)
+
+
+def test_a_shard_remade_after_a_failure_keeps_its_settings(location):
+    shard = location.stores[0].db
+    assert shard.query("PRAGMA cache_size") == [(-1024,)]
+    shard.close()                               # as Database does when the connection breaks
+    assert shard.query("PRAGMA cache_size") == [(-1024,)]

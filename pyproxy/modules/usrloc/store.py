@@ -180,7 +180,7 @@ class Location:
             self.locks = None
         else:
             paths = shard_paths(cache_path)
-            self.stores = [SharedBindings(_shard_database(path)) for path in paths]
+            self.stores = [SharedBindings(connect(f"sqlite://{path}", SHARD_SETTINGS)) for path in paths]
             # Writers take turns on a lock of the kernel's (a lock file per shard): one waiting for
             # it wakes the moment it is free, where SQLite's own busy handler sleeps 1 ms and more
             # between tries (at 2,000 REGISTER/s the two workers spent more time asleep than working)
@@ -277,15 +277,11 @@ def shard_paths(cache_path: str) -> list[str]:
     return [f"{cache_path}.{k}" for k in range(SHARDS)]
 
 
-def _shard_database(path: str) -> Database:
-    """A shard as this process uses it: a page cache of at most 1 MiB (SQLite's default is 2 MiB
-    per connection, and every process has one per shard), and a write-ahead log checkpointed every
-    256 pages and cut back to 1 MiB after (it would grow to 4 MiB per shard and stay so, in
-    memory: /dev/shm is 64 MiB in a container by default)."""
-    db = connect(f"sqlite://{path}")
-    for pragma in ("cache_size=-1024", "wal_autocheckpoint=256", "journal_size_limit=1048576"):
-        db.execute(f"PRAGMA {pragma}")
-    return db
+# A shard as a process uses it: a page cache of at most 1 MiB (SQLite's default is 2 MiB per
+# connection, and every process has one per shard), and a write-ahead log checkpointed every 256
+# pages and cut back to 1 MiB after (it would grow to 4 MiB per shard and stay so, in memory:
+# /dev/shm is 64 MiB in a container by default).
+SHARD_SETTINGS = ("PRAGMA cache_size=-1024", "PRAGMA wal_autocheckpoint=256", "PRAGMA journal_size_limit=1048576")
 
 
 def shared_files(cache_path: str) -> list[str]:
