@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import shlex
 import shutil
 import site
 import subprocess
@@ -168,7 +169,7 @@ def _write(plan: Plan, path: Path, text: str, mode: int) -> None:
 
 
 def _user(plan: Plan) -> list[str]:
-    command = " ".join(f"'{a}'" if " " in a else a for a in USERADD)
+    command = shlex.join(USERADD)
     if not plan.real_system:
         return [f"user: create it on that system: {command}"]
     try:

@@ -79,6 +79,11 @@ def setup(debug: int, to_stderr: bool, facility: str = "LOG_DAEMON") -> str:
     return destination
 
 
+def to_stderr() -> bool:
+    """Whether setup() sent the lines to standard error (not to a syslog)."""
+    return any(isinstance(handler, logging.StreamHandler) for handler in log.handlers)
+
+
 def set_role(role: str) -> None:
     _role.role = role
 

@@ -165,7 +165,6 @@ class Exposition:
     def __init__(self, mi) -> None:
         self.mi = mi
         self.files: list[tuple[str, str]] | None = None     # the domains' certificate files
-        self.files_of = None                                # ... of this config
 
     def text(self) -> str:
         mi = self.mi
@@ -196,9 +195,9 @@ class Exposition:
 
     def certificate_files(self) -> list[tuple[str, str]] | None:
         """Every domain's tls_certificate, with the domain's name as tls_list gives it: found once
-        per config (the files themselves are read at every scrape)."""
+        per mi process, which a reload replaces (the files themselves are read at every scrape)."""
         config = self.mi.config
-        if self.files is None or self.files_of is not config:
+        if self.files is None:
             try:
                 table = DomainTable.build(config.settings, config.tls_domains, config.cfg_dir)
             except TLSConfigError as e:
@@ -206,7 +205,6 @@ class Exposition:
                 return None
             self.files = list(dict.fromkeys((d.label, config_path(d.params["tls_certificate"], config.cfg_dir))
                                             for d in table.domains()))
-            self.files_of = config
         return self.files
 
 

@@ -25,6 +25,7 @@ from ..kernel import ipc
 from ..kernel.logs import log
 from ..kernel.loop import EventLoop, accept_client
 from ..kernel.process import become, run_as
+from ..sip.uri import host_port
 from . import commands, metrics
 
 WORKER_TIMEOUT = 3.0
@@ -380,7 +381,7 @@ def _open_fifo(path: str, mode: int) -> int:
 
 
 def _open_metrics(spec) -> socket.socket:
-    address = f"[{spec.host}]:{spec.port}" if ":" in spec.host else f"{spec.host}:{spec.port}"
+    address = host_port(spec.host, spec.port)
     try:
         return metrics.listen(spec.host, spec.port)
     except OSError as e:

@@ -36,7 +36,7 @@ from ..script.exports import ModuleInitError
 from ..tls.domains import DomainTable, TLSConfigError
 from ..kernel import ipc
 from .listeners import BindError, bind_all
-from ..kernel.logs import follow_debug_level, log, set_role
+from ..kernel.logs import follow_debug_level, log, set_role, to_stderr
 from ..kernel.logs import setup as setup_logging
 from ..kernel.process import beat_interval, run_as, unknown_user_or_group
 from ..kernel.shm import OutOfSharedMemory, SharedMemory
@@ -174,7 +174,7 @@ class Arbiter:
             if not self.settings.fork:
                 return self.run_single()
             if not self.args.foreground:
-                if self.log_destination.startswith("standard error"):
+                if to_stderr():
                     print(f"pyproxy: warning: logging to {self.log_destination}, which a daemon does not "
                           "have: its log lines are lost; use -D (systemd, containers) or a syslog",
                           file=sys.stderr)
@@ -201,7 +201,7 @@ class Arbiter:
             return 0
         except Halt as e:
             log.critical(e.reason)
-            if not getattr(self, "log_destination", "").startswith("standard error"):
+            if not to_stderr():
                 print(f"pyproxy: {e.reason}", file=sys.stderr)    # syslog alone would hide it
             self.report_start(e.reason)
             self.stop()
