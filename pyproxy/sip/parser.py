@@ -16,9 +16,9 @@ from __future__ import annotations
 import enum
 import re
 
-from . import grammar
+from . import accel, grammar
 from .errors import MessageTooLarge, RemoteSIPError
-from .headers import has_bare_cr_or_lf, index_head, show, unfold
+from .headers import _by_bytes, has_bare_cr_or_lf, index_head, show, unfold
 from .message import Message, Request, Response
 
 __all__ = ["parse_message", "StreamParser", "KeepAlive"]
@@ -37,6 +37,13 @@ def parse_head(data: bytes, head_end: int) -> Message:
     ``raw`` and ``body`` are left for the caller, which knows how the body is framed.
     """
     head = data[:head_end]
+    if accel.scan_head is not None:
+        scanned = accel.scan_head(head, _by_bytes)
+        if scanned is not None:         # a plain head, split in C; else the Python path judges it
+            start, is_response, first, second, names, lines, cl = scanned
+            if is_response:
+                return Response(start, names, lines, len(start) + 2, head_end, cl, "SIP/2.0", first, second)
+            return Request(start, names, lines, len(start) + 2, head_end, cl, "SIP/2.0", first, second)
     lines = head.split(b"\r\n")
     if has_bare_cr_or_lf(lines):
         raise RemoteSIPError("bare CR or LF in the header section")

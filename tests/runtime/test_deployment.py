@@ -252,7 +252,7 @@ def args_of(text: str) -> list[str]:
 def copies() -> list[tuple[list[str], str]]:
     out = []
     for word, rest in instructions():
-        if word == "COPY":
+        if word == "COPY" and "--from=" not in rest:     # (not from a build stage)
             *sources, dest = [a for a in args_of(rest) if not a.startswith("--")]
             out.append((sources, dest))
     return out
@@ -308,7 +308,7 @@ def test_dockerfile_copies_what_exists_and_is_not_ignored():
             assert src.strip("/").split("/")[0] not in ignored, f"COPY {src}: excluded by .dockerignore"
     # everything `pip install` needs to build the package, with its data files
     sent = {s.strip("/") for sources, _ in copies() for s in sources}
-    assert {"pyproject.toml", "setup.cfg", "README.rst", "LICENSE", "pyproxy", "etc"} <= sent
+    assert {"pyproject.toml", "setup.cfg", "README.rst", "LICENSE", "pyproxy", "etc", "tools/pyproxy_build.py"} <= sent
 
 
 def test_container_config_listens_on_every_address_and_writes_to_the_volume(tmp_path):

@@ -1,0 +1,30 @@
+"""The parser has two paths: pure Python (the reference) and the optional C accelerator
+(pyproxy/sip/_speedups.c, which takes the well-formed common case). The corpus and property
+tests run on both; where the accelerator is not built, its half is skipped with the reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyproxy.sip import accel
+
+BOTH_PATHS = ("test_sip_corpus.py", "test_sip_fuzz.py", "test_sip_stream.py")
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.definition.path.name in BOTH_PATHS:
+        metafunc.fixturenames.append("parser_path")
+        metafunc.parametrize("parser_path", ["python", "c"], scope="module", indirect=True)
+
+
+@pytest.fixture(scope="module")
+def parser_path(request):
+    """Module-scoped (hypothesis refuses function-scoped fixtures): the path for every test of
+    the module, restored after it."""
+    built = accel.scan_head
+    if request.param == "c" and built is None:
+        pytest.skip("the C accelerator is not built here (no compiler at install, or "
+                    "PYPROXY_NO_EXTENSIONS=1)")
+    accel.scan_head = built if request.param == "c" else None
+    yield request.param
+    accel.scan_head = built
