@@ -12,6 +12,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
+#include <strings.h>
 
 #define VERSION "SIP/2.0"
 #define VERSION_LEN 7
@@ -200,10 +201,196 @@ done:
     return result;
 }
 
+/* -- Via ------------------------------------------------------------------------------------- */
+
+static int
+is_token_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != 0 && strchr("-.!%*_+`'~", c) != NULL);
+}
+
+static int
+is_alnum(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+static const char *
+skip_token(const char *p, const char *end)
+{
+    while (p < end && is_token_char((unsigned char)*p))
+        p++;
+    return p;
+}
+
+/* An ASCII str of [p, p+n), each letter moved to upper (or lower) case. */
+static PyObject *
+ascii_case(const char *p, Py_ssize_t n, int upper)
+{
+    PyObject *text = PyUnicode_New(n, 127);
+    if (text == NULL)
+        return NULL;
+    Py_UCS1 *out = PyUnicode_1BYTE_DATA(text);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (upper && c >= 'a' && c <= 'z')
+            c -= 32;
+        else if (!upper && c >= 'A' && c <= 'Z')
+            c += 32;
+        out[i] = c;
+    }
+    return text;
+}
+
+static int
+eq_ascii(const char *p, Py_ssize_t n, const char *word)
+{
+    return (Py_ssize_t)strlen(word) == n && strncasecmp(p, word, n) == 0;
+}
+
+/* Digits only, 1 to 5 of them, at most 65535: -1 otherwise. */
+static long
+port_value(const char *p, Py_ssize_t n)
+{
+    long value = 0;
+    if (n < 1 || n > 5)
+        return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        value = value * 10 + (p[i] - '0');
+    }
+    return value <= 65535 ? value : -1;
+}
+
+/* IPv4address with octets 0-255 and no leading zeros (grammar.IPV4). */
+static int
+is_ipv4(const char *p, Py_ssize_t n)
+{
+    const char *end = p + n;
+    for (int octet = 0; octet < 4; octet++) {
+        const char *start = p;
+        int value = 0;
+        while (p < end && *p >= '0' && *p <= '9' && p - start < 3)
+            value = value * 10 + (*p++ - '0');
+        if (p == start || value > 255 || (p - start > 1 && *start == '0'))
+            return 0;
+        if (octet < 3) {
+            if (p >= end || *p != '.')
+                return 0;
+            p++;
+        }
+    }
+    return p == end;
+}
+
+/* scan_via(text: str) -> (transport, host, port, params) or None: via.parse_via's common case
+ * ("SIP/2.0/" transport SP hostname-or-IPv4 [":" port] *(";" token ["=" token]), grammar.FAST_VIA)
+ * with via._check_params' checks; None for anything else, which the Python path judges. */
+static PyObject *
+scan_via(PyObject *module, PyObject *text)
+{
+    const char *s, *p, *end, *transport, *host, *host_end, *name, *name_end, *value;
+    Py_ssize_t n;
+    long port = -1;
+    PyObject *params = NULL, *result = NULL;
+
+    (void)module;
+    if (!PyUnicode_CheckExact(text)) {
+        PyErr_SetString(PyExc_TypeError, "scan_via(text: str)");
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(text))
+        Py_RETURN_NONE;
+    s = (const char *)PyUnicode_1BYTE_DATA(text);
+    n = PyUnicode_GET_LENGTH(text);
+    end = s + n;
+    if (n < 10 || memcmp(s, "SIP/2.0/", 8) != 0)
+        Py_RETURN_NONE;
+    transport = s + 8;
+    p = skip_token(transport, end);
+    if (p == transport || p >= end || *p != ' ')
+        Py_RETURN_NONE;
+    host = ++p;
+    while (p < end && (is_alnum((unsigned char)*p) || *p == '-' || *p == '_' || *p == '.'))
+        p++;
+    host_end = p;
+    if (host_end == host || !is_alnum((unsigned char)host[0]) ||
+        !(is_alnum((unsigned char)host_end[-1]) || host_end[-1] == '.'))
+        Py_RETURN_NONE;
+    if (p < end && *p == ':') {
+        const char *digits = ++p;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+        if ((port = port_value(digits, p - digits)) < 0)
+            Py_RETURN_NONE;
+    }
+    if ((params = PyDict_New()) == NULL)
+        return NULL;
+    while (p < end) {
+        PyObject *key, *val;
+        if (*p != ';')
+            goto fallback;
+        name = ++p;
+        p = name_end = skip_token(name, end);
+        if (name_end == name)
+            goto fallback;
+        value = NULL;
+        if (p < end && *p == '=') {
+            value = ++p;
+            p = skip_token(value, end);
+            if (p == value)
+                goto fallback;
+        }
+        /* via._check_params: a received that is an IPv4 address, an rport that is a port, a
+         * branch with a value (anything else: the Python path explains what is wrong) */
+        if (eq_ascii(name, name_end - name, "received") && (value == NULL || !is_ipv4(value, p - value)))
+            goto fallback;
+        if (eq_ascii(name, name_end - name, "rport") && value != NULL && port_value(value, p - value) < 0)
+            goto fallback;
+        if (eq_ascii(name, name_end - name, "branch") && value == NULL)
+            goto fallback;
+        if ((key = ascii_case(name, name_end - name, 0)) == NULL)
+            goto done;
+        if (value == NULL)
+            val = Py_NewRef(Py_None);
+        else if ((val = PyUnicode_FromStringAndSize(value, p - value)) == NULL) {
+            Py_DECREF(key);
+            goto done;
+        }
+        int failed = PyDict_SetItem(params, key, val);
+        Py_DECREF(key);
+        Py_DECREF(val);
+        if (failed)
+            goto done;
+    }
+    {
+        PyObject *proto = ascii_case(transport, host - 1 - transport, 1);
+        PyObject *hostname = PyUnicode_FromStringAndSize(host, host_end - host);
+        if (proto != NULL && hostname != NULL) {
+            if (port < 0)
+                result = PyTuple_Pack(4, proto, hostname, Py_None, params);
+            else
+                result = Py_BuildValue("(OOlO)", proto, hostname, port, params);
+        }
+        Py_XDECREF(proto);
+        Py_XDECREF(hostname);
+    }
+    goto done;
+fallback:
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(params);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"scan_head", (PyCFunction)(void (*)(void))scan_head, METH_FASTCALL,
      "scan_head(head, names) -> (start, is_response, method|status, ruri|reason, names, lines, "
      "content_length) or None: see parser.parse_head."},
+    {"scan_via", scan_via, METH_O,
+     "scan_via(text) -> (transport, host, port, params) or None: see via.parse_via."},
     {NULL, NULL, 0, NULL},
 };
 

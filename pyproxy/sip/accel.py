@@ -1,4 +1,4 @@
-"""The optional C accelerator of the parser (``_speedups.c``), or None for each of its functions.
+"""The optional C accelerator of the parser (``_speedups.c``): its functions, or None for each.
 
 It is built at install when a C compiler and Python's headers are there, and skipped cleanly
 when not (``tools/pyproxy_build.py``). ``PYPROXY_NO_EXTENSIONS=1`` in the environment turns it
@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 
-scan_head = None
+scan_head = scan_via = None
 if not os.environ.get("PYPROXY_NO_EXTENSIONS"):
     try:
-        from ._speedups import scan_head
+        from ._speedups import scan_head, scan_via
     except ImportError:         # not built here: no compiler at install, or a source checkout
         pass
 
+FUNCTIONS = ("scan_head", "scan_via")
 ENABLED = scan_head is not None

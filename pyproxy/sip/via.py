@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import grammar
+from . import accel, grammar
 from .errors import RemoteSIPError
 from .params import format_params, parse_generic_params
 from .uri import check_host, is_ipv4, is_ipv6_reference, parse_port
@@ -52,6 +52,10 @@ class Via:
 
 def parse_via(text: str) -> Via:
     """Parse one via-parm (one comma-separated element of a Via header)."""
+    if accel.scan_via is not None:
+        scanned = accel.scan_via(text)      # the common case, checked in C; else as below
+        if scanned is not None:
+            return Via("SIP/2.0", *scanned)
     match = grammar.FAST_VIA.fullmatch(text)
     if match is not None:
         transport, host, port, paramtext = match.groups()

@@ -4,6 +4,8 @@ tests run on both; where the accelerator is not built, its half is skipped with 
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from pyproxy.sip import accel
@@ -21,10 +23,22 @@ def pytest_generate_tests(metafunc):
 def parser_path(request):
     """Module-scoped (hypothesis refuses function-scoped fixtures): the path for every test of
     the module, restored after it."""
-    built = accel.scan_head
-    if request.param == "c" and built is None:
+    if request.param == "c" and not accel.ENABLED:
         pytest.skip("the C accelerator is not built here (no compiler at install, or "
                     "PYPROXY_NO_EXTENSIONS=1)")
-    accel.scan_head = built if request.param == "c" else None
-    yield request.param
-    accel.scan_head = built
+    with pure_python(request.param == "python"):
+        yield request.param
+
+
+@contextlib.contextmanager
+def pure_python(on: bool = True):
+    """Within it, the parser runs without the accelerator (when ``on``)."""
+    built = {name: getattr(accel, name) for name in accel.FUNCTIONS}
+    if on:
+        for name in built:
+            setattr(accel, name, None)
+    try:
+        yield
+    finally:
+        for name, function in built.items():
+            setattr(accel, name, function)

@@ -14,9 +14,11 @@ import pytest
 from _corpus import CASES, case_ids
 from hypothesis import HealthCheck, given, settings
 
+from conftest import pure_python
 from pyproxy.sip import accel, parser
 from pyproxy.sip.errors import RemoteSIPError
-from pyproxy.sip.headers import _by_bytes
+from pyproxy.sip.headers import _by_bytes, split_list
+from pyproxy.sip.via import parse_via
 from test_sip_fuzz import mutated
 
 needs_accel = pytest.mark.skipif(not accel.ENABLED, reason="the C accelerator is not built here")
@@ -24,26 +26,47 @@ needs_accel = pytest.mark.skipif(not accel.ENABLED, reason="the C accelerator is
 
 def python_head(head: bytes):
     """parse_head's result, pure Python, in scan_head's shape; or the error it raises."""
-    built, accel.scan_head = accel.scan_head, None
-    try:
-        msg = parser.parse_head(head, len(head))
-    except RemoteSIPError as e:
-        return e
-    finally:
-        accel.scan_head = built
+    with pure_python():
+        try:
+            msg = parser.parse_head(head, len(head))
+        except RemoteSIPError as e:
+            return e
     first, second = (msg.status, msg.reason) if not msg.is_request else (msg.method, msg.ruri)
     return (msg._start, not msg.is_request, first, second, msg._names, msg._lines, msg._cl), msg.version
 
 
+def python_via(text: str):
+    with pure_python():
+        try:
+            via = parse_via(text)
+        except RemoteSIPError as e:
+            return e
+    return (via.transport, via.host, via.port, via.params), via.protocol
+
+
 def agree(data: bytes) -> None:
+    """Where C takes a head or a Via value, pure Python parses it to the same result."""
     end = data.find(b"\r\n\r\n")
     head = data[:end if end >= 0 else len(data)]
     scanned = accel.scan_head(head, _by_bytes)
-    if scanned is None:         # not the common case: the Python path alone judges it
-        return
-    expected = python_head(head)
-    assert not isinstance(expected, RemoteSIPError), f"C accepted what Python refuses: {expected}"
-    assert scanned == expected[0] and expected[1] == "SIP/2.0"
+    if scanned is not None:     # else not the common case: the Python path alone judges it
+        expected = python_head(head)
+        assert not isinstance(expected, RemoteSIPError), f"C accepted what Python refuses: {expected}"
+        assert scanned == expected[0] and expected[1] == "SIP/2.0"
+    for line in head.split(b"\r\n")[1:]:
+        name, colon, value = line.partition(b":")
+        if colon and name.strip().lower() in (b"via", b"v"):
+            for text in split_list(value.decode("utf-8", "surrogateescape")):
+                agree_via(text)
+
+
+def agree_via(text: str) -> None:
+    scanned = accel.scan_via(text)
+    if scanned is not None:
+        expected = python_via(text)
+        assert not isinstance(expected, RemoteSIPError), f"C accepted what Python refuses: {expected}"
+        assert scanned == expected[0] and expected[1] == "SIP/2.0"
+        assert list(scanned[3]) == list(expected[0][3])        # the parameters' order too
 
 
 @needs_accel
@@ -57,6 +80,24 @@ def test_c_takes_the_common_case():
     taken = [case.name for case in CASES
              if accel.scan_head(case.data[:case.data.find(b"\r\n\r\n")], _by_bytes) is not None]
     assert len(taken) >= 20, taken      # else the accelerator accelerates nothing
+    assert accel.scan_via("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-1;rport;received=192.0.2.2") == (
+        "UDP", "192.0.2.1", 5060, {"branch": "z9hG4bK-1", "rport": None, "received": "192.0.2.2"})
+
+
+VIAS = ["SIP/2.0/UDP h", "SIP/2.0/tls h.example.com.;BRANCH=z9hG4bK1;Rport=1", "SIP/2.0/UDP h:65536",
+        "SIP/2.0/UDP h:0", "SIP/2.0/UDP h:123456", "SIP/2.0/UDP h:", "SIP/2.0/UDP h;branch",
+        "SIP/2.0/UDP h;received=1.2.3.256", "SIP/2.0/UDP h;received=01.2.3.4", "SIP/2.0/UDP h;received",
+        "SIP/2.0/UDP h;received=1.2.3", "SIP/2.0/UDP h;received=1.2.3.4.5", "SIP/2.0/UDP h;rport=65536",
+        "SIP/2.0/UDP h;rport=x", "SIP/2.0/UDP h;rport=6;rport=x", "SIP/2.0/UDP -h", "SIP/2.0/UDP h-",
+        "SIP/2.0/UDP h;a=", "SIP/2.0/UDP h;;a", "SIP/2.0/UDP h ;a", "SIP/2.0/UDP  h", "SIP/2.0/UDP h;a=b=c",
+        "SIP/2.0/UDP [::1]:5060", "SIP/2.0/UDP h;a=\"q\"", "SIP/2.0/UDP h;a;a=1", "SIP/2.0/UDP h;received=9.9.9.9",
+        "SIP/2.0/UDP é", "sip/2.0/UDP h", "SIP/2.0/ h", "SIP/2.0/UDP", "SIP/2.0/UDP h:5060 ", "SIP/2.0/UDP h:５"]
+
+
+@needs_accel
+@pytest.mark.parametrize("text", VIAS)
+def test_c_and_python_agree_on_via_values(text):
+    agree_via(text)
 
 
 @needs_accel
