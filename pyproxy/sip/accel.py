@@ -13,7 +13,7 @@ import os
 scan_head = scan_via = None
 if not os.environ.get("PYPROXY_NO_EXTENSIONS"):
     try:
-        from ._speedups import scan_head, scan_via
+        from ._speedups import scan_head, scan_via  # noqa: F401 (read as accel.scan_via)
     except ImportError:         # not built here: no compiler at install, or a source checkout
         pass
 
