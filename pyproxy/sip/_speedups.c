@@ -115,92 +115,6 @@ scan_start(const char *s, Py_ssize_t n)
     return Py_BuildValue("(ONN)", Py_False, method, ruri);
 }
 
-/* scan_head(head: bytes, names: dict[bytes, str]) -> (start, is_response, a, b, names, lines,
- * content_length) or None. ``names`` maps the octets before a header line's ":" to its
- * canonical name (headers._by_bytes). */
-static PyObject *
-scan_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    PyObject *head, *known, *names = NULL, *lines = NULL, *start = NULL, *parts = NULL;
-    PyObject *result = NULL;
-    const char *p, *end, *eol, *colon;
-    Py_ssize_t n;
-    long cl = -2;   /* -2: no Content-Length header seen */
-
-    (void)module;
-    if (nargs != 2 || !PyBytes_CheckExact(args[0]) || !PyDict_CheckExact(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "scan_head(head: bytes, names: dict)");
-        return NULL;
-    }
-    head = args[0];
-    known = args[1];
-    p = PyBytes_AS_STRING(head);
-    n = PyBytes_GET_SIZE(head);
-    end = p + n;
-    if (has_bare_cr_or_lf(p, end))
-        Py_RETURN_NONE;
-    eol = memchr(p, '\r', n);
-    if (eol == NULL)
-        eol = end;
-    parts = scan_start(p, eol - p);
-    if (parts == NULL) {
-        if (PyErr_Occurred())
-            return NULL;
-        Py_RETURN_NONE;
-    }
-    if ((start = PyBytes_FromStringAndSize(p, eol - p)) == NULL ||
-        (names = PyList_New(0)) == NULL || (lines = PyList_New(0)) == NULL)
-        goto done;
-    for (p = eol + 2; p < end + 2 && eol < end; p = eol + 2) {
-        eol = memchr(p, '\r', end - p);
-        if (eol == NULL)
-            eol = end;
-        colon = memchr(p, ':', eol - p);
-        if (colon == NULL)
-            goto fallback;
-        PyObject *raw = PyBytes_FromStringAndSize(p, colon - p);
-        if (raw == NULL)
-            goto done;
-        PyObject *name = PyDict_GetItemWithError(known, raw);    /* borrowed */
-        Py_DECREF(raw);
-        if (name == NULL) {
-            if (PyErr_Occurred())
-                goto done;
-            goto fallback;      /* folded, unknown or garbage: the careful Python loop */
-        }
-        if (is_content_length(name)) {
-            if (cl != -2)
-                goto fallback;
-            if ((cl = content_length(p, eol - p)) < 0)
-                goto fallback;
-        }
-        PyObject *line = PyBytes_FromStringAndSize(p, eol - p);
-        if (line == NULL || PyList_Append(names, name) < 0 || PyList_Append(lines, line) < 0) {
-            Py_XDECREF(line);
-            goto done;
-        }
-        Py_DECREF(line);
-    }
-    if (cl == -2)
-        result = Py_BuildValue("(NOOOOOO)", start, PyTuple_GET_ITEM(parts, 0),
-                               PyTuple_GET_ITEM(parts, 1), PyTuple_GET_ITEM(parts, 2), names,
-                               lines, Py_None);
-    else
-        result = Py_BuildValue("(NOOOOOl)", start, PyTuple_GET_ITEM(parts, 0),
-                               PyTuple_GET_ITEM(parts, 1), PyTuple_GET_ITEM(parts, 2), names,
-                               lines, cl);
-    start = NULL;   /* stolen by "N" */
-    goto done;
-fallback:
-    result = Py_NewRef(Py_None);
-done:
-    Py_XDECREF(start);
-    Py_XDECREF(parts);
-    Py_XDECREF(names);
-    Py_XDECREF(lines);
-    return result;
-}
-
 /* -- Via ------------------------------------------------------------------------------------- */
 
 static int
@@ -285,27 +199,17 @@ is_ipv4(const char *p, Py_ssize_t n)
     return p == end;
 }
 
-/* scan_via(text: str) -> (transport, host, port, params) or None: via.parse_via's common case
- * ("SIP/2.0/" transport SP hostname-or-IPv4 [":" port] *(";" token ["=" token]), grammar.FAST_VIA)
- * with via._check_params' checks; None for anything else, which the Python path judges. */
+/* via.parse_via's common case ("SIP/2.0/" transport SP hostname-or-IPv4 [":" port]
+ * *(";" token ["=" token]), grammar.FAST_VIA) with via._check_params' checks, on the octets
+ * [s, s+n): (transport, host, port, params), or None for anything else (the Python path judges
+ * it), or NULL with an exception. */
 static PyObject *
-scan_via(PyObject *module, PyObject *text)
+via_tuple(const char *s, Py_ssize_t n)
 {
-    const char *s, *p, *end, *transport, *host, *host_end, *name, *name_end, *value;
-    Py_ssize_t n;
+    const char *p, *end = s + n, *transport, *host, *host_end, *name, *name_end, *value;
     long port = -1;
     PyObject *params = NULL, *result = NULL;
 
-    (void)module;
-    if (!PyUnicode_CheckExact(text)) {
-        PyErr_SetString(PyExc_TypeError, "scan_via(text: str)");
-        return NULL;
-    }
-    if (!PyUnicode_IS_ASCII(text))
-        Py_RETURN_NONE;
-    s = (const char *)PyUnicode_1BYTE_DATA(text);
-    n = PyUnicode_GET_LENGTH(text);
-    end = s + n;
     if (n < 10 || memcmp(s, "SIP/2.0/", 8) != 0)
         Py_RETURN_NONE;
     transport = s + 8;
@@ -382,6 +286,255 @@ fallback:
     result = Py_NewRef(Py_None);
 done:
     Py_XDECREF(params);
+    return result;
+}
+
+
+/* scan_via(text: str) -> (transport, host, port, params) or None: see via_tuple. */
+static PyObject *
+scan_via(PyObject *module, PyObject *text)
+{
+    (void)module;
+    if (!PyUnicode_CheckExact(text)) {
+        PyErr_SetString(PyExc_TypeError, "scan_via(text: str)");
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(text))
+        Py_RETURN_NONE;
+    return via_tuple((const char *)PyUnicode_1BYTE_DATA(text), PyUnicode_GET_LENGTH(text));
+}
+
+/* -- what routing reads first: facts for the message's cache ------------------------------ */
+
+enum { VIA, CSEQ, MAX_FORWARDS, CALL_ID, OTHER };
+
+static int
+name_kind(PyObject *name)
+{
+    switch (PyUnicode_GET_LENGTH(name)) {
+    case 3: return PyUnicode_CompareWithASCIIString(name, "via") == 0 ? VIA : OTHER;
+    case 4: return PyUnicode_CompareWithASCIIString(name, "cseq") == 0 ? CSEQ : OTHER;
+    case 7: return PyUnicode_CompareWithASCIIString(name, "call-id") == 0 ? CALL_ID : OTHER;
+    case 12: return PyUnicode_CompareWithASCIIString(name, "max-forwards") == 0 ? MAX_FORWARDS : OTHER;
+    default: return OTHER;
+    }
+}
+
+/* A header line's value, as Message._value strips it (SP/HT around it). */
+static void
+line_value(const char *line, Py_ssize_t len, const char **value, Py_ssize_t *n)
+{
+    const char *p = memchr(line, ':', len) + 1, *end = line + len;
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    *value = p;
+    *n = end - p;
+}
+
+/* CSeq = 1*DIGIT LWS Method, the number below 2**31 (Message.cseq): (number, method) or None. */
+static PyObject *
+cseq_tuple(const char *p, Py_ssize_t n)
+{
+    const char *end = p + n, *digits = p, *method;
+    long long number = 0;
+    while (p < end && *p >= '0' && *p <= '9')
+        number = number * 10 + (*p++ - '0');
+    if (p == digits || p - digits > 10 || number >= 2147483648LL || p >= end || (*p != ' ' && *p != '\t'))
+        Py_RETURN_NONE;
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    method = p;
+    if ((p = skip_token(p, end)) == method || p != end)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(Ls#)", number, method, (Py_ssize_t)(end - method));
+}
+
+/* Max-Forwards: 1 to 10 digits, at most 255 (Message.max_forwards); -1 otherwise. */
+static long
+max_forwards(const char *p, Py_ssize_t n)
+{
+    long value = 0;
+    if (n < 1 || n > 10)
+        return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        value = value * 10 + (p[i] - '0');
+    }
+    return value <= 255 ? value : -1;
+}
+
+/* callid = word ["@" word] (grammar.CALL_ID) */
+static int
+is_call_id(const char *p, Py_ssize_t n)
+{
+    const char *at = memchr(p, '@', n);
+    Py_ssize_t words[2] = {at ? at - p : n, at ? n - (at - p) - 1 : -1};
+    if (words[0] < 1 || (at != NULL && words[1] < 1))
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (p + i == at)
+            continue;
+        if (!is_token_char(c) && (c == 0 || strchr("()<>:\\\"/[]?{}", c) == NULL))
+            return 0;
+    }
+    return 1;
+}
+
+/* The facts the message's cache starts with (Message._cache's keys): "top_via" (a Via's
+ * fields, when the first Via line holds one value), "cseq", "max-forwards" and "call-id-ok"
+ * (when there is one such line and it is well-formed). Each one left out is worked out by the
+ * Python path when read, with its own verdict. */
+static PyObject *
+head_facts(const char *first[], Py_ssize_t first_len[], int count[])
+{
+    PyObject *facts = PyDict_New(), *fact;
+    const char *value;
+    Py_ssize_t n;
+    if (facts == NULL)
+        return NULL;
+    if (count[VIA] >= 1) {
+        line_value(first[VIA], first_len[VIA], &value, &n);
+        if (memchr(value, ',', n) == NULL) {
+            if ((fact = via_tuple(value, n)) == NULL)
+                goto error;
+            if (fact != Py_None && PyDict_SetItemString(facts, "top_via", fact) < 0) {
+                Py_DECREF(fact);
+                goto error;
+            }
+            Py_DECREF(fact);
+        }
+    }
+    if (count[CSEQ] == 1) {
+        line_value(first[CSEQ], first_len[CSEQ], &value, &n);
+        if ((fact = cseq_tuple(value, n)) == NULL)
+            goto error;
+        if (fact != Py_None && PyDict_SetItemString(facts, "cseq", fact) < 0) {
+            Py_DECREF(fact);
+            goto error;
+        }
+        Py_DECREF(fact);
+    }
+    if (count[MAX_FORWARDS] <= 1) {
+        long hops = 0;
+        if (count[MAX_FORWARDS] == 1) {
+            line_value(first[MAX_FORWARDS], first_len[MAX_FORWARDS], &value, &n);
+            hops = max_forwards(value, n);
+        }
+        if (hops >= 0) {
+            fact = count[MAX_FORWARDS] ? PyLong_FromLong(hops) : Py_NewRef(Py_None);
+            if (fact == NULL || PyDict_SetItemString(facts, "max-forwards", fact) < 0) {
+                Py_XDECREF(fact);
+                goto error;
+            }
+            Py_DECREF(fact);
+        }
+    }
+    if (count[CALL_ID] == 1) {
+        line_value(first[CALL_ID], first_len[CALL_ID], &value, &n);
+        if (is_call_id(value, n) && PyDict_SetItemString(facts, "call-id-ok", Py_True) < 0)
+            goto error;
+    }
+    return facts;
+error:
+    Py_DECREF(facts);
+    return NULL;
+}
+
+/* scan_head(head: bytes, names: dict[bytes, str]) -> (start, is_response, a, b, names, lines,
+ * content_length, facts) or None. ``names`` maps the octets before a header line's ":" to its
+ * canonical name (headers._by_bytes); ``facts``: see head_facts. */
+static PyObject *
+scan_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *head, *known, *names = NULL, *lines = NULL, *start = NULL, *parts = NULL;
+    PyObject *result = NULL, *facts;
+    const char *p, *end, *eol, *colon, *first[OTHER] = {NULL};
+    Py_ssize_t n, first_len[OTHER] = {0};
+    int count[OTHER + 1] = {0}, kind;
+    long cl = -2;   /* -2: no Content-Length header seen */
+
+    (void)module;
+    if (nargs != 2 || !PyBytes_CheckExact(args[0]) || !PyDict_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "scan_head(head: bytes, names: dict)");
+        return NULL;
+    }
+    head = args[0];
+    known = args[1];
+    p = PyBytes_AS_STRING(head);
+    n = PyBytes_GET_SIZE(head);
+    end = p + n;
+    if (has_bare_cr_or_lf(p, end))
+        Py_RETURN_NONE;
+    eol = memchr(p, '\r', n);
+    if (eol == NULL)
+        eol = end;
+    parts = scan_start(p, eol - p);
+    if (parts == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    if ((start = PyBytes_FromStringAndSize(p, eol - p)) == NULL ||
+        (names = PyList_New(0)) == NULL || (lines = PyList_New(0)) == NULL)
+        goto done;
+    for (p = eol + 2; p < end + 2 && eol < end; p = eol + 2) {
+        eol = memchr(p, '\r', end - p);
+        if (eol == NULL)
+            eol = end;
+        colon = memchr(p, ':', eol - p);
+        if (colon == NULL)
+            goto fallback;
+        PyObject *raw = PyBytes_FromStringAndSize(p, colon - p);
+        if (raw == NULL)
+            goto done;
+        PyObject *name = PyDict_GetItemWithError(known, raw);    /* borrowed */
+        Py_DECREF(raw);
+        if (name == NULL) {
+            if (PyErr_Occurred())
+                goto done;
+            goto fallback;      /* folded, unknown or garbage: the careful Python loop */
+        }
+        kind = name_kind(name);
+        if (kind != OTHER && count[kind]++ == 0) {
+            first[kind] = p;
+            first_len[kind] = eol - p;
+        }
+        if (kind == OTHER && is_content_length(name)) {
+            if (cl != -2)
+                goto fallback;
+            if ((cl = content_length(p, eol - p)) < 0)
+                goto fallback;
+        }
+        PyObject *line = PyBytes_FromStringAndSize(p, eol - p);
+        if (line == NULL || PyList_Append(names, name) < 0 || PyList_Append(lines, line) < 0) {
+            Py_XDECREF(line);
+            goto done;
+        }
+        Py_DECREF(line);
+    }
+    if ((facts = head_facts(first, first_len, count)) == NULL)
+        goto done;
+    if (cl == -2)
+        result = Py_BuildValue("(NOOOOOON)", start, PyTuple_GET_ITEM(parts, 0),
+                               PyTuple_GET_ITEM(parts, 1), PyTuple_GET_ITEM(parts, 2), names,
+                               lines, Py_None, facts);
+    else
+        result = Py_BuildValue("(NOOOOOlN)", start, PyTuple_GET_ITEM(parts, 0),
+                               PyTuple_GET_ITEM(parts, 1), PyTuple_GET_ITEM(parts, 2), names,
+                               lines, cl, facts);
+    start = NULL;   /* stolen by "N" */
+    goto done;
+fallback:
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(start);
+    Py_XDECREF(parts);
+    Py_XDECREF(names);
+    Py_XDECREF(lines);
     return result;
 }
 

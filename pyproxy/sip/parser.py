@@ -20,6 +20,7 @@ from . import accel, grammar
 from .errors import MessageTooLarge, RemoteSIPError
 from .headers import _by_bytes, has_bare_cr_or_lf, index_head, show, unfold
 from .message import Message, Request, Response
+from .via import Via
 
 __all__ = ["parse_message", "StreamParser", "KeepAlive"]
 
@@ -40,10 +41,14 @@ def parse_head(data: bytes, head_end: int) -> Message:
     if accel.scan_head is not None:
         scanned = accel.scan_head(head, _by_bytes)
         if scanned is not None:         # a plain head, split in C; else the Python path judges it
-            start, is_response, first, second, names, lines, cl = scanned
-            if is_response:
-                return Response(start, names, lines, len(start) + 2, head_end, cl, "SIP/2.0", first, second)
-            return Request(start, names, lines, len(start) + 2, head_end, cl, "SIP/2.0", first, second)
+            start, is_response, first, second, names, lines, cl, facts = scanned
+            msg = (Response if is_response else Request)(start, names, lines, len(start) + 2, head_end, cl,
+                                                         "SIP/2.0", first, second)
+            top_via = facts.get("top_via")
+            if top_via is not None:
+                facts["top_via"] = Via("SIP/2.0", *top_via)
+            msg._cache = facts          # what C found well-formed; the rest is parsed when read
+            return msg
     lines = head.split(b"\r\n")
     if has_bare_cr_or_lf(lines):
         raise RemoteSIPError("bare CR or LF in the header section")

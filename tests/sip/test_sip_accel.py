@@ -14,8 +14,8 @@ import pytest
 from _corpus import CASES, case_ids
 from hypothesis import HealthCheck, given, settings
 
-from conftest import pure_python
-from pyproxy.sip import accel, parser
+from _parser_paths import pure_python
+from pyproxy.sip import accel, grammar, parser
 from pyproxy.sip.errors import RemoteSIPError
 from pyproxy.sip.headers import _by_bytes, split_list
 from pyproxy.sip.via import parse_via
@@ -52,12 +52,30 @@ def agree(data: bytes) -> None:
     if scanned is not None:     # else not the common case: the Python path alone judges it
         expected = python_head(head)
         assert not isinstance(expected, RemoteSIPError), f"C accepted what Python refuses: {expected}"
-        assert scanned == expected[0] and expected[1] == "SIP/2.0"
+        assert scanned[:7] == expected[0] and expected[1] == "SIP/2.0"
+        agree_facts(head, scanned[7])
     for line in head.split(b"\r\n")[1:]:
         name, colon, value = line.partition(b":")
         if colon and name.strip().lower() in (b"via", b"v"):
             for text in split_list(value.decode("utf-8", "surrogateescape")):
                 agree_via(text)
+
+
+def agree_facts(head: bytes, facts: dict) -> None:
+    """Each fact C put in the message's cache is what the Python path reads, without an error."""
+    with pure_python():
+        msg = parser.parse_head(head, len(head))
+        python = {"cseq": lambda: msg.cseq, "max-forwards": lambda: msg.max_forwards,
+                  "call-id-ok": lambda: bool(grammar.CALL_ID.fullmatch(msg.call_id)),
+                  "top_via": lambda: (msg.top_via.transport, msg.top_via.host, msg.top_via.port, msg.top_via.params)}
+        for key, fact in facts.items():
+            try:
+                expected = python[key]()
+            except RemoteSIPError as e:
+                raise AssertionError(f"C found {key} {fact!r} where Python finds {e}") from None
+            assert fact == expected, key
+            if key == "top_via":
+                assert list(fact[3]) == list(expected[3])
 
 
 def agree_via(text: str) -> None:
@@ -80,6 +98,11 @@ def test_c_takes_the_common_case():
     taken = [case.name for case in CASES
              if accel.scan_head(case.data[:case.data.find(b"\r\n\r\n")], _by_bytes) is not None]
     assert len(taken) >= 20, taken      # else the accelerator accelerates nothing
+    head = (b"INVITE sip:b@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-1\r\n"
+            b"Max-Forwards: 70\r\nCall-ID: a@b\r\nCSeq: 7 INVITE\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:b@c>")
+    assert accel.scan_head(head, _by_bytes)[7] == {
+        "top_via": ("UDP", "192.0.2.1", None, {"branch": "z9hG4bK-1"}), "cseq": (7, "INVITE"), "max-forwards": 70,
+        "call-id-ok": True}
     assert accel.scan_via("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-1;rport;received=192.0.2.2") == (
         "UDP", "192.0.2.1", 5060, {"branch": "z9hG4bK-1", "rport": None, "received": "192.0.2.2"})
 
@@ -92,6 +115,25 @@ VIAS = ["SIP/2.0/UDP h", "SIP/2.0/tls h.example.com.;BRANCH=z9hG4bK1;Rport=1", "
         "SIP/2.0/UDP h;a=", "SIP/2.0/UDP h;;a", "SIP/2.0/UDP h ;a", "SIP/2.0/UDP  h", "SIP/2.0/UDP h;a=b=c",
         "SIP/2.0/UDP [::1]:5060", "SIP/2.0/UDP h;a=\"q\"", "SIP/2.0/UDP h;a;a=1", "SIP/2.0/UDP h;received=9.9.9.9",
         "SIP/2.0/UDP é", "sip/2.0/UDP h", "SIP/2.0/ h", "SIP/2.0/UDP", "SIP/2.0/UDP h:5060 ", "SIP/2.0/UDP h:５"]
+
+
+HEADERS = ["CSeq: 2147483647 INVITE", "CSeq: 2147483648 INVITE", "CSeq: 01 INVITE", "CSeq: 1\tINVITE",
+           "CSeq: 1  INVITE ", "CSeq: 1INVITE", "CSeq: INVITE", "CSeq: 12345678901 INVITE", "CSeq: 1 INV ITE",
+           "Max-Forwards: 255", "Max-Forwards: 256", "Max-Forwards: 0070", "Max-Forwards: ", "Max-Forwards: 7 0",
+           "Max-Forwards: 00000000001", "Max-Forwards: -1", "Call-ID: a@b@c", "Call-ID: @b", "Call-ID: a@",
+           "Call-ID: a{}[]?/\\\"<>:()@b", "Call-ID: a b", "Call-ID: é", "i: x", "v: SIP/2.0/TCP h",
+           "Via: SIP/2.0/UDP h, SIP/2.0/UDP g", "Via: SIP/2.0/UDP h;received=1.1.1.1\r\nVia: junk",
+           "Max-Forwards: 1\r\nMax-Forwards: 2", "CSeq: 1 A\r\nCSeq: 1 A", "Call-ID: a\r\ni: b"]
+
+
+@needs_accel
+@pytest.mark.parametrize("line", HEADERS)
+def test_c_and_python_agree_on_what_routing_reads(line):
+    base = {"via": "Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-1", "cseq": "CSeq: 1 INVITE", "max-forwards":
+            "Max-Forwards: 70", "call-id": "Call-ID: a@b"}
+    name = {"i": "call-id", "v": "via"}.get(line.split(":")[0].lower(), line.split(":")[0].lower())
+    base[name] = line
+    agree(("INVITE sip:b@example.com SIP/2.0\r\n" + "\r\n".join(base.values()) + "\r\n\r\n").encode())
 
 
 @needs_accel

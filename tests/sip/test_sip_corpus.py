@@ -6,6 +6,7 @@ import pytest
 from _corpus import BY_NAME, CASES, CONFORMANCE, case_ids
 
 from pyproxy.sip import STAR, RemoteSIPError, Request, Response, parse_message
+from _parser_paths import parser_path  # noqa: F401 (autouse: each test on both parser paths)
 
 
 def parse_and_validate(data: bytes):

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from pyproxy.sip import (KeepAlive, Message, Request, SIPError, StreamParser, make_response,
                          parse_message)
+from _parser_paths import parser_path  # noqa: F401 (autouse: each test on both parser paths)
 
 # PYPROXY_FUZZ_EXAMPLES=20000 for a deeper run; the default keeps the suite fast.
 SETTINGS = settings(max_examples=int(os.environ.get("PYPROXY_FUZZ_EXAMPLES", "400")), deadline=None,

@@ -14,6 +14,7 @@ import pytest
 from _corpus import BY_NAME, CASES, case_ids
 
 from pyproxy.sip import KeepAlive, MessageTooLarge, RemoteSIPError, StreamParser, parse_message
+from _parser_paths import parser_path  # noqa: F401 (autouse: each test on both parser paths)
 
 PING, PONG = b"\r\n\r\n", b"\r\n"
 WAITS = {"clerr.dat", "baddn.dat"}     # incomplete on a stream: no event, no error

@@ -1,6 +1,7 @@
 """The parser has two paths: pure Python (the reference) and the optional C accelerator
-(pyproxy/sip/_speedups.c, which takes the well-formed common case). The corpus and property
-tests run on both; where the accelerator is not built, its half is skipped with the reason."""
+(pyproxy/sip/_speedups.c, which takes the well-formed common case). A test module that imports
+``parser_path`` (an autouse fixture) runs each of its tests on both; where the accelerator is
+not built, its half is skipped with the reason."""
 
 from __future__ import annotations
 
@@ -10,16 +11,7 @@ import pytest
 
 from pyproxy.sip import accel
 
-BOTH_PATHS = ("test_sip_corpus.py", "test_sip_fuzz.py", "test_sip_stream.py")
-
-
-def pytest_generate_tests(metafunc):
-    if metafunc.definition.path.name in BOTH_PATHS:
-        metafunc.fixturenames.append("parser_path")
-        metafunc.parametrize("parser_path", ["python", "c"], scope="module", indirect=True)
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["python", "c"], autouse=True)
 def parser_path(request):
     """Module-scoped (hypothesis refuses function-scoped fixtures): the path for every test of
     the module, restored after it."""
