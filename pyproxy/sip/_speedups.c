@@ -339,8 +339,9 @@ cseq_tuple(const char *p, Py_ssize_t n)
 {
     const char *end = p + n, *digits = p, *method;
     long long number = 0;
-    while (p < end && *p >= '0' && *p <= '9')
-        number = number * 10 + (*p++ - '0');
+    for (; p < end && *p >= '0' && *p <= '9'; p++)
+        if (p - digits < 11)            /* (more digits are refused below; no overflow) */
+            number = number * 10 + (*p - '0');
     if (p == digits || p - digits > 10 || number >= 2147483648LL || p >= end || (*p != ' ' && *p != '\t'))
         Py_RETURN_NONE;
     while (p < end && (*p == ' ' || *p == '\t'))
@@ -355,7 +356,7 @@ cseq_tuple(const char *p, Py_ssize_t n)
 static long
 max_forwards(const char *p, Py_ssize_t n)
 {
-    long value = 0;
+    long long value = 0;
     if (n < 1 || n > 10)
         return -1;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -385,11 +386,13 @@ is_call_id(const char *p, Py_ssize_t n)
 }
 
 /* The facts the message's cache starts with (Message._cache's keys): "top_via" (a Via's
- * fields, when the first Via line holds one value), "cseq", "max-forwards" and "call-id-ok"
+ * fields, when the first Via line holds one value), "second_via" (then the next line's, or None
+ * when there is none), "cseq", "max-forwards" and "call-id-ok"
  * (when there is one such line and it is well-formed). Each one left out is worked out by the
  * Python path when read, with its own verdict. */
 static PyObject *
-head_facts(const char *first[], Py_ssize_t first_len[], int count[])
+head_facts(const char *first[], Py_ssize_t first_len[], int count[], const char *second_via,
+           Py_ssize_t second_via_len)
 {
     PyObject *facts = PyDict_New(), *fact;
     const char *value;
@@ -406,6 +409,25 @@ head_facts(const char *first[], Py_ssize_t first_len[], int count[])
                 goto error;
             }
             Py_DECREF(fact);
+            /* the Via under it (where a response goes next): the second line's, if it holds one */
+            if (count[VIA] == 1)
+                fact = Py_NewRef(Py_None);
+            else {
+                line_value(second_via, second_via_len, &value, &n);
+                fact = memchr(value, ',', n) == NULL ? via_tuple(value, n) : Py_NewRef(Py_None);
+                if (fact == NULL)
+                    goto error;
+                if (fact == Py_None) {      /* not the common case: no fact */
+                    Py_DECREF(fact);
+                    fact = NULL;
+                }
+            }
+            if (fact != NULL) {
+                int failed = PyDict_SetItemString(facts, "second_via", fact);
+                Py_DECREF(fact);
+                if (failed)
+                    goto error;
+            }
         }
     }
     if (count[CSEQ] == 1) {
@@ -452,8 +474,8 @@ scan_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *head, *known, *names = NULL, *lines = NULL, *start = NULL, *parts = NULL;
     PyObject *result = NULL, *facts;
-    const char *p, *end, *eol, *colon, *first[OTHER] = {NULL};
-    Py_ssize_t n, first_len[OTHER] = {0};
+    const char *p, *end, *eol, *colon, *first[OTHER] = {NULL}, *second_via = NULL;
+    Py_ssize_t n, first_len[OTHER] = {0}, second_via_len = 0;
     int count[OTHER + 1] = {0}, kind;
     long cl = -2;   /* -2: no Content-Length header seen */
 
@@ -502,6 +524,9 @@ scan_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (kind != OTHER && count[kind]++ == 0) {
             first[kind] = p;
             first_len[kind] = eol - p;
+        } else if (kind == VIA && count[VIA] == 2) {
+            second_via = p;
+            second_via_len = eol - p;
         }
         if (kind == OTHER && is_content_length(name)) {
             if (cl != -2)
@@ -516,7 +541,7 @@ scan_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         Py_DECREF(line);
     }
-    if ((facts = head_facts(first, first_len, count)) == NULL)
+    if ((facts = head_facts(first, first_len, count, second_via, second_via_len)) == NULL)
         goto done;
     if (cl == -2)
         result = Py_BuildValue("(NOOOOOON)", start, PyTuple_GET_ITEM(parts, 0),

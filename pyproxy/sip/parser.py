@@ -44,9 +44,11 @@ def parse_head(data: bytes, head_end: int) -> Message:
             start, is_response, first, second, names, lines, cl, facts = scanned
             msg = (Response if is_response else Request)(start, names, lines, len(start) + 2, head_end, cl,
                                                          "SIP/2.0", first, second)
-            top_via = facts.get("top_via")
-            if top_via is not None:
-                facts["top_via"] = Via("SIP/2.0", *top_via)
+            if "top_via" in facts:
+                facts["top_via"] = Via("SIP/2.0", *facts["top_via"])
+                second = facts.get("second_via")
+                if second is not None:
+                    facts["second_via"] = Via("SIP/2.0", *second)
             msg._cache = facts          # what C found well-formed; the rest is parsed when read
             return msg
     lines = head.split(b"\r\n")
