@@ -3,19 +3,103 @@
  * scan_head() does in one pass what parser.parse_head() does in several Python steps for a
  * well-formed head: split the start line and the header lines, check that no bare CR or LF is
  * left, find each header's canonical name in the parser's cache, read Content-Length and split
- * the start line. It never decides that a message is bad: for anything unusual (a folded line,
- * a header name the cache has not learnt, a bare CR, a second Content-Length, another SIP
- * version, a malformed start line) it returns None, and the pure-Python path, the reference,
- * parses the head and gives the verdict. So both paths answer alike by construction; the tests
- * run the conformance corpus through both and compare.
+ * the start line; and it reads what routing reads first (the top two Vias, CSeq, Max-Forwards,
+ * whether the Call-ID is well-formed) into the message's cache. scan_via() parses a common Via
+ * value for via.parse_via().
+ *
+ * Neither ever decides that a message is bad: for anything unusual (a folded line, a header
+ * name the cache has not learnt, a bare CR, a second Content-Length, another SIP version, a
+ * malformed start line, a Via beyond the common shape) they return None or leave the fact out,
+ * and the pure-Python path, the reference, parses it and gives the verdict. So both paths answer
+ * alike by construction; tests/sip runs the conformance corpus and the property tests through
+ * both, and checks that every result of C is what Python finds.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
 #define VERSION "SIP/2.0"
 #define VERSION_LEN 7
+
+/* A tuple of ``n`` new references, which it steals; NULL, each released, when one is NULL.
+ * (Py_BuildValue parses its format string on every call: a third of the scan's time.) */
+static PyObject *
+tuple_of(Py_ssize_t n, ...)
+{
+    va_list args;
+    PyObject *tuple = PyTuple_New(n);
+    int failed = tuple == NULL;
+    va_start(args, n);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = va_arg(args, PyObject *);
+        failed |= item == NULL;
+        if (tuple != NULL)
+            PyTuple_SET_ITEM(tuple, i, item);
+        else
+            Py_XDECREF(item);
+    }
+    va_end(args);
+    if (failed) {
+        Py_XDECREF(tuple);      /* (a tuple's items may be NULL: released with it) */
+        return NULL;
+    }
+    return tuple;
+}
+
+/* The canonical names of raw header names (the octets before the ":"), as the parser's dict
+ * gives them, in a small table of their own: looking the dict up needs a bytes object made and
+ * hashed for every header line. Filled on a miss from the dict, never past half full; emptied
+ * when another dict is given. A name's canonical form never changes. */
+#define NAME_SLOTS 512
+#define NAME_MAX_LEN 64
+
+static struct {
+    Py_ssize_t len;
+    char raw[NAME_MAX_LEN];
+    PyObject *name;
+} name_table[NAME_SLOTS];
+static int name_count;
+static PyObject *name_table_dict;
+
+static PyObject *
+canonical_name(PyObject *known, const char *p, Py_ssize_t n)
+{
+    uint32_t hash = 2166136261u;        /* FNV-1a */
+    unsigned slot = 0;
+    if (known != name_table_dict) {
+        for (int i = 0; i < NAME_SLOTS; i++)
+            Py_CLEAR(name_table[i].name);
+        name_count = 0;
+        name_table_dict = known;        /* (only compared, never used: no reference needed) */
+    }
+    if (n <= NAME_MAX_LEN) {
+        for (Py_ssize_t i = 0; i < n; i++)
+            hash = (hash ^ (unsigned char)p[i]) * 16777619u;
+        for (unsigned probe = 0; probe < NAME_SLOTS; probe++) {
+            slot = (hash + probe) & (NAME_SLOTS - 1);
+            if (name_table[slot].name == NULL)
+                break;
+            if (name_table[slot].len == n && memcmp(name_table[slot].raw, p, n) == 0)
+                return name_table[slot].name;
+        }
+    }
+    PyObject *raw = PyBytes_FromStringAndSize(p, n);
+    if (raw == NULL)
+        return NULL;
+    PyObject *name = PyDict_GetItemWithError(known, raw);     /* borrowed */
+    Py_DECREF(raw);
+    if (name != NULL && PyUnicode_CheckExact(name) && n <= NAME_MAX_LEN && name_count < NAME_SLOTS / 2 &&
+        name_table[slot].name == NULL) {
+        name_table[slot].len = n;
+        memcpy(name_table[slot].raw, p, n);
+        name_table[slot].name = Py_NewRef(name);
+        name_count++;
+    }
+    return name;
+}
 
 /* Whether the head [p, end) holds a CR not followed by LF or an LF not preceded by CR. */
 static int
@@ -94,7 +178,7 @@ scan_start(const char *s, Py_ssize_t n)
         PyObject *reason = decode(code + 4, end - code - 4);
         if (reason == NULL)
             return NULL;
-        return Py_BuildValue("(OlN)", Py_True, status, reason);
+        return tuple_of(3, Py_NewRef(Py_True), PyLong_FromLong(status), reason);
     }
     /* Method SP Request-URI SP SIP/2.0: exactly two SPs, no empty part */
     sp1 = memchr(s, ' ', n);
@@ -112,16 +196,17 @@ scan_start(const char *s, Py_ssize_t n)
         Py_DECREF(method);
         return NULL;
     }
-    return Py_BuildValue("(ONN)", Py_False, method, ruri);
+    return tuple_of(3, Py_NewRef(Py_False), method, ruri);
 }
 
 /* -- Via ------------------------------------------------------------------------------------- */
 
+static unsigned char token_chars[256];      /* 1 for the octets of RFC 3261's token (module init) */
+
 static int
 is_token_char(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c != 0 && strchr("-.!%*_+`'~", c) != NULL);
+    return token_chars[c];
 }
 
 static int
@@ -269,19 +354,10 @@ via_tuple(const char *s, Py_ssize_t n)
         if (failed)
             goto done;
     }
-    {
-        PyObject *proto = ascii_case(transport, host - 1 - transport, 1);
-        PyObject *hostname = PyUnicode_FromStringAndSize(host, host_end - host);
-        if (proto != NULL && hostname != NULL) {
-            if (port < 0)
-                result = PyTuple_Pack(4, proto, hostname, Py_None, params);
-            else
-                result = Py_BuildValue("(OOlO)", proto, hostname, port, params);
-        }
-        Py_XDECREF(proto);
-        Py_XDECREF(hostname);
-    }
-    goto done;
+    result = tuple_of(4, ascii_case(transport, host - 1 - transport, 1),
+                      PyUnicode_FromStringAndSize(host, host_end - host),
+                      port < 0 ? Py_NewRef(Py_None) : PyLong_FromLong(port), params);
+    return result;      /* (params stolen) */
 fallback:
     result = Py_NewRef(Py_None);
 done:
@@ -305,6 +381,9 @@ scan_via(PyObject *module, PyObject *text)
 }
 
 /* -- what routing reads first: facts for the message's cache ------------------------------ */
+
+/* their keys in Message._cache, made once (PyDict_SetItemString interns its key on each call) */
+static PyObject *key_top_via, *key_second_via, *key_cseq, *key_max_forwards, *key_call_id_ok;
 
 enum { VIA, CSEQ, MAX_FORWARDS, CALL_ID, OTHER };
 
@@ -349,7 +428,7 @@ cseq_tuple(const char *p, Py_ssize_t n)
     method = p;
     if ((p = skip_token(p, end)) == method || p != end)
         Py_RETURN_NONE;
-    return Py_BuildValue("(Ls#)", number, method, (Py_ssize_t)(end - method));
+    return tuple_of(2, PyLong_FromLongLong(number), PyUnicode_FromStringAndSize(method, end - method));
 }
 
 /* Max-Forwards: 1 to 10 digits, at most 255 (Message.max_forwards); -1 otherwise. */
@@ -404,7 +483,7 @@ head_facts(const char *first[], Py_ssize_t first_len[], int count[], const char 
         if (memchr(value, ',', n) == NULL) {
             if ((fact = via_tuple(value, n)) == NULL)
                 goto error;
-            if (fact != Py_None && PyDict_SetItemString(facts, "top_via", fact) < 0) {
+            if (fact != Py_None && PyDict_SetItem(facts, key_top_via, fact) < 0) {
                 Py_DECREF(fact);
                 goto error;
             }
@@ -423,7 +502,7 @@ head_facts(const char *first[], Py_ssize_t first_len[], int count[], const char 
                 }
             }
             if (fact != NULL) {
-                int failed = PyDict_SetItemString(facts, "second_via", fact);
+                int failed = PyDict_SetItem(facts, key_second_via, fact);
                 Py_DECREF(fact);
                 if (failed)
                     goto error;
@@ -434,7 +513,7 @@ head_facts(const char *first[], Py_ssize_t first_len[], int count[], const char 
         line_value(first[CSEQ], first_len[CSEQ], &value, &n);
         if ((fact = cseq_tuple(value, n)) == NULL)
             goto error;
-        if (fact != Py_None && PyDict_SetItemString(facts, "cseq", fact) < 0) {
+        if (fact != Py_None && PyDict_SetItem(facts, key_cseq, fact) < 0) {
             Py_DECREF(fact);
             goto error;
         }
@@ -448,7 +527,7 @@ head_facts(const char *first[], Py_ssize_t first_len[], int count[], const char 
         }
         if (hops >= 0) {
             fact = count[MAX_FORWARDS] ? PyLong_FromLong(hops) : Py_NewRef(Py_None);
-            if (fact == NULL || PyDict_SetItemString(facts, "max-forwards", fact) < 0) {
+            if (fact == NULL || PyDict_SetItem(facts, key_max_forwards, fact) < 0) {
                 Py_XDECREF(fact);
                 goto error;
             }
@@ -457,7 +536,7 @@ head_facts(const char *first[], Py_ssize_t first_len[], int count[], const char 
     }
     if (count[CALL_ID] == 1) {
         line_value(first[CALL_ID], first_len[CALL_ID], &value, &n);
-        if (is_call_id(value, n) && PyDict_SetItemString(facts, "call-id-ok", Py_True) < 0)
+        if (is_call_id(value, n) && PyDict_SetItem(facts, key_call_id_ok, Py_True) < 0)
             goto error;
     }
     return facts;
@@ -510,11 +589,7 @@ scan_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         colon = memchr(p, ':', eol - p);
         if (colon == NULL)
             goto fallback;
-        PyObject *raw = PyBytes_FromStringAndSize(p, colon - p);
-        if (raw == NULL)
-            goto done;
-        PyObject *name = PyDict_GetItemWithError(known, raw);    /* borrowed */
-        Py_DECREF(raw);
+        PyObject *name = canonical_name(known, p, colon - p);      /* borrowed */
         if (name == NULL) {
             if (PyErr_Occurred())
                 goto done;
@@ -543,15 +618,10 @@ scan_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     if ((facts = head_facts(first, first_len, count, second_via, second_via_len)) == NULL)
         goto done;
-    if (cl == -2)
-        result = Py_BuildValue("(NOOOOOON)", start, PyTuple_GET_ITEM(parts, 0),
-                               PyTuple_GET_ITEM(parts, 1), PyTuple_GET_ITEM(parts, 2), names,
-                               lines, Py_None, facts);
-    else
-        result = Py_BuildValue("(NOOOOOlN)", start, PyTuple_GET_ITEM(parts, 0),
-                               PyTuple_GET_ITEM(parts, 1), PyTuple_GET_ITEM(parts, 2), names,
-                               lines, cl, facts);
-    start = NULL;   /* stolen by "N" */
+    result = tuple_of(8, start, Py_NewRef(PyTuple_GET_ITEM(parts, 0)), Py_NewRef(PyTuple_GET_ITEM(parts, 1)),
+                      Py_NewRef(PyTuple_GET_ITEM(parts, 2)), names, lines,
+                      cl == -2 ? Py_NewRef(Py_None) : PyLong_FromLong(cl), facts);
+    start = names = lines = NULL;       /* stolen */
     goto done;
 fallback:
     result = Py_NewRef(Py_None);
@@ -580,5 +650,14 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
+    for (const char *c = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"; *c; c++)
+        token_chars[(unsigned char)*c] = 1;
+    if (key_top_via == NULL &&
+        ((key_top_via = PyUnicode_InternFromString("top_via")) == NULL ||
+         (key_second_via = PyUnicode_InternFromString("second_via")) == NULL ||
+         (key_cseq = PyUnicode_InternFromString("cseq")) == NULL ||
+         (key_max_forwards = PyUnicode_InternFromString("max-forwards")) == NULL ||
+         (key_call_id_ok = PyUnicode_InternFromString("call-id-ok")) == NULL))
+        return NULL;
     return PyModuleDef_Init(&module);
 }
