@@ -633,10 +633,202 @@ done:
     return result;
 }
 
+/* -- serializing: the received header lines with the edits recorded on them --------------- */
+
+/* Whether the Via parameter [seg, seg_end) (after its ";") is ``word``, with or without a
+ * value, in any case, with SP/HT around the name (serialize._RECEIVED and _RPORT). */
+static int
+param_is(const char *seg, const char *seg_end, const char *word)
+{
+    size_t n = strlen(word);
+    while (seg < seg_end && (*seg == ' ' || *seg == '\t'))
+        seg++;
+    if ((size_t)(seg_end - seg) < n || strncasecmp(seg, word, n) != 0)
+        return 0;
+    seg += n;
+    while (seg < seg_end && (*seg == ' ' || *seg == '\t'))
+        seg++;
+    return seg == seg_end || *seg == '=';
+}
+
+typedef struct {        /* the octets of a header block being written */
+    char *data;
+    Py_ssize_t len, size;
+} buffer;
+
+static int
+put(buffer *b, const char *p, Py_ssize_t n)
+{
+    if (b->len + n > b->size) {
+        Py_ssize_t size = (b->len + n) * 2;
+        char *data = PyMem_Realloc(b->data, size);
+        if (data == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->data = data;
+        b->size = size;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+/* The Via line ``line`` ("Via: value") with received=/rport= set, as serialize._with_params does
+ * it (each replaces the first parameter of its name where it stands, else is added at the end),
+ * into ``b``: 1 done, 0 not the common case (a quote, a folded line, a non-ASCII octet), -1 error. */
+static int
+put_via_with_params(buffer *b, const char *line, Py_ssize_t len, const char *received,
+                    Py_ssize_t received_len, long rport)
+{
+    const char *end = line + len, *colon = memchr(line, ':', len), *name_end, *value, *seg, *next;
+    char number[32];
+    int received_done = received == NULL, rport_done = rport < 0;
+    if (colon == NULL)
+        return 0;
+    for (name_end = colon; name_end > line && (name_end[-1] == ' ' || name_end[-1] == '\t'); name_end--)
+        ;
+    for (value = colon + 1; value < end && (*value == ' ' || *value == '\t'); value++)
+        ;
+    while (end > value && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    for (const char *c = value; c < end; c++)   /* a quote, a fold, or what Python's */
+        if (*c == '"' || *c == '\r' || (unsigned char)*c >= 0x80)     /* case-insensitive match knows */
+            return 0;
+    if (put(b, line, name_end - line) < 0 || put(b, ": ", 2) < 0)
+        return -1;
+    seg = memchr(value, ';', end - value);
+    if (put(b, value, (seg ? seg : end) - value) < 0)
+        return -1;
+    for (; seg != NULL; seg = next) {           /* each ";param" of the value */
+        next = memchr(seg + 1, ';', end - seg - 1);
+        const char *seg_end = next ? next : end;
+        if (!received_done && param_is(seg + 1, seg_end, "received")) {
+            received_done = 1;
+            if (put(b, ";received=", 10) < 0 || put(b, received, received_len) < 0)
+                return -1;
+        } else if (!rport_done && param_is(seg + 1, seg_end, "rport")) {
+            rport_done = 1;
+            int n = snprintf(number, sizeof number, ";rport=%ld", rport);
+            if (put(b, number, n) < 0)
+                return -1;
+        } else if (put(b, seg, seg_end - seg) < 0)
+            return -1;
+    }
+    if (!received_done && (put(b, ";received=", 10) < 0 || put(b, received, received_len) < 0))
+        return -1;
+    if (!rport_done) {
+        int n = snprintf(number, sizeof number, ";rport=%ld", rport);
+        if (put(b, number, n) < 0)
+            return -1;
+    }
+    return 1;
+}
+
+/* edited_block(lines, names, subst, drop, via_pop, via_params) -> bytes or None: the header
+ * lines as serialize._edited_lines() gives them (joined by CRLF), for the common Via edits: the
+ * first Via line that is not dropped holds one value, and it is removed (via_pop 1, no params)
+ * or gets received=/rport= (via_pop 0). None for anything else: the Python path does it. */
+static PyObject *
+edited_block(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *lines, *names, *subst, *drop, *params, *result = NULL;
+    Py_ssize_t count, via = -1, pop, received_len = 0;
+    const char *received = NULL;
+    long rport = -1;
+    buffer b = {NULL, 0, 0};
+
+    (void)module;
+    if (nargs != 6 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1]) || !PyDict_CheckExact(args[2]) ||
+        !PyAnySet_Check(args[3]) || !PyLong_CheckExact(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "edited_block(lines, names, subst, drop, via_pop, via_params)");
+        return NULL;
+    }
+    lines = args[0], names = args[1], subst = args[2], drop = args[3], params = args[5];
+    count = PyList_GET_SIZE(lines);
+    if (PyList_GET_SIZE(names) != count || (pop = PyLong_AsSsize_t(args[4])) < 0 || pop > 1)
+        goto fallback;
+    if (params != Py_None) {
+        if (!PyTuple_CheckExact(params) || PyTuple_GET_SIZE(params) != 2 || pop)
+            goto fallback;
+        PyObject *r = PyTuple_GET_ITEM(params, 0), *p = PyTuple_GET_ITEM(params, 1);
+        if (r != Py_None) {
+            if (!PyUnicode_CheckExact(r) || !PyUnicode_IS_ASCII(r))
+                goto fallback;
+            received = (const char *)PyUnicode_1BYTE_DATA(r);
+            received_len = PyUnicode_GET_LENGTH(r);
+        }
+        if (p != Py_None && (!PyLong_CheckExact(p) || (rport = PyLong_AsLong(p)) < 0))
+            goto fallback;
+    }
+    if (pop || params != Py_None) {             /* the first Via line not dropped */
+        for (Py_ssize_t i = 0; i < count && via < 0; i++) {
+            PyObject *name = PyList_GET_ITEM(names, i);
+            if (PyUnicode_GET_LENGTH(name) == 3 && PyUnicode_CompareWithASCIIString(name, "via") == 0) {
+                PyObject *index = PyLong_FromSsize_t(i);
+                int dropped = index == NULL ? -1 : PySet_Contains(drop, index);
+                Py_XDECREF(index);
+                if (dropped < 0)
+                    return NULL;
+                if (!dropped)
+                    via = i;
+            }
+        }
+        if (via < 0)
+            goto fallback;
+        PyObject *line = PyList_GET_ITEM(lines, via);
+        if (!PyBytes_CheckExact(line))
+            goto fallback;
+        const char *text = PyBytes_AS_STRING(line), *colon = memchr(text, ':', PyBytes_GET_SIZE(line));
+        if (colon == NULL || memchr(colon, ',', PyBytes_GET_SIZE(line) - (colon - text)) != NULL)
+            goto fallback;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *index = PyLong_FromSsize_t(i), *line;
+        if (index == NULL)
+            goto error;
+        int dropped = PySet_Contains(drop, index);
+        line = dropped ? NULL : PyDict_GetItemWithError(subst, index);     /* borrowed */
+        Py_DECREF(index);
+        if (dropped < 0 || (line == NULL && PyErr_Occurred()))
+            goto error;
+        if (dropped || (i == via && pop && line == NULL))
+            continue;
+        if (line == NULL)
+            line = PyList_GET_ITEM(lines, i);
+        if (!PyBytes_CheckExact(line))
+            goto fallback;
+        if (b.len && put(&b, "\r\n", 2) < 0)
+            goto error;
+        if (i == via && !pop && line == PyList_GET_ITEM(lines, i)) {
+            Py_ssize_t before = b.len;
+            int done = put_via_with_params(&b, PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line), received,
+                                           received_len, rport);
+            if (done < 0)
+                goto error;
+            if (done == 0) {
+                b.len = before;
+                goto fallback;
+            }
+        } else if (put(&b, PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line)) < 0)
+            goto error;
+    }
+    result = PyBytes_FromStringAndSize(b.data ? b.data : "", b.len);
+    goto error;         /* (releases the buffer) */
+fallback:
+    result = Py_NewRef(Py_None);
+error:
+    PyMem_Free(b.data);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"scan_head", (PyCFunction)(void (*)(void))scan_head, METH_FASTCALL,
      "scan_head(head, names) -> (start, is_response, method|status, ruri|reason, names, lines, "
      "content_length) or None: see parser.parse_head."},
+    {"edited_block", (PyCFunction)(void (*)(void))edited_block, METH_FASTCALL,
+     "edited_block(lines, names, subst, drop, via_pop, via_params) -> bytes or None: see "
+     "serialize._edited_lines."},
     {"scan_via", scan_via, METH_O,
      "scan_via(text) -> (transport, host, port, params) or None: see via.parse_via."},
     {NULL, NULL, 0, NULL},

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from . import grammar
+from . import accel, grammar
 from .errors import LocalSIPError, RemoteSIPError
 from .headers import canonical, split_list
 from .via import Via, parse_via
@@ -83,18 +83,27 @@ def serialize(msg, top: bytes | None = None) -> bytes:
     if msg._lines:
         per_line = (edits.drop or edits.subst or edits.via_pop or edits.via_params
                     or (edits.body_changed and msg._cl is not None))
-        if per_line:
-            parts += _edited_lines(msg, edits)
-        else:
+        if not per_line:
             parts.append(msg.raw[msg._hstart:msg._hend])
+        else:
+            drop = edits.drop
+            if edits.body_changed and msg._cl is not None:     # its new one is written below
+                drop = drop | {msg._names.index("content-length")}
+            block = None if accel.edited_block is None else \
+                accel.edited_block(msg._lines, msg._names, edits.subst, drop, edits.via_pop, edits.via_params)
+            if block is None:           # not the common case (or no accelerator)
+                parts += _edited_lines(msg, edits, drop)
+            elif block:
+                parts.append(block)
     if edits.bottom:
         parts += [line for _, line in edits.bottom]
     if edits.body_changed or msg._cl is None:
         parts.append(b"Content-Length: %d" % len(msg.body))
-    return b"\r\n".join(parts) + b"\r\n\r\n" + msg.body
+    parts += (b"", msg.body)            # the empty line, then the body: one join, one copy
+    return b"\r\n".join(parts)
 
 
-def _edited_lines(msg, edits: Edits):
+def _edited_lines(msg, edits: Edits, drop):
     # Precedence: a removed line stays removed; a replaced line beats a Via value rewrite.
     out: list[bytes | None] = list(msg._lines)
     if edits.via_pop or edits.via_params:
@@ -102,9 +111,6 @@ def _edited_lines(msg, edits: Edits):
             out[i] = line
     for i, line in edits.subst.items():
         out[i] = line
-    drop = edits.drop
-    if edits.body_changed and msg._cl is not None:
-        drop = drop | {msg._names.index("content-length")}
     if not drop:
         return out
     for i in drop:

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from _corpus import CASES, case_ids
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from _parser_paths import pure_python
 from pyproxy.sip import accel, grammar, parser
-from pyproxy.sip.errors import RemoteSIPError
+from pyproxy.sip.errors import RemoteSIPError, SIPError
 from pyproxy.sip.headers import _by_bytes, split_list
 from pyproxy.sip.via import parse_via
 from test_sip_fuzz import mutated
@@ -174,3 +175,69 @@ def test_no_extensions_turns_it_off():
     out = subprocess.run([sys.executable, "-c", "import pyproxy.sip.accel as a; print(a.ENABLED)"],
                          env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+EDITS = [
+    lambda m: m.replace_header("Max-Forwards", "69"),
+    lambda m: m.set_top_via_params(rport=5060),
+    lambda m: m.set_top_via_params(received="192.0.2.7"),
+    lambda m: m.set_top_via_params(received="192.0.2.8", rport=1),
+    lambda m: m.remove_top_via(),
+    lambda m: m.remove_header("Contact"),
+    lambda m: m.remove_header_line("Via", 0),
+    lambda m: m.replace_header("Via", "SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK-r"),
+    lambda m: m.set_body(b"v=0\r\n"),
+    lambda m: m.add_header("X-Added", "1"),
+]
+
+
+def serialized(data: bytes, edits) -> list:
+    """What serialize() gives after each edit in turn (or the error), on the current path."""
+    out = []
+    try:
+        msg = parser.parse_message(data)
+    except RemoteSIPError:
+        return out
+    for edit in edits:
+        try:
+            edit(msg)
+            out.append(msg.serialize())
+        except SIPError as e:
+            out.append(type(e))
+    return out
+
+
+def serialize_alike(data: bytes, edits) -> None:
+    with pure_python():
+        expected = serialized(data, edits)
+    assert serialized(data, edits) == expected
+
+
+@needs_accel
+@pytest.mark.parametrize("case", CASES, ids=case_ids(CASES))
+def test_c_and_python_serialize_the_corpus_alike(case):
+    for n in range(len(EDITS)):
+        serialize_alike(case.data, EDITS[n:] + EDITS[:n])
+
+
+VIA_LINES = ["Via: SIP/2.0/UDP h;rport", "Via: SIP/2.0/UDP h;RPort=7;received=1.1.1.1", "v:SIP/2.0/UDP h ",
+             "Via : SIP/2.0/UDP h; received ;rport = 9", "Via: SIP/2.0/UDP h;branch=\"q\"", "Via: SIP/2.0/UDP h, g",
+             "Via: SIP/2.0/UDP h;x=é", "Via: SIP/2.0/UDP h;rport;rport=3;received;received=2.2.2.2",
+             "Via: SIP/2.0/UDP h;receivedx=1;rportx", "Via: SIP/2.0/UDP h;;rport", "Via: SIP/2.0/UDP h;received=a;b"]
+
+
+@needs_accel
+@pytest.mark.parametrize("line", VIA_LINES)
+def test_c_and_python_rewrite_via_lines_alike(line):
+    data = (f"INVITE sip:b@example.com SIP/2.0\r\n{line}\r\nVia: SIP/2.0/UDP g;branch=z9hG4bK-2\r\n"
+            "Max-Forwards: 70\r\nCall-ID: a@b\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n").encode()
+    for n in range(len(EDITS)):
+        serialize_alike(data, EDITS[n:] + EDITS[:n])
+
+
+@needs_accel
+@settings(max_examples=int(os.environ.get("PYPROXY_FUZZ_EXAMPLES", "400")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(mutated(), st.permutations(range(len(EDITS))))
+def test_c_and_python_serialize_mutated_messages_alike(data, order):
+    serialize_alike(data, [EDITS[i] for i in order])
