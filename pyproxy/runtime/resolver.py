@@ -18,6 +18,7 @@ the worker's.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import random
@@ -45,6 +46,7 @@ Target = tuple[str, int]    # (address, port)
 Callback = Callable[[Target | None, str], None]     # (target or None, why it failed)
 
 
+@functools.lru_cache(maxsize=4096)     # every message sent on a stream asks (ipaddress: ~2 us)
 def literal(host: str) -> str | None:
     """The address a host is written as, or None for a name."""
     bare = host[1:-1] if host.startswith("[") else host
@@ -152,7 +154,6 @@ class Resolver:
         self.search = [str(d).rstrip(".") for d in system.search] if system is not None else []
         self.ndots = (system.ndots or 1) if system is not None else 1
         self.hosts = read_hosts() if hosts is None else hosts
-        self.literals: dict[str, str] = {}          # host as written -> address (no expiry)
         self.cache: dict[tuple, tuple[float, tuple[Target, ...] | None, str]] = {}  # key -> (expiry, targets, why)
         self.failing: dict[tuple[Proto, Target], float] = {}   # -> until when it is skipped
         self.lookups: dict[tuple, Lookup] = {}
@@ -160,15 +161,7 @@ class Resolver:
     # -- what is known now (the hot path) --------------------------------------------------------
     def target(self, proto: Proto, host: str, port: int | None):
         """(address, port), None (known not to resolve), or UNKNOWN (call resolve())."""
-        address = self.literals.get(host)
-        if address is None:
-            address = literal(host)
-            if address is not None:
-                if len(self.literals) > 10000:
-                    self.literals.clear()
-                self.literals[host] = address
-            else:
-                address = self.hosts.get(_name(host))
+        address = literal(host) or self.hosts.get(_name(host))
         if address is not None:
             return address, port or proto.default_port
         hit = self.cache.get((proto, _name(host), port))
