@@ -464,6 +464,53 @@ is_call_id(const char *p, Py_ssize_t n)
     return 1;
 }
 
+/* A Via line's comma-separated value as headers.split_list() splits it, when that is plain:
+ * no quote or angle bracket (the quote-aware split), no octet that str.strip() would take but
+ * SP and HT do not cover (other whitespace, controls, non-ASCII). */
+static int
+plain_list(const char *value, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)value[i];
+        if (c == '"' || c == '<' || c >= 0x7f || (c < 0x20 && c != '\t'))
+            return 0;
+    }
+    return 1;
+}
+
+/* The next element of a plain list at *p (before end), stripped of SP/HT; *p moves past its
+ * comma. 0 when there is none left. */
+static int
+next_element(const char **p, const char *end, const char **piece, Py_ssize_t *piece_n)
+{
+    const char *start = *p, *stop;
+    if (start == NULL)
+        return 0;
+    const char *comma = memchr(start, ',', end - start);
+    stop = comma ? comma : end;
+    *p = comma ? comma + 1 : NULL;
+    while (start < stop && (*start == ' ' || *start == '\t'))
+        start++;
+    while (stop > start && (stop[-1] == ' ' || stop[-1] == '\t'))
+        stop--;
+    *piece = start;
+    *piece_n = stop - start;
+    return 1;
+}
+
+/* Set facts[key] to the Via of [piece, piece+n) when it is the common shape; 0, or -1 error. */
+static int
+via_fact(PyObject *facts, PyObject *key, const char *piece, Py_ssize_t n)
+{
+    PyObject *fact = via_tuple(piece, n);
+    int failed;
+    if (fact == NULL)
+        return -1;
+    failed = fact != Py_None && PyDict_SetItem(facts, key, fact) < 0;
+    Py_DECREF(fact);
+    return failed ? -1 : 0;
+}
+
 /* The facts the message's cache starts with (Message._cache's keys): "top_via" (a Via's
  * fields, when the first Via line holds one value), "second_via" (then the next line's, or None
  * when there is none), "cseq", "max-forwards" and "call-id-ok"
@@ -478,33 +525,25 @@ head_facts(const char *first[], Py_ssize_t first_len[], int count[], const char 
     Py_ssize_t n;
     if (facts == NULL)
         return NULL;
-    if (count[VIA] >= 1) {
+    if (count[VIA] >= 1) {      /* the top Via, and the one under it (where a response goes) */
+        const char *piece, *next;
+        Py_ssize_t piece_n;
         line_value(first[VIA], first_len[VIA], &value, &n);
-        if (memchr(value, ',', n) == NULL) {
-            if ((fact = via_tuple(value, n)) == NULL)
+        next = value;
+        if (plain_list(value, n) && next_element(&next, value + n, &piece, &piece_n)) {
+            if (via_fact(facts, key_top_via, piece, piece_n) < 0)
                 goto error;
-            if (fact != Py_None && PyDict_SetItem(facts, key_top_via, fact) < 0) {
-                Py_DECREF(fact);
-                goto error;
-            }
-            Py_DECREF(fact);
-            /* the Via under it (where a response goes next): the second line's, if it holds one */
-            if (count[VIA] == 1)
-                fact = Py_NewRef(Py_None);
-            else {
-                line_value(second_via, second_via_len, &value, &n);
-                fact = memchr(value, ',', n) == NULL ? via_tuple(value, n) : Py_NewRef(Py_None);
-                if (fact == NULL)
+            if (next_element(&next, value + n, &piece, &piece_n)) {        /* "Via: top, second" */
+                if (via_fact(facts, key_second_via, piece, piece_n) < 0)
                     goto error;
-                if (fact == Py_None) {      /* not the common case: no fact */
-                    Py_DECREF(fact);
-                    fact = NULL;
-                }
-            }
-            if (fact != NULL) {
-                int failed = PyDict_SetItem(facts, key_second_via, fact);
-                Py_DECREF(fact);
-                if (failed)
+            } else if (count[VIA] == 1) {
+                if (PyDict_SetItem(facts, key_second_via, Py_None) < 0)
+                    goto error;
+            } else {
+                line_value(second_via, second_via_len, &value, &n);
+                next = value;
+                if (plain_list(value, n) && next_element(&next, value + n, &piece, &piece_n) &&
+                    via_fact(facts, key_second_via, piece, piece_n) < 0)
                     goto error;
             }
         }
@@ -725,10 +764,38 @@ put_via_with_params(buffer *b, const char *line, Py_ssize_t len, const char *rec
     return 1;
 }
 
+/* The Via line ``line`` ("Via: a, b, c") without its first value, as via_lines() writes it
+ * ("Via: b, c": each value stripped, joined by ", "), into ``b``: 1 done, 0 not the common case
+ * (not a plain list, a folded line), -1 error. */
+static int
+put_without_first_value(buffer *b, const char *line, Py_ssize_t len)
+{
+    const char *end = line + len, *colon = memchr(line, ':', len), *name_end, *value, *next, *piece;
+    Py_ssize_t piece_n;
+    if (colon == NULL)
+        return 0;
+    for (name_end = colon; name_end > line && (name_end[-1] == ' ' || name_end[-1] == '\t'); name_end--)
+        ;
+    for (value = colon + 1; value < end && (*value == ' ' || *value == '\t'); value++)
+        ;
+    while (end > value && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    next = value;
+    if (!plain_list(value, end - value) || !next_element(&next, end, &piece, &piece_n) || next == NULL)
+        return 0;
+    if (put(b, line, name_end - line) < 0 || put(b, ":", 1) < 0)
+        return -1;
+    for (int first = 1; next_element(&next, end, &piece, &piece_n); first = 0)
+        if (put(b, first ? " " : ", ", first ? 1 : 2) < 0 || put(b, piece, piece_n) < 0)
+            return -1;
+    return 1;
+}
+
 /* edited_block(lines, names, subst, drop, via_pop, via_params) -> bytes or None: the header
- * lines as serialize._edited_lines() gives them (joined by CRLF), for the common Via edits: the
- * first Via line that is not dropped holds one value, and it is removed (via_pop 1, no params)
- * or gets received=/rport= (via_pop 0). None for anything else: the Python path does it. */
+ * lines as serialize._edited_lines() gives them (joined by CRLF), for the common Via edits on
+ * the first Via line that is not dropped: its first value removed (via_pop 1, no params; the line
+ * goes when it holds one), or received=/rport= set on its one value (via_pop 0). None for
+ * anything else: the Python path does it. */
 static PyObject *
 edited_block(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -736,6 +803,7 @@ edited_block(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t count, via = -1, pop, received_len = 0;
     const char *received = NULL;
     long rport = -1;
+    int split = 0;      /* the first Via line holds several values */
     buffer b = {NULL, 0, 0};
 
     (void)module;
@@ -780,7 +848,10 @@ edited_block(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (!PyBytes_CheckExact(line))
             goto fallback;
         const char *text = PyBytes_AS_STRING(line), *colon = memchr(text, ':', PyBytes_GET_SIZE(line));
-        if (colon == NULL || memchr(colon, ',', PyBytes_GET_SIZE(line) - (colon - text)) != NULL)
+        if (colon == NULL)
+            goto fallback;
+        split = memchr(colon, ',', PyBytes_GET_SIZE(line) - (colon - text)) != NULL;
+        if (split && !pop)
             goto fallback;
     }
     for (Py_ssize_t i = 0; i < count; i++) {
@@ -792,7 +863,7 @@ edited_block(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(index);
         if (dropped < 0 || (line == NULL && PyErr_Occurred()))
             goto error;
-        if (dropped || (i == via && pop && line == NULL))
+        if (dropped || (i == via && pop && line == NULL && !split))
             continue;
         if (line == NULL)
             line = PyList_GET_ITEM(lines, i);
@@ -800,7 +871,16 @@ edited_block(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto fallback;
         if (b.len && put(&b, "\r\n", 2) < 0)
             goto error;
-        if (i == via && !pop && line == PyList_GET_ITEM(lines, i)) {
+        if (i == via && pop && line == PyList_GET_ITEM(lines, i)) {     /* split: its first value goes */
+            Py_ssize_t before = b.len;
+            int done = put_without_first_value(&b, PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line));
+            if (done < 0)
+                goto error;
+            if (done == 0) {
+                b.len = before;
+                goto fallback;
+            }
+        } else if (i == via && !pop && line == PyList_GET_ITEM(lines, i)) {
             Py_ssize_t before = b.len;
             int done = put_via_with_params(&b, PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line), received,
                                            received_len, rport);

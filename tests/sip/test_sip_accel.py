@@ -134,7 +134,11 @@ HEADERS = ["CSeq: 2147483647 INVITE", "CSeq: 2147483648 INVITE", "CSeq: 01 INVIT
            "Max-Forwards: 1\r\nMax-Forwards: 2", "Via: SIP/2.0/UDP h\r\nVia: SIP/2.0/UDP g;received=1.1.1.1",
            "Via: SIP/2.0/UDP h\r\nVia: SIP/2.0/UDP g, SIP/2.0/UDP f", "Via: SIP/2.0/UDP h\r\nVia: bad",
            "Via: SIP/2.0/UDP h\r\nVia: SIP/2.0/UDP g\r\nVia: SIP/2.0/UDP f",
-           "Via: SIP/2.0/UDP [::1]:5062\r\nVia: SIP/2.0/UDP g", "Via: SIP/2.0/UDP h;rport=x\r\nVia: SIP/2.0/UDP g", "CSeq: 1 A\r\nCSeq: 1 A", "Call-ID: a\r\ni: b"]
+           "Via: SIP/2.0/UDP [::1]:5062\r\nVia: SIP/2.0/UDP g", "Via: SIP/2.0/UDP h;rport=x\r\nVia: SIP/2.0/UDP g",
+           "Via: SIP/2.0/UDP h, SIP/2.0/TCP g;rport=1", "Via: SIP/2.0/UDP h,", "Via: SIP/2.0/UDP h, bad",
+           "Via: bad, SIP/2.0/UDP g", "Via: SIP/2.0/UDP h ,SIP/2.0/UDP g , SIP/2.0/UDP f", "Via: ,",
+           "Via: SIP/2.0/UDP h\x0b, SIP/2.0/UDP g", "Via: SIP/2.0/UDP h;x=\"a,b\", SIP/2.0/UDP g",
+           "Via: SIP/2.0/UDP h, SIP/2.0/UDP g\r\nVia: SIP/2.0/UDP f", "CSeq: 1 A\r\nCSeq: 1 A", "Call-ID: a\r\ni: b"]
 
 
 @needs_accel
@@ -226,7 +230,9 @@ def test_c_and_python_serialize_the_corpus_alike(case):
 VIA_LINES = ["Via: SIP/2.0/UDP h;rport", "Via: SIP/2.0/UDP h;RPort=7;received=1.1.1.1", "v:SIP/2.0/UDP h ",
              "Via : SIP/2.0/UDP h; received ;rport = 9", "Via: SIP/2.0/UDP h;branch=\"q\"", "Via: SIP/2.0/UDP h, g",
              "Via: SIP/2.0/UDP h;x=é", "Via: SIP/2.0/UDP h;rport;rport=3;received;received=2.2.2.2",
-             "Via: SIP/2.0/UDP h;receivedx=1;rportx", "Via: SIP/2.0/UDP h;;rport", "Via: SIP/2.0/UDP h;received=a;b"]
+             "Via: SIP/2.0/UDP h;receivedx=1;rportx", "Via: SIP/2.0/UDP h;;rport", "Via: SIP/2.0/UDP h;received=a;b",
+             "Via: SIP/2.0/UDP h ,  g,k", "Via:SIP/2.0/UDP h,", "Via: ,SIP/2.0/UDP g", "Via: SIP/2.0/UDP h\x0b, g",
+             "Via: SIP/2.0/UDP h;x=<a>, g", "Via: SIP/2.0/UDP h,,g", "Via: SIP/2.0/UDP h, g\r\n , f"]
 
 
 @needs_accel
