@@ -7,8 +7,12 @@ setuptools with the one extension added:
 
 - ``optional=True``: when it cannot be compiled (no C compiler, no Python headers), setuptools
   warns and installs pure Python, which is the reference and passes every test alone;
-- ``PYPROXY_NO_EXTENSIONS=1`` at install skips it altogether (and at run time, pyproxy.sip.accel
-  does not load it).
+- ``PYPROXY_NO_EXTENSIONS=1`` (any value but 0) at install skips it altogether (and at run
+  time, pyproxy.sip.accel does not load it).
+
+It builds on setuptools.build_meta._BuildMetaBackend, the class behind setuptools' own hooks,
+whose run_setup() runs "setup()" when there is no setup.py; tests/test_packaging.py builds a
+wheel, an sdist and a wheel from it with the setuptools pip picks, and would fail if that changed.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ BACKEND = "tools/pyproxy_build.py"
 
 
 def extensions() -> list[Extension]:
-    if os.environ.get("PYPROXY_NO_EXTENSIONS"):
+    if os.environ.get("PYPROXY_NO_EXTENSIONS", "0") not in ("", "0"):
         return []
     return [Extension("pyproxy.sip._speedups", ["pyproxy/sip/_speedups.c"], optional=True)]
 

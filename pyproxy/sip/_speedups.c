@@ -19,7 +19,10 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
-#include <strings.h>
+
+/* What accel.py expects of this module's functions (their arguments and results): a module built
+ * from another version of this file is not used. */
+#define SPEEDUPS_API 1
 
 #define VERSION "SIP/2.0"
 #define VERSION_LEN 7
@@ -52,7 +55,8 @@ tuple_of(Py_ssize_t n, ...)
 /* The canonical names of raw header names (the octets before the ":"), as the parser's dict
  * gives them, in a small table of their own: looking the dict up needs a bytes object made and
  * hashed for every header line. Filled on a miss from the dict, never past half full; emptied
- * when another dict is given. A name's canonical form never changes. */
+ * when another dict is given. A name's canonical form never changes, and the parser's dict only
+ * ever learns names (headers._by_bytes): one it dropped would still be found here. */
 #define NAME_SLOTS 512
 #define NAME_MAX_LEN 64
 
@@ -62,18 +66,18 @@ static struct {
     PyObject *name;
 } name_table[NAME_SLOTS];
 static int name_count;
-static PyObject *name_table_dict;
+static PyObject *name_table_dict;   /* the dict the table was filled from (held: see below) */
 
 static PyObject *
 canonical_name(PyObject *known, const char *p, Py_ssize_t n)
 {
     uint32_t hash = 2166136261u;        /* FNV-1a */
     unsigned slot = 0;
-    if (known != name_table_dict) {
+    if (known != name_table_dict) {     /* (held, so that no other dict can take its address) */
         for (int i = 0; i < NAME_SLOTS; i++)
             Py_CLEAR(name_table[i].name);
         name_count = 0;
-        name_table_dict = known;        /* (only compared, never used: no reference needed) */
+        Py_XSETREF(name_table_dict, Py_NewRef(known));
     }
     if (n <= NAME_MAX_LEN) {
         for (Py_ssize_t i = 0; i < n; i++)
@@ -91,7 +95,9 @@ canonical_name(PyObject *known, const char *p, Py_ssize_t n)
         return NULL;
     PyObject *name = PyDict_GetItemWithError(known, raw);     /* borrowed */
     Py_DECREF(raw);
-    if (name != NULL && PyUnicode_CheckExact(name) && n <= NAME_MAX_LEN && name_count < NAME_SLOTS / 2 &&
+    if (name != NULL && !PyUnicode_CheckExact(name))
+        return NULL;                    /* (no error set: not the common case) */
+    if (name != NULL && n <= NAME_MAX_LEN && name_count < NAME_SLOTS / 2 &&
         name_table[slot].name == NULL) {
         name_table[slot].len = n;
         memcpy(name_table[slot].raw, p, n);
@@ -242,10 +248,19 @@ ascii_case(const char *p, Py_ssize_t n, int upper)
     return text;
 }
 
+/* Whether [p, p+n) is ``word`` (lowercase) in any ASCII case. (Not strncasecmp: it follows the
+ * locale, where a Turkish one has no capital of "i".) */
 static int
 eq_ascii(const char *p, Py_ssize_t n, const char *word)
 {
-    return (Py_ssize_t)strlen(word) == n && strncasecmp(p, word, n) == 0;
+    if ((Py_ssize_t)strlen(word) != n)
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if ((c >= 'A' && c <= 'Z' ? c + 32 : c) != (unsigned char)word[i])
+            return 0;
+    }
+    return 1;
 }
 
 /* Digits only, 1 to 5 of them, at most 65535: -1 otherwise. */
@@ -371,7 +386,7 @@ static PyObject *
 scan_via(PyObject *module, PyObject *text)
 {
     (void)module;
-    if (!PyUnicode_CheckExact(text)) {
+    if (!PyUnicode_Check(text)) {
         PyErr_SetString(PyExc_TypeError, "scan_via(text: str)");
         return NULL;
     }
@@ -621,7 +636,8 @@ scan_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if ((start = PyBytes_FromStringAndSize(p, eol - p)) == NULL ||
         (names = PyList_New(0)) == NULL || (lines = PyList_New(0)) == NULL)
         goto done;
-    for (p = eol + 2; p < end + 2 && eol < end; p = eol + 2) {
+    while (eol < end) {         /* (eol + 1 is its LF: no bare CR or LF is left) */
+        p = eol + 2;
         eol = memchr(p, '\r', end - p);
         if (eol == NULL)
             eol = end;
@@ -682,7 +698,7 @@ param_is(const char *seg, const char *seg_end, const char *word)
     size_t n = strlen(word);
     while (seg < seg_end && (*seg == ' ' || *seg == '\t'))
         seg++;
-    if ((size_t)(seg_end - seg) < n || strncasecmp(seg, word, n) != 0)
+    if ((size_t)(seg_end - seg) < n || !eq_ascii(seg, (Py_ssize_t)n, word))
         return 0;
     seg += n;
     while (seg < seg_end && (*seg == ' ' || *seg == '\t'))
@@ -708,7 +724,8 @@ put(buffer *b, const char *p, Py_ssize_t n)
         b->data = data;
         b->size = size;
     }
-    memcpy(b->data + b->len, p, n);
+    if (n > 0)
+        memcpy(b->data + b->len, p, n);
     b->len += n;
     return 0;
 }
@@ -814,8 +831,10 @@ edited_block(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     lines = args[0], names = args[1], subst = args[2], drop = args[3], params = args[5];
     count = PyList_GET_SIZE(lines);
-    if (PyList_GET_SIZE(names) != count || (pop = PyLong_AsSsize_t(args[4])) < 0 || pop > 1)
+    if (PyList_GET_SIZE(names) != count || (pop = PyLong_AsSsize_t(args[4])) < 0 || pop > 1) {
+        PyErr_Clear();          /* (a number too large for C: not the common case either) */
         goto fallback;
+    }
     if (params != Py_None) {
         if (!PyTuple_CheckExact(params) || PyTuple_GET_SIZE(params) != 2 || pop)
             goto fallback;
@@ -826,12 +845,16 @@ edited_block(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             received = (const char *)PyUnicode_1BYTE_DATA(r);
             received_len = PyUnicode_GET_LENGTH(r);
         }
-        if (p != Py_None && (!PyLong_CheckExact(p) || (rport = PyLong_AsLong(p)) < 0))
+        if (p != Py_None && (!PyLong_CheckExact(p) || (rport = PyLong_AsLong(p)) < 0)) {
+            PyErr_Clear();
             goto fallback;
+        }
     }
     if (pop || params != Py_None) {             /* the first Via line not dropped */
         for (Py_ssize_t i = 0; i < count && via < 0; i++) {
             PyObject *name = PyList_GET_ITEM(names, i);
+            if (!PyUnicode_Check(name))
+                goto fallback;
             if (PyUnicode_GET_LENGTH(name) == 3 && PyUnicode_CompareWithASCIIString(name, "via") == 0) {
                 PyObject *index = PyLong_FromSsize_t(i);
                 int dropped = index == NULL ? -1 : PySet_Contains(drop, index);
@@ -863,15 +886,16 @@ edited_block(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(index);
         if (dropped < 0 || (line == NULL && PyErr_Occurred()))
             goto error;
-        if (dropped || (i == via && pop && line == NULL && !split))
+        int replaced = line != NULL;    /* (a replaced line beats a Via value edit) */
+        if (dropped || (i == via && pop && !replaced && !split))
             continue;
-        if (line == NULL)
+        if (!replaced)
             line = PyList_GET_ITEM(lines, i);
         if (!PyBytes_CheckExact(line))
             goto fallback;
         if (b.len && put(&b, "\r\n", 2) < 0)
             goto error;
-        if (i == via && pop && line == PyList_GET_ITEM(lines, i)) {     /* split: its first value goes */
+        if (i == via && pop && !replaced) {     /* a line of several values: its first goes */
             Py_ssize_t before = b.len;
             int done = put_without_first_value(&b, PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line));
             if (done < 0)
@@ -880,7 +904,7 @@ edited_block(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 b.len = before;
                 goto fallback;
             }
-        } else if (i == via && !pop && line == PyList_GET_ITEM(lines, i)) {
+        } else if (i == via && !pop && !replaced) {
             Py_ssize_t before = b.len;
             int done = put_via_with_params(&b, PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line), received,
                                            received_len, rport);
@@ -914,9 +938,20 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static int
+module_exec(PyObject *m)
+{
+    return PyModule_AddIntConstant(m, "API", SPEEDUPS_API);
+}
+
+static PyModuleDef_Slot slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_speedups", "Optional C accelerator of pyproxy.sip's parser.", 0,
-    methods, NULL, NULL, NULL, NULL,
+    methods, slots, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC

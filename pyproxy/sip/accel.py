@@ -3,7 +3,8 @@ None for each.
 
 It is built at install when a C compiler and Python's headers are there, and skipped cleanly
 when not (``tools/pyproxy_build.py``). ``PYPROXY_NO_EXTENSIONS=1`` in the environment turns it
-off at run time (and at build time). Pure Python is the reference: the accelerated functions only
+off at run time (and at build time); a module built from another version of ``_speedups.c``
+(an old in-place build of an editable install) is not used either. Pure Python is the reference: the accelerated functions only
 take the common, well-formed case and hand everything else back to it.
 """
 
@@ -11,12 +12,16 @@ from __future__ import annotations
 
 import os
 
+API = 1                     # what this file expects of _speedups (its SPEEDUPS_API)
+
 scan_head = scan_via = edited_block = None
-if not os.environ.get("PYPROXY_NO_EXTENSIONS"):
+if os.environ.get("PYPROXY_NO_EXTENSIONS", "0") in ("", "0"):
     try:
-        from ._speedups import edited_block, scan_head, scan_via  # noqa: F401 (read as accel.<name>)
+        from . import _speedups
     except ImportError:         # not built here: no compiler at install, or a source checkout
-        pass
+        _speedups = None
+    if getattr(_speedups, "API", None) == API:      # (one built from another version: not used)
+        scan_head, scan_via, edited_block = _speedups.scan_head, _speedups.scan_via, _speedups.edited_block
 
 FUNCTIONS = ("scan_head", "scan_via", "edited_block")
 ENABLED = scan_head is not None

@@ -111,11 +111,9 @@ def _edited_lines(msg, edits: Edits, drop):
             out[i] = line
     for i, line in edits.subst.items():
         out[i] = line
-    if not drop:
-        return out
     for i in drop:
         out[i] = None
-    return filter(None, out)
+    return filter(None, out)        # (via_lines() drops a line whose values all went, too)
 
 
 def via_lines(msg, pop: int, params: tuple | None, drop) -> dict[int, bytes | None]:
@@ -171,14 +169,17 @@ def _with_params(value: str, params: tuple[str | None, int | None]) -> str:
         # The hot path (every forwarded request with rport): the value was parsed already when
         # the edit was recorded, so a textual rewrite of its parameters is enough: each replaced
         # where it stands, else added at the end.
+        # (the replacement is a function: a string would be read as a template, its "\\" too)
         if received is not None:
-            value, found = _RECEIVED.subn(f";received={received}", value, 1)
+            param = f";received={received}"
+            value, found = _RECEIVED.subn(lambda _: param, value, 1)
             if not found:
-                value += f";received={received}"
+                value += param
         if rport is not None:
-            value, found = _RPORT.subn(f";rport={rport}", value, 1)
+            param = f";rport={rport}"
+            value, found = _RPORT.subn(lambda _: param, value, 1)
             if not found:
-                value += f";rport={rport}"
+                value += param
         return value
     try:
         via = parse_via(value)

@@ -6,6 +6,7 @@ import pytest
 
 from pyproxy.sip import (LocalSIPError, MessageTooLarge, RemoteSIPError, StreamParser,
                          make_response, parse_message)
+from _parser_paths import parser_path  # noqa: F401 (autouse: each test on both parser paths)
 
 INVITE = (
     b"INVITE sip:bob@example.com SIP/2.0\r\n"
@@ -69,6 +70,15 @@ def test_remove_top_via_on_folded_line():
     assert not parse_message(m.serialize()).has_header("via")
     with pytest.raises(LocalSIPError):
         m.remove_top_via()
+
+
+def test_removing_every_value_of_a_via_line_removes_the_line():
+    m = parse_message(INVITE.replace(b"Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-a;rport",
+                                     b"Via: SIP/2.0/UDP 10.0.0.9, SIP/2.0/UDP 10.0.0.8", 1))
+    m.remove_top_via()
+    m.remove_top_via()          # both values of the first line, and nothing else: it goes (was a TypeError)
+    assert b"10.0.0.9" not in m.serialize() and b"10.0.0.8" not in m.serialize()
+    assert parse_message(m.serialize()).vias
 
 
 def test_remove_added_via_first():

@@ -6,6 +6,7 @@ import pytest
 
 from pyproxy.sip import (RemoteSIPError, is_ipv4, is_ipv6_reference, parse_name_addr, parse_uri,
                          parse_via)
+from _parser_paths import parser_path  # noqa: F401 (autouse: each test on both parser paths)
 
 
 def test_sip_uri_components():
