@@ -263,19 +263,27 @@ eq_ascii(const char *p, Py_ssize_t n, const char *word)
     return 1;
 }
 
-/* Digits only, 1 to 5 of them, at most 65535: -1 otherwise. */
+/* The number [p, p+n) is when it is 1 to ``max_digits`` digits and at most ``max_value``; -1
+ * otherwise. */
 static long
-port_value(const char *p, Py_ssize_t n)
+bounded_number(const char *p, Py_ssize_t n, int max_digits, long max_value)
 {
-    long value = 0;
-    if (n < 1 || n > 5)
+    long long value = 0;
+    if (n < 1 || n > max_digits)
         return -1;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (p[i] < '0' || p[i] > '9')
             return -1;
         value = value * 10 + (p[i] - '0');
     }
-    return value <= 65535 ? value : -1;
+    return value <= max_value ? (long)value : -1;
+}
+
+/* A port: 1 to 5 digits, at most 65535 (uri.parse_port). */
+static long
+port_value(const char *p, Py_ssize_t n)
+{
+    return bounded_number(p, n, 5, 65535);
 }
 
 /* IPv4address with octets 0-255 and no leading zeros (grammar.IPV4). */
@@ -414,17 +422,35 @@ name_kind(PyObject *name)
     }
 }
 
-/* A header line's value, as Message._value strips it (SP/HT around it). */
-static void
-line_value(const char *line, Py_ssize_t len, const char **value, Py_ssize_t *n)
+/* A header line's name and value, as serialize._wire_name and Message._value read them: the
+ * name ends at *name_end (SP/HT before the ":" left out), the value is [*value, *value_end) (SP/HT
+ * around it left out). 0 when the line has no ":". */
+static int
+split_line(const char *line, Py_ssize_t len, const char **name_end, const char **value,
+           const char **value_end)
 {
-    const char *p = memchr(line, ':', len) + 1, *end = line + len;
-    while (p < end && (*p == ' ' || *p == '\t'))
-        p++;
+    const char *colon = memchr(line, ':', len), *p, *end = line + len;
+    if (colon == NULL)
+        return 0;
+    for (p = colon; p > line && (p[-1] == ' ' || p[-1] == '\t'); p--)
+        ;
+    *name_end = p;
+    for (p = colon + 1; p < end && (*p == ' ' || *p == '\t'); p++)
+        ;
     while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
         end--;
     *value = p;
-    *n = end - p;
+    *value_end = end;
+    return 1;
+}
+
+/* A header line's value (the line has a ":"). */
+static void
+line_value(const char *line, Py_ssize_t len, const char **value, Py_ssize_t *n)
+{
+    const char *name_end, *end;
+    split_line(line, len, &name_end, value, &end);
+    *n = end - *value;
 }
 
 /* CSeq = 1*DIGIT LWS Method, the number below 2**31 (Message.cseq): (number, method) or None. */
@@ -446,20 +472,6 @@ cseq_tuple(const char *p, Py_ssize_t n)
     return tuple_of(2, PyLong_FromLongLong(number), PyUnicode_FromStringAndSize(method, end - method));
 }
 
-/* Max-Forwards: 1 to 10 digits, at most 255 (Message.max_forwards); -1 otherwise. */
-static long
-max_forwards(const char *p, Py_ssize_t n)
-{
-    long long value = 0;
-    if (n < 1 || n > 10)
-        return -1;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return -1;
-        value = value * 10 + (p[i] - '0');
-    }
-    return value <= 255 ? value : -1;
-}
 
 /* callid = word ["@" word] (grammar.CALL_ID) */
 static int
@@ -577,7 +589,7 @@ head_facts(const char *first[], Py_ssize_t first_len[], int count[], const char 
         long hops = 0;
         if (count[MAX_FORWARDS] == 1) {
             line_value(first[MAX_FORWARDS], first_len[MAX_FORWARDS], &value, &n);
-            hops = max_forwards(value, n);
+            hops = bounded_number(value, n, 10, 255);     /* (Message.max_forwards) */
         }
         if (hops >= 0) {
             fact = count[MAX_FORWARDS] ? PyLong_FromLong(hops) : Py_NewRef(Py_None);
@@ -730,6 +742,13 @@ put(buffer *b, const char *p, Py_ssize_t n)
     return 0;
 }
 
+static int
+put_rport(buffer *b, long rport)
+{
+    char param[32];
+    return put(b, param, snprintf(param, sizeof param, ";rport=%ld", rport));
+}
+
 /* The Via line ``line`` ("Via: value") with received=/rport= set, as serialize._with_params does
  * it (each replaces the first parameter of its name where it stands, else is added at the end),
  * into ``b``: 1 done, 0 not the common case (a quote, a folded line, a non-ASCII octet), -1 error. */
@@ -737,17 +756,10 @@ static int
 put_via_with_params(buffer *b, const char *line, Py_ssize_t len, const char *received,
                     Py_ssize_t received_len, long rport)
 {
-    const char *end = line + len, *colon = memchr(line, ':', len), *name_end, *value, *seg, *next;
-    char number[32];
+    const char *end, *name_end, *value, *seg, *next;
     int received_done = received == NULL, rport_done = rport < 0;
-    if (colon == NULL)
+    if (!split_line(line, len, &name_end, &value, &end))
         return 0;
-    for (name_end = colon; name_end > line && (name_end[-1] == ' ' || name_end[-1] == '\t'); name_end--)
-        ;
-    for (value = colon + 1; value < end && (*value == ' ' || *value == '\t'); value++)
-        ;
-    while (end > value && (end[-1] == ' ' || end[-1] == '\t'))
-        end--;
     for (const char *c = value; c < end; c++)   /* a quote, a fold, or what Python's */
         if (*c == '"' || *c == '\r' || (unsigned char)*c >= 0x80)     /* case-insensitive match knows */
             return 0;
@@ -765,19 +777,15 @@ put_via_with_params(buffer *b, const char *line, Py_ssize_t len, const char *rec
                 return -1;
         } else if (!rport_done && param_is(seg + 1, seg_end, "rport")) {
             rport_done = 1;
-            int n = snprintf(number, sizeof number, ";rport=%ld", rport);
-            if (put(b, number, n) < 0)
+            if (put_rport(b, rport) < 0)
                 return -1;
         } else if (put(b, seg, seg_end - seg) < 0)
             return -1;
     }
     if (!received_done && (put(b, ";received=", 10) < 0 || put(b, received, received_len) < 0))
         return -1;
-    if (!rport_done) {
-        int n = snprintf(number, sizeof number, ";rport=%ld", rport);
-        if (put(b, number, n) < 0)
-            return -1;
-    }
+    if (!rport_done && put_rport(b, rport) < 0)
+        return -1;
     return 1;
 }
 
@@ -787,16 +795,10 @@ put_via_with_params(buffer *b, const char *line, Py_ssize_t len, const char *rec
 static int
 put_without_first_value(buffer *b, const char *line, Py_ssize_t len)
 {
-    const char *end = line + len, *colon = memchr(line, ':', len), *name_end, *value, *next, *piece;
+    const char *end, *name_end, *value, *next, *piece;
     Py_ssize_t piece_n;
-    if (colon == NULL)
+    if (!split_line(line, len, &name_end, &value, &end))
         return 0;
-    for (name_end = colon; name_end > line && (name_end[-1] == ' ' || name_end[-1] == '\t'); name_end--)
-        ;
-    for (value = colon + 1; value < end && (*value == ' ' || *value == '\t'); value++)
-        ;
-    while (end > value && (end[-1] == ' ' || end[-1] == '\t'))
-        end--;
     next = value;
     if (!plain_list(value, end - value) || !next_element(&next, end, &piece, &piece_n) || next == NULL)
         return 0;
