@@ -4,8 +4,9 @@ None for each.
 It is built at install when a C compiler and Python's headers are there, and skipped cleanly
 when not (``tools/pyproxy_build.py``). ``PYPROXY_NO_EXTENSIONS=1`` in the environment turns it
 off at run time (and at build time); a module built from another version of ``_speedups.c``
-(an old in-place build of an editable install) is not used either. Pure Python is the reference: the accelerated functions only
-take the common, well-formed case and hand everything else back to it.
+(an old in-place build of an editable install) is not used either. Pure Python is the
+reference: the accelerated functions only take the common, well-formed case and hand everything
+else back to it.
 """
 
 from __future__ import annotations

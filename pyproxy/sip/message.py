@@ -44,6 +44,7 @@ class Message:
         self._hend = hend
         self._cl = cl                # Content-Length as received, None if absent
         self._cache: dict = {}       # int -> decoded value of that line; str -> parsed property
+                                     # (the C scan may start it with some: parser.parse_head)
         self._edits: Edits | None = None
 
     # --- reading headers ------------------------------------------------------------------

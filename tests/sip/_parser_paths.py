@@ -11,6 +11,7 @@ import pytest
 
 from pyproxy.sip import accel
 
+
 @pytest.fixture(scope="module", params=["python", "c"], autouse=True)
 def parser_path(request):
     """Module-scoped (hypothesis refuses function-scoped fixtures): the path for every test of
