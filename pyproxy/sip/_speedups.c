@@ -869,6 +869,13 @@ edited_block(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         if (via < 0)
             goto fallback;
+        PyObject *index = PyLong_FromSsize_t(via);      /* replaced: the Python path says whether */
+        int replaced = index == NULL ? -1 : PyDict_Contains(subst, index);     /* its edit stands */
+        Py_XDECREF(index);
+        if (replaced < 0)
+            goto error;
+        if (replaced)
+            goto fallback;
         PyObject *line = PyList_GET_ITEM(lines, via);
         if (!PyBytes_CheckExact(line))
             goto fallback;

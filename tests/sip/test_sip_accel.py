@@ -258,7 +258,8 @@ VIA_LINES = ["Via: SIP/2.0/UDP h;rport", "Via: SIP/2.0/UDP h;RPort=7;received=1.
              "Via: SIP/2.0/UDP h;receivedx=1;rportx", "Via: SIP/2.0/UDP h;;rport", "Via: SIP/2.0/UDP h;received=a;b",
              "Via: SIP/2.0/UDP h ,  g,k", "Via:SIP/2.0/UDP h,", "Via: ,SIP/2.0/UDP g", "Via: SIP/2.0/UDP h\x0b, g",
              "Via: SIP/2.0/UDP h;x=<a>, g", "Via: SIP/2.0/UDP h,,g", "Via: SIP/2.0/UDP h, g\r\n , f",
-             "Via: SIP/2.0/UDP h;RECEIVED=1.1.1.1;RPORT", "Via: SIP/2.0/UDP h, g\r\nVia: SIP/2.0/UDP f"]
+             "Via: SIP/2.0/UDP h;RECEIVED=1.1.1.1;RPORT", "Via: SIP/2.0/UDP h, g\r\nVia: SIP/2.0/UDP f",
+             "Via: SIP/2.0/UDP h\r\nVia:\" SIP/2.0/UDP g"]        # (a bad Via under one removed, then replaced)
 
 
 @needs_accel
