@@ -133,31 +133,57 @@ is_content_length(PyObject *name)
            PyUnicode_CompareWithASCIIString(name, "content-length") == 0;
 }
 
+/* A header line's name and value, as serialize._wire_name and Message._value read them: the
+ * name ends at *name_end (SP/HT before the ":" left out), the value is [*value, *value_end) (SP/HT
+ * around it left out). 0 when the line has no ":". */
+static int
+split_line(const char *line, Py_ssize_t len, const char **name_end, const char **value,
+           const char **value_end)
+{
+    const char *colon = memchr(line, ':', len), *p, *end = line + len;
+    if (colon == NULL)
+        return 0;
+    for (p = colon; p > line && (p[-1] == ' ' || p[-1] == '\t'); p--)
+        ;
+    *name_end = p;
+    for (p = colon + 1; p < end && (*p == ' ' || *p == '\t'); p++)
+        ;
+    while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    *value = p;
+    *value_end = end;
+    return 1;
+}
+
+/* The number [p, p+n) is when it is 1 to ``max_digits`` digits and at most ``max_value``; -1
+ * otherwise. */
+static long
+bounded_number(const char *p, Py_ssize_t n, int max_digits, long max_value)
+{
+    long long value = 0;
+    if (n < 1 || n > max_digits)
+        return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        value = value * 10 + (p[i] - '0');
+    }
+    return value <= max_value ? (long)value : -1;
+}
+
 /* Content-Length's value: digits between optional SP/HT; -1 when it is anything else. */
 static long
 content_length(const char *line, Py_ssize_t len)
 {
-    const char *colon = memchr(line, ':', len), *end = line + len, *p;
-    long value = 0;
-    Py_ssize_t digits;
-    if (colon == NULL)
-        return -1;
-    p = colon + 1;
-    while (p < end && (*p == ' ' || *p == '\t'))
-        p++;
-    while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
-        end--;
-    digits = end - p;
-    if (digits == 0)
+    const char *name_end, *p, *end;
+    if (!split_line(line, len, &name_end, &p, &end) || end == p)
         return -1;
     for (const char *d = p; d < end; d++)
         if (*d < '0' || *d > '9')
             return -1;
-    if (digits > 9)                 /* no message can match it: as the Python path, 10**9 */
+    if (end - p > 9)                /* no message can match it: as the Python path, 10**9 */
         return 1000000000L;
-    for (; p < end; p++)
-        value = value * 10 + (*p - '0');
-    return value;
+    return bounded_number(p, end - p, 9, 999999999L);
 }
 
 static PyObject *
@@ -261,22 +287,6 @@ eq_ascii(const char *p, Py_ssize_t n, const char *word)
             return 0;
     }
     return 1;
-}
-
-/* The number [p, p+n) is when it is 1 to ``max_digits`` digits and at most ``max_value``; -1
- * otherwise. */
-static long
-bounded_number(const char *p, Py_ssize_t n, int max_digits, long max_value)
-{
-    long long value = 0;
-    if (n < 1 || n > max_digits)
-        return -1;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return -1;
-        value = value * 10 + (p[i] - '0');
-    }
-    return value <= max_value ? (long)value : -1;
 }
 
 /* A port: 1 to 5 digits, at most 65535 (uri.parse_port). */
@@ -420,28 +430,6 @@ name_kind(PyObject *name)
     case 12: return PyUnicode_CompareWithASCIIString(name, "max-forwards") == 0 ? MAX_FORWARDS : OTHER;
     default: return OTHER;
     }
-}
-
-/* A header line's name and value, as serialize._wire_name and Message._value read them: the
- * name ends at *name_end (SP/HT before the ":" left out), the value is [*value, *value_end) (SP/HT
- * around it left out). 0 when the line has no ":". */
-static int
-split_line(const char *line, Py_ssize_t len, const char **name_end, const char **value,
-           const char **value_end)
-{
-    const char *colon = memchr(line, ':', len), *p, *end = line + len;
-    if (colon == NULL)
-        return 0;
-    for (p = colon; p > line && (p[-1] == ' ' || p[-1] == '\t'); p--)
-        ;
-    *name_end = p;
-    for (p = colon + 1; p < end && (*p == ' ' || *p == '\t'); p++)
-        ;
-    while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
-        end--;
-    *value = p;
-    *value_end = end;
-    return 1;
 }
 
 /* A header line's value (the line has a ":"). */

@@ -170,16 +170,12 @@ def _with_params(value: str, params: tuple[str | None, int | None]) -> str:
         # the edit was recorded, so a textual rewrite of its parameters is enough: each replaced
         # where it stands, else added at the end.
         # (the replacement is a function: a string would be read as a template, its "\\" too)
-        if received is not None:
-            param = f";received={received}"
-            value, found = _RECEIVED.subn(lambda _: param, value, 1)
-            if not found:
-                value += param
-        if rport is not None:
-            param = f";rport={rport}"
-            value, found = _RPORT.subn(lambda _: param, value, 1)
-            if not found:
-                value += param
+        for pattern, name, given in ((_RECEIVED, "received", received), (_RPORT, "rport", rport)):
+            if given is not None:
+                param = f";{name}={given}"
+                value, found = pattern.subn(lambda _: param, value, 1)
+                if not found:
+                    value += param
         return value
     try:
         via = parse_via(value)
