@@ -38,6 +38,10 @@ class EventLoop:
         self._seq = itertools.count()
         self.running = False
         self._last_crash = 0.0
+        # run after each batch of events that one poll returned, while ``dispatching`` says a batch
+        # is being handled (StreamTransport sends the writes of a batch to a connection as one)
+        self.after_batch: list[Callable[[], None]] = []
+        self.dispatching = False
 
     # -- file descriptors -----------------------------------------------------------------------
     def add_reader(self, fd: int, callback: Callable[[], None], exclusive: bool = False) -> None:
@@ -110,6 +114,7 @@ class EventLoop:
                 events = poll(min(timeout, 1.0))
             except InterruptedError:
                 continue
+            self.dispatching = True
             for fd, mask in events:
                 entry = handlers.get(fd)
                 if entry is None:
@@ -122,6 +127,12 @@ class EventLoop:
                             continue
                     if mask & (select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR) and entry[1]:
                         entry[1]()
+                except Exception:
+                    self._crashed()
+            self.dispatching = False
+            for callback in self.after_batch:
+                try:
+                    callback()
                 except Exception:
                     self._crashed()
 

@@ -70,6 +70,11 @@ class StreamTransport:
         # to its predecessor, and the supervisor has forgotten them (as a fallback, it waits EPOCH_WAIT)
         self.incarnation = incarnation
         self.adopting = incarnation == 0
+        # connections written to during the event loop's current batch of events: what one batch
+        # writes to a connection (the requests and replies of one read, the records a TLS read
+        # produced) leaves in one send at its end, rather than one send per message
+        self.corked: dict[TCPConnection, None] = {}
+        loop.after_batch.append(self.send_corked)
         # wired by the Worker: where received messages go (the hand-off channel), who answers and
         # bounces requests (the proxy), and who reaches another worker's connection
         self.deliver = self.proxy = self.handoff = None
@@ -318,10 +323,8 @@ class StreamTransport:
 
     def flush_tls(self, conn: TCPConnection) -> None:
         out = conn.pipe.outgoing()
-        if out and not conn.write_now(out):
-            self.close(conn, "write failed")
-        elif conn.out:
-            self.loop.set_writer(conn.fd, lambda: self.on_writable(conn))
+        if out:
+            self.put(conn, out)
 
     def refuse_oversize(self, conn: TCPConnection, e) -> None:
         """Answer 513 when the head announced the size, then close: the stream cannot go on."""
@@ -403,9 +406,33 @@ class StreamTransport:
             data = conn.pipe.outgoing()
             if not data:
                 return True         # queued until the handshake is done
+        return self.put(conn, data)
+
+    def put(self, conn: TCPConnection, data: bytes) -> bool:
+        """Send ``data`` on ``conn``: at the end of the event loop's batch of events when written
+        inside one (send_corked), else now. What the kernel does not take waits in ``conn.out``."""
+        if self.loop.dispatching and not conn.connecting:
+            conn.out += data
+            self.corked[conn] = None
+            return True
         if not conn.write_now(data):
             self.close(conn, "write failed")
             return False
+        return self.watch_queue(conn)
+
+    def send_corked(self) -> None:
+        corked, self.corked = self.corked, {}
+        for conn in corked:
+            if conn.closed:
+                continue
+            if not conn.flush():
+                self.close(conn, "write failed")
+                continue
+            conn.last_active = time.monotonic()
+            self.watch_queue(conn)
+
+    def watch_queue(self, conn: TCPConnection) -> bool:
+        """Bytes still queued: wait for the socket to take them, unless too many wait."""
         if conn.out:
             if len(conn.out) > QUEUE_LIMIT:
                 self.close(conn, f"more than {QUEUE_LIMIT // 1024} KiB queued: the peer reads too slowly")
@@ -421,6 +448,8 @@ class StreamTransport:
         statistic a TLS handshake that ends here unfinished (or refused by our checks) counts under."""
         if conn.closed:
             return
+        if conn in self.corked and not conn.flush():    # (what this batch wrote to it, a TLS alert...)
+            conn.out.clear()
         conn.closed = True
         if conn.pipe is not None and not conn.pipe.accepted and not conn.connecting:
             self.stats.add(failure)         # a TLS handshake begun that did not succeed

@@ -1,9 +1,16 @@
-"""TCPConnection's write buffer over a real socket pair: when a stall starts to count."""
+"""TCPConnection's write buffer over a real socket pair: when a stall starts to count; and over
+a running proxy, what one batch of events writes to a connection leaving in one send."""
 
 import socket
+import time
+
+import pytest
 
 from pyproxy.config.values import Proto
 from pyproxy.runtime.tcp import TCPConnection
+
+from ._harness import LOOP, free_port, options_request, read_tcp_message, status_of
+from .test_tls import client_context, tls_settings
 
 BIG = b"x" * (16 << 20)         # more than any socket buffer takes at once
 
@@ -43,3 +50,33 @@ def test_a_peer_that_reads_everything_is_not_stalled():
             if conn.out:
                 assert conn.stalled_since == since
         assert conn.stalled_since is None
+
+
+# Linux's struct tcp_info: tcpi_data_segs_in, the segments with data a socket has received.
+TCP_INFO_DATA_SEGS_IN = 152
+
+
+def data_segments_in(sock) -> int:
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return int.from_bytes(info[TCP_INFO_DATA_SEGS_IN:TCP_INFO_DATA_SEGS_IN + 4], "little")
+
+
+@pytest.mark.parametrize("proto", ["tcp", "tls"])
+def test_the_replies_to_requests_read_at_once_leave_in_one_send(proxy_factory, pki, proto):
+    """Three OPTIONS in one segment are read at once; their three 200s are written at the end
+    of that batch of events as one send, so they arrive as one segment (each its own with one
+    send per message: the proxy's sockets do not wait to fill a segment, TCP_NODELAY)."""
+    tls_port = free_port()
+    proxy = proxy_factory(children=1, extra=tls_settings(pki, tls_port) if proto == "tls" else "")
+    port = tls_port if proto == "tls" else proxy.port
+    raw = socket.create_connection((LOOP, port), timeout=5)
+    with client_context(pki).wrap_socket(raw) if proto == "tls" else raw as s:
+        lport = s.getsockname()[1]
+        buf = bytearray()
+        s.sendall(options_request(port, "warm-up", proto, lport))    # (TLS 1.3 tickets come before it)
+        assert status_of(read_tcp_message(s, time.monotonic() + 10, buf)) == 200
+        before = data_segments_in(s)
+        s.sendall(b"".join(options_request(port, f"three-{n}", proto, lport) for n in range(3)))
+        replies = [read_tcp_message(s, time.monotonic() + 10, buf) for _ in range(3)]
+        assert [status_of(r) if r else None for r in replies] == [200] * 3, proxy.tail()
+        assert data_segments_in(s) - before == 1
