@@ -398,6 +398,10 @@ class StreamTransport:
         if conn.closed:
             return False
         if conn.pipe is not None:
+            if self.loop.dispatching and conn.pipe.accepted:
+                conn.pipe.later += data     # the batch's writes become one run of records (drain())
+                self.corked[conn] = None
+                return True
             try:
                 conn.pipe.send(data)
             except TLSError as e:
@@ -423,13 +427,27 @@ class StreamTransport:
     def send_corked(self) -> None:
         corked, self.corked = self.corked, {}
         for conn in corked:
-            if conn.closed:
-                continue
-            if not conn.flush():
-                self.close(conn, "write failed")
-                continue
-            conn.last_active = time.monotonic()
-            self.watch_queue(conn)
+            if not conn.closed:
+                failure = self.drain(conn)
+                if failure:
+                    self.close(conn, failure)
+                else:
+                    self.watch_queue(conn)
+
+    def drain(self, conn: TCPConnection) -> str | None:
+        """Send what this batch wrote to ``conn`` (over TLS, encrypted now); why that failed."""
+        pipe = conn.pipe
+        if pipe is not None and pipe.later:
+            data, pipe.later = bytes(pipe.later), bytearray()
+            try:
+                pipe.send(data)
+            except TLSError as e:
+                return f"TLS error: {e}"
+            conn.out += pipe.outgoing()
+        if not conn.flush():
+            return "write failed"
+        conn.last_active = time.monotonic()
+        return None
 
     def watch_queue(self, conn: TCPConnection) -> bool:
         """Bytes still queued: wait for the socket to take them, unless too many wait."""
@@ -448,8 +466,10 @@ class StreamTransport:
         statistic a TLS handshake that ends here unfinished (or refused by our checks) counts under."""
         if conn.closed:
             return
-        if conn in self.corked and not conn.flush():    # (what this batch wrote to it, a TLS alert...)
-            conn.out.clear()
+        if conn in self.corked:         # what this batch wrote to it first (a last reply, a TLS alert)
+            del self.corked[conn]
+            if self.drain(conn):
+                conn.out.clear()
         conn.closed = True
         if conn.pipe is not None and not conn.pipe.accepted and not conn.connecting:
             self.stats.add(failure)         # a TLS handshake begun that did not succeed

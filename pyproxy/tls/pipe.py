@@ -38,7 +38,7 @@ def _is_ip(host: str) -> bool:
 
 
 class TLSPipe:
-    __slots__ = ("conn", "server_side", "handshake_done", "accepted", "closed", "pending")
+    __slots__ = ("conn", "server_side", "handshake_done", "accepted", "closed", "pending", "later")
 
     def __init__(self, context: SSL.Context, server_side: bool, server_name: str | None = None):
         conn = SSL.Connection(context, None)
@@ -58,6 +58,7 @@ class TLSPipe:
         self.accepted = False           # the worker's checks of the peer passed: application data flows
         self.closed = False             # the peer sent close_notify
         self.pending = bytearray()      # plaintext written before the peer was accepted
+        self.later = bytearray()        # plaintext the worker encrypts at the end of its batch of events
 
     def start(self) -> None:
         """Client side: produce the ClientHello (take it with outgoing())."""
