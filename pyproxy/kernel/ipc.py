@@ -2,7 +2,7 @@
 
 - **hand-off** (worker -> worker, one Unix datagram socket per worker): a SIP message and where
   it came from, for the worker that owns its Call-ID; or bytes to write on a TCP connection,
-  for the worker that owns that connection.
+  for the worker that owns that connection; or several of these in one Batch.
 - **supervisor channel** (one SOCK_SEQPACKET pair per worker): new connections (the fd rides along
   with SCM_RIGHTS) from the supervisor; connection events (opened outbound, closed, alias) from
   the worker.
@@ -44,6 +44,12 @@ class SendOn(NamedTuple):
     conn_id: int
     data: bytes
     host: str           # when set, the host a TLS server's certificate must name (RFC 5922)
+
+
+class Batch(NamedTuple):
+    """Several encoded hand-offs (Handoff, SendOn) for one worker in one datagram: what one batch
+    of events hands to that worker."""
+    items: list[bytes]
 
 
 class Control(NamedTuple):
@@ -105,7 +111,7 @@ class Epoch(NamedTuple):
     incarnation: int
 
 
-_KINDS = (Handoff, SendOn, Control, ControlAnswer, NewConn, Outbound, Closed, Alias, WorkerDied, Epoch)
+_KINDS = (Handoff, SendOn, Control, ControlAnswer, NewConn, Outbound, Closed, Alias, WorkerDied, Epoch, Batch)
 _NUMBER = {kind: number for number, kind in enumerate(_KINDS)}
 
 

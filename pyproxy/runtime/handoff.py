@@ -12,7 +12,8 @@ from ..kernel import ipc
 from ..kernel.shm import Stat
 from ..script.context import ReceiveInfo
 
-HANDOFF_BURST = 32          # hand-offs read per wake-up
+HANDOFF_BURST = 32          # hand-off datagrams read per wake-up
+HANDOFF_BATCH = 32          # hand-offs to one worker that one datagram carries at most
 HANDOFF_BACKLOG = 20000     # hand-offs kept for a busy worker before they are dropped
 PROTOS = {p.text: p for p in Proto}     # a hand-off's transport (a dict: Proto(value) costs more)
 
@@ -25,8 +26,14 @@ class HandoffChannel:
         self.affinity = affinity    # every message of a call to its owner (call_affinity)
         self.recv_sock = recv_sock
         self.reader = ipc.DatagramReader(recv_sock) if recv_sock is not None else None
-        self.outboxes = [ipc.Outbox(sock, loop, HANDOFF_BACKLOG, lambda payload, why, n=n: self.handoff_lost(n, why))
+        self.outboxes = [ipc.Outbox(sock, loop, HANDOFF_BACKLOG,
+                                    lambda payload, why, n=n: self.handoff_lost(n, payload, why))
                          for n, sock in enumerate(send_socks or ())]
+        # what the event loop's current batch of events hands to each worker: one datagram at its
+        # end (send_batches) rather than one per message, and one wake-up of that worker
+        self.loop = loop
+        self.batches: dict[int, list[bytes]] = {}
+        loop.after_batch.append(self.send_batches)
         self.stats = stats
         self.ratelog = ratelog
         # wired by the Worker: where messages and connection bytes go, and management commands
@@ -47,13 +54,30 @@ class HandoffChannel:
         self.proxy.process(data, rcv, msg)
 
     def hand_off(self, worker: int, item: tuple) -> None:
-        """Give a message (Handoff, SendOn) to another worker; one that is busy gets it later, in
-        order (its Outbox keeps up to HANDOFF_BACKLOG), rather than never."""
+        """Give a message (Handoff, SendOn) to another worker, at the end of this batch of events
+        when inside one; one that is busy gets it later, in order (its Outbox keeps up to
+        HANDOFF_BACKLOG datagrams), rather than never."""
         self.stats.add(Stat.HANDOFFS_OUT)
-        self.outboxes[worker].send(ipc.encode(item))
+        payload = ipc.encode(item)
+        if not self.loop.dispatching:
+            self.outboxes[worker].send(payload)
+            return
+        batch = self.batches.setdefault(worker, [])
+        batch.append(payload)
+        if len(batch) >= HANDOFF_BATCH:
+            self.send_batch(worker)
 
-    def handoff_lost(self, worker: int, why: str) -> None:
-        self.stats.add(Stat.DROPPED)
+    def send_batches(self) -> None:
+        for worker in list(self.batches):
+            self.send_batch(worker)
+
+    def send_batch(self, worker: int) -> None:
+        payloads = self.batches.pop(worker)
+        self.outboxes[worker].send(payloads[0] if len(payloads) == 1 else ipc.encode(ipc.Batch(payloads)))
+
+    def handoff_lost(self, worker: int, payload: bytes, why: str) -> None:
+        item = ipc.decode(payload)
+        self.stats.add(Stat.DROPPED, len(item.items) if type(item) is ipc.Batch else 1)
         self.ratelog("handoff", logging.ERROR, f"hand-off to worker {worker + 1} dropped: {why}")
 
     def on_readable(self) -> None:
@@ -63,20 +87,27 @@ class HandoffChannel:
                 item = reader.read()
             except (BlockingIOError, InterruptedError):
                 return
-            self.stats.add(Stat.HANDOFFS_IN)
-            kind = type(item)
-            if kind is ipc.Handoff:
-                rcv = ReceiveInfo(item.src_ip, item.src_port, item.dst_ip, item.dst_port, PROTOS[item.proto],
-                                  item.conn_id or None, None if item.conn_owner < 0 else item.conn_owner, item.tls)
-                self.proxy.process(item.data, rcv, None)
-            elif kind is ipc.Control:
-                self.on_control(item.request_id, item.command)
-            elif kind is ipc.SendOn:
-                conn_id, data, host = item
-                conn = self.streams.conns.get(conn_id)
-                if conn is None or not self.streams.carries(conn, host):
-                    self.proxy.bounce(data, f"connection {conn_id:#x} is gone" if conn is None else
-                                      f"the certificate of tls:{conn.peer_ip}:{conn.peer_port} does not name {host}")
-                    self.stats.add(Stat.SEND_ERRORS)
-                elif not self.streams.write_waiting(conn, data, host):
-                    self.stats.add(Stat.SEND_ERRORS)
+            if type(item) is ipc.Batch:
+                for payload in item.items:
+                    self.receive(ipc.decode(payload))
+            else:
+                self.receive(item)
+
+    def receive(self, item: tuple) -> None:
+        self.stats.add(Stat.HANDOFFS_IN)
+        kind = type(item)
+        if kind is ipc.Handoff:
+            rcv = ReceiveInfo(item.src_ip, item.src_port, item.dst_ip, item.dst_port, PROTOS[item.proto],
+                              item.conn_id or None, None if item.conn_owner < 0 else item.conn_owner, item.tls)
+            self.proxy.process(item.data, rcv, None)
+        elif kind is ipc.Control:
+            self.on_control(item.request_id, item.command)
+        elif kind is ipc.SendOn:
+            conn_id, data, host = item
+            conn = self.streams.conns.get(conn_id)
+            if conn is None or not self.streams.carries(conn, host):
+                self.proxy.bounce(data, f"connection {conn_id:#x} is gone" if conn is None else
+                                  f"the certificate of tls:{conn.peer_ip}:{conn.peer_port} does not name {host}")
+                self.stats.add(Stat.SEND_ERRORS)
+            elif not self.streams.write_waiting(conn, data, host):
+                self.stats.add(Stat.SEND_ERRORS)
