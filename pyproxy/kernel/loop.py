@@ -2,7 +2,9 @@
 
 Each worker runs one. It is leaner than asyncio for what a SIP worker does (read a datagram,
 route it, write it) and lets UDP sockets shared by all workers be registered with
-EPOLLEXCLUSIVE, so one datagram wakes one worker.
+EPOLLEXCLUSIVE, so one datagram wakes one worker. After each batch of events one poll returned,
+the ``after_batch`` callbacks run: a worker sends there what the batch wrote to each connection
+and handed to each other worker, once.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ class EventLoop:
         self._seq = itertools.count()
         self.running = False
         self._last_crash = 0.0
-        # run after each batch of events that one poll returned, while ``dispatching`` says a batch
-        # is being handled (StreamTransport sends the writes of a batch to a connection as one)
+        # run after each batch of events that one poll returned; ``dispatching`` is True while a
+        # batch is being handled (writes and hand-offs made then wait for these callbacks)
         self.after_batch: list[Callable[[], None]] = []
         self.dispatching = False
 

@@ -1,6 +1,7 @@
 """The hand-off channel between workers (call affinity): a message goes to the worker that owns
 its call, ``crc32(Call-ID) % N``, unparsed with how it came in (ipc.Handoff); bytes for a
-TCP/TLS connection go to the worker that owns the connection (ipc.SendOn). The mi process asks
+TCP/TLS connection go to the worker that owns the connection (ipc.SendOn). What one batch of
+events hands to a worker goes in one datagram at its end (ipc.Batch). The mi process asks
 its management commands on the same socket (ipc.Control)."""
 
 from __future__ import annotations
