@@ -69,8 +69,9 @@ class HandoffChannel:
             self.send_batch(worker)
 
     def send_batches(self) -> None:
-        for worker in list(self.batches):
-            self.send_batch(worker)
+        if self.batches:
+            for worker in list(self.batches):
+                self.send_batch(worker)
 
     def send_batch(self, worker: int) -> None:
         payloads = self.batches.pop(worker)

@@ -426,6 +426,8 @@ class StreamTransport:
         return self.watch_queue(conn)
 
     def send_corked(self) -> None:
+        if not self.corked:             # (most batches, over UDP)
+            return
         corked, self.corked = self.corked, {}
         for conn in corked:
             if not conn.closed:
