@@ -10,6 +10,7 @@ HTTPS host name rules. ``peer_summary`` backs the ``$tls_*`` script variables.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import weakref
 from typing import NamedTuple
@@ -155,7 +156,11 @@ def _sip_uri_host(uri: str) -> str | None:
     return canonical_host(rest.rsplit(":", 1)[0] if rest.count(":") == 1 else rest)
 
 
+@functools.lru_cache(maxsize=4096)
 def canonical_host(host: str | None) -> str:
+    """``host`` as names compare: lower case, no final dot or brackets, an address in its
+    shortest form. (Cached: RFC 5922's check on reuse asks it for every request sent over a TLS
+    connection, and parsing an address costs microseconds.)"""
     host = (host or "").strip().lower().rstrip(".")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
