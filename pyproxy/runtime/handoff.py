@@ -15,6 +15,7 @@ from ..script.context import ReceiveInfo
 
 HANDOFF_BURST = 32          # hand-off datagrams read per wake-up
 HANDOFF_BATCH = 32          # hand-offs to one worker that one datagram carries at most
+HANDOFF_BATCH_BYTES = 128 * 1024   # and bytes, well below what a reader takes (ipc.MAX_DATAGRAM)
 HANDOFF_BACKLOG = 20000     # hand-offs kept for a busy worker before they are dropped
 PROTOS = {p.text: p for p in Proto}     # a hand-off's transport (a dict: Proto(value) costs more)
 
@@ -63,7 +64,12 @@ class HandoffChannel:
         if not self.loop.dispatching:
             self.outboxes[worker].send(payload)
             return
-        batch = self.batches.setdefault(worker, [])
+        batch = self.batches.get(worker)
+        if batch and sum(map(len, batch)) + len(payload) > HANDOFF_BATCH_BYTES:
+            self.send_batch(worker)
+            batch = None
+        if batch is None:
+            batch = self.batches[worker] = []
         batch.append(payload)
         if len(batch) >= HANDOFF_BATCH:
             self.send_batch(worker)

@@ -361,6 +361,10 @@ class StreamTransport:
             return
         if not conn.out:
             self.loop.set_writer(conn.fd, None)
+        self.resume_reading(conn)
+
+    def resume_reading(self, conn: TCPConnection) -> None:
+        """Read a paused connection again once what waits for its peer is below READ_PAUSE."""
         if conn.reading_paused and len(conn.out) <= READ_PAUSE:
             conn.reading_paused = False
             self.loop.add_reader(conn.fd, lambda: self.on_readable(conn))
@@ -434,8 +438,10 @@ class StreamTransport:
                 failure = self.drain(conn)
                 if failure:
                     self.close(conn, failure)
-                else:
-                    self.watch_queue(conn)
+                elif self.watch_queue(conn):
+                    # a batch's writes may have paused its reading, and the kernel took them all
+                    # at once: no writable event will come to resume it
+                    self.resume_reading(conn)
 
     def drain(self, conn: TCPConnection) -> str | None:
         """Send what this batch wrote to ``conn`` (over TLS, encrypted now); why that failed."""

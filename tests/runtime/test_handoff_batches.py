@@ -8,7 +8,7 @@ from pyproxy.kernel import ipc
 from pyproxy.kernel.logs import RateLimitedLog
 from pyproxy.kernel.loop import EventLoop
 from pyproxy.kernel.shm import SharedMemory, Stat
-from pyproxy.runtime.handoff import HANDOFF_BATCH, HandoffChannel
+from pyproxy.runtime.handoff import HANDOFF_BATCH, HANDOFF_BATCH_BYTES, HandoffChannel
 
 
 def channels():
@@ -58,6 +58,19 @@ def test_a_batch_holds_at_most_handoff_batch_items_and_one_alone_goes_as_itself(
     received = datagrams(pairs[1][0])
     assert [type(d) for d in received] == [ipc.Batch, ipc.SendOn]
     assert len(received[0].items) == HANDOFF_BATCH
+
+
+def test_a_batch_stays_below_handoff_batch_bytes_and_a_big_message_goes_alone():
+    loop, (first, _), pairs = channels()
+    big = [ipc.SendOn(7, bytes([65 + i]) * 40_000, "") for i in range(5)] + \
+        [ipc.SendOn(7, b"B" * (HANDOFF_BATCH_BYTES + 1), "")]
+    in_a_batch(loop, lambda: [first.hand_off(1, item) for item in big])
+    received = datagrams(pairs[1][0])
+    sizes = [len(ipc.encode(d)) for d in received]
+    assert all(size <= HANDOFF_BATCH_BYTES + 64 for size in sizes[:-1]), sizes
+    items = [ipc.decode(p) for d in received for p in (d.items if type(d) is ipc.Batch else [ipc.encode(d)])]
+    assert items == big                         # all of them, in order
+    assert type(received[-1]) is ipc.SendOn     # the big one alone
 
 
 def test_outside_a_batch_of_events_each_hand_off_goes_at_once():

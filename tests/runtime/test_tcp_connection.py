@@ -3,10 +3,14 @@ a running proxy, what one batch of events writes to a connection leaving in one 
 
 import socket
 import time
+from types import SimpleNamespace
 
 import pytest
 
+from pyproxy.assembly.loader import load_config_text
 from pyproxy.config.values import Proto
+from pyproxy.runtime.arbiter import Arbiter
+from pyproxy.runtime.streams import READ_PAUSE
 from pyproxy.runtime.tcp import TCPConnection
 
 from ._harness import LOOP, free_port, options_request, read_tcp_message, status_of
@@ -80,3 +84,40 @@ def test_the_replies_to_requests_read_at_once_leave_in_one_send(proxy_factory, p
         replies = [read_tcp_message(s, time.monotonic() + 10, buf) for _ in range(3)]
         assert [status_of(r) if r else None for r in replies] == [200] * 3, proxy.tail()
         assert data_segments_in(s) - before == 1
+
+
+def test_a_connection_paused_by_a_batch_s_writes_is_read_again_when_the_kernel_takes_them():
+    """Reading a connection pauses while more than READ_PAUSE bytes wait for its peer. A batch of
+    events can queue that much before its end (the bench: hundreds of hand-offs for sipp's UAS
+    connection in one batch); when the kernel then takes it all at once no writable event comes,
+    and the end of the batch must resume the reading itself (else the connection is never read
+    again)."""
+    port = free_port()
+    arbiter = Arbiter(load_config_text(f"fork=yes\nchildren=1\nlisten=udp:{LOOP}:{port}\nroute {{ drop; }}\n",
+                                       "<test>"), SimpleNamespace(shm_mb=8, foreground=1))
+    arbiter.build()
+    worker = arbiter.new_worker(0)
+    streams, loop = worker.streams, worker.loop
+    listener = socket.create_server((LOOP, 0))
+    client = socket.create_connection(listener.getsockname(), timeout=5)
+    accepted, peer = listener.accept()
+    accepted.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)    # takes the batch at once
+    try:
+        conn = streams.adopt(7, accepted, Proto.TCP, peer, (LOOP, port))
+        client.sendall(options_request(port, "after-the-batch", "tcp", client.getsockname()[1]))
+        loop.dispatching = True
+        assert streams.write(conn, b"x" * (READ_PAUSE + 1))
+        streams.on_readable(conn)           # more than READ_PAUSE waits for the peer: paused
+        assert conn.reading_paused
+        loop.dispatching = False
+        for callback in loop.after_batch:
+            callback()
+        assert not conn.out and not conn.reading_paused
+        assert loop.handlers[conn.fd][0] is not None        # read again
+    finally:
+        for c in list(streams.conns.values()):
+            c.sock.close()
+        client.close()
+        listener.close()
+        for bound in arbiter.listeners:
+            bound.sock.close()
