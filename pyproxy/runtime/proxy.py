@@ -34,7 +34,8 @@ from .streams import FROM_CTX
 
 # the counts each message makes, as plain ints (Stat's members are looked up on their class)
 _REQUESTS_IN, _REPLIES_IN, _REQUESTS_OUT, _REPLIES_OUT, _LOCAL_REPLIES, _SEND_ERRORS = map(int, (
-    Stat.REQUESTS_IN, Stat.REPLIES_IN, Stat.REQUESTS_OUT, Stat.REPLIES_OUT, Stat.LOCAL_REPLIES, Stat.SEND_ERRORS))
+    Stat.REQUESTS_IN, Stat.REPLIES_IN, Stat.REQUESTS_OUT, Stat.REPLIES_OUT, Stat.LOCAL_REPLIES,
+    Stat.SEND_ERRORS))
 SOURCE_PENDING = "source.pyproxy.invalid"   # a Via sent-by to write in once DNS says where it goes
 PENDING = object()          # send()'s source for a request whose Via names SOURCE_PENDING
 

@@ -2,8 +2,8 @@
 outbound ones are opened here and announced to it), reading through the stream parser and, for
 TLS, the memory-BIO pipe; writing with back-pressure, what one batch of events writes to a
 connection leaving in one send at its end (over TLS, encrypted together); which connection
-carries a request (reuse, RFC 5922 names, RFC 5923 aliases); timeouts; closing. Each connection and its SSL object live
-here, in the worker that owns it, for the connection's whole life.
+carries a request (reuse, RFC 5922 names, RFC 5923 aliases); timeouts; closing. Each connection
+and its SSL object live here, in the worker that owns it, for the connection's whole life.
 """
 
 from __future__ import annotations
