@@ -22,7 +22,7 @@ def mf_process_maxfwd_header(ctx, default, limit):
         return 2
     if value == 0:
         return -1
-    msg.replace_header("Max-Forwards", str(min(value - 1, limit)))
+    msg.replace_line("max-forwards", b"Max-Forwards: %d" % min(value - 1, limit))
     return 1
 
 

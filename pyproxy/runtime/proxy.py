@@ -36,6 +36,7 @@ from .streams import FROM_CTX
 _REQUESTS_IN, _REPLIES_IN, _REQUESTS_OUT, _REPLIES_OUT, _LOCAL_REPLIES, _SEND_ERRORS = map(int, (
     Stat.REQUESTS_IN, Stat.REPLIES_IN, Stat.REQUESTS_OUT, Stat.REPLIES_OUT, Stat.LOCAL_REPLIES,
     Stat.SEND_ERRORS))
+UDP = Proto.UDP         # (a global is read faster than an Enum class's attribute)
 SOURCE_PENDING = "source.pyproxy.invalid"   # a Via sent-by to write in once DNS says where it goes
 PENDING = object()          # send()'s source for a request whose Via names SOURCE_PENDING
 
@@ -50,6 +51,7 @@ class Proxy:
         # transports whose sending socket (or its address) depends on the address DNS gives a name
         self.source_by_target = {proto for proto in Proto if _source_by_target(proto, listeners)}
         self.listener_cache: dict[tuple[Proto, int], Listener | None] = {}
+        self.via_cache: dict[tuple[Proto, bool], tuple[str, Listener]] = {}    # see via_sent_by()
         self.is_myself = myself
         self.loop = loop
         self.resolver = resolver
@@ -177,19 +179,25 @@ class Proxy:
         """Our Via's sent-by for a request to ``dest``, and the socket that sends it. When that
         depends on the address of a name DNS has not answered for yet, SOURCE_PENDING and
         PENDING: send_later() writes the sent-by in once DNS has."""
-        if proto in self.source_by_target:
-            ip = self.known_ip(proto, dest)
-            if ip is None:
-                return SOURCE_PENDING, PENDING
-            listener = self.source_for(proto, ip, rcv)
-        else:
-            ip, listener = None, self.listener_for(proto, dest.host)
+        if proto not in self.source_by_target:      # one socket of that transport and family
+            key = (proto, ":" in dest.host)
+            found = self.via_cache.get(key)
+            if found is None:
+                listener = self.listener_for(proto, dest.host)
+                if listener is None:
+                    raise SIPError(f"no {proto.text} socket to send from")
+                found = self.via_cache[key] = listener.host_port, listener
+            return found
+        ip = self.known_ip(proto, dest)
+        if ip is None:
+            return SOURCE_PENDING, PENDING
+        listener = self.source_for(proto, ip, rcv)
         if listener is None:
             raise SIPError(f"no {proto.text} socket to send from")
         return self.sent_by(listener, ip), listener
 
     def source_for(self, proto: Proto, ip: str, rcv: ReceiveInfo) -> Listener | None:
-        return self.udp.socket_for(ip, rcv) if proto is Proto.UDP and self.udp.several else \
+        return self.udp.socket_for(ip, rcv) if proto is UDP and self.udp.several else \
             self.listener_for(proto, ip)
 
     def sent_by(self, listener: Listener, ip: str | None) -> str:
@@ -255,7 +263,7 @@ class Proxy:
             self.ratelog("dns", logging.WARNING, f"cannot resolve {dest.proto.text}:{dest.host}: "
                                                  f"{self.resolver.why(dest.proto, dest.host, dest.port)}")
             return self.count_sent(ctx, data, False)
-        if dest.proto is Proto.UDP:
+        if dest.proto is UDP:
             if source is None and self.udp.several:
                 source = self.udp.socket_for(target[0], ctx.rcv)
             ok = self.udp.send(target[0], target[1], data, source)

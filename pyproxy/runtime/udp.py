@@ -11,6 +11,7 @@ from ..script.context import ReceiveInfo
 from .listeners import Listener, source_address
 
 UDP_BURST = 32              # datagrams read per wake-up
+UDP = Proto.UDP             # (a global is read faster than an Enum class's attribute)
 
 
 class UDPTransport:
@@ -36,7 +37,7 @@ class UDPTransport:
             except OSError as e:
                 self.ratelog("udp", logging.WARNING, f"receiving on {listener}: {e.strerror}")
                 return
-            self.deliver(data, ReceiveInfo(addr[0], addr[1], listener.host, listener.port, Proto.UDP))
+            self.deliver(data, ReceiveInfo(addr[0], addr[1], listener.host, listener.port, UDP))
 
     def send(self, ip: str, port: int, data: bytes, listener: Listener | None = None) -> bool:
         listener = listener or self.default_for(ip)

@@ -22,6 +22,7 @@ import logging
 import select
 import socket
 import time
+from functools import partial
 
 from ..assembly.reload import apply as apply_reload
 from ..config.errors import ConfigErrors
@@ -110,7 +111,7 @@ class Worker:
         loop = self.loop
         for listener in self.listeners:
             if listener.proto is Proto.UDP:
-                loop.add_reader(listener.sock.fileno(), lambda l=listener: self.udp.on_readable(l), exclusive=True)
+                loop.add_reader(listener.sock.fileno(), partial(self.udp.on_readable, listener), exclusive=True)
             elif self.local is not None:
                 loop.add_reader(listener.sock.fileno(), lambda l=listener: self.local.accept(l))
         if self.handoff.recv_sock is not None:

@@ -11,19 +11,20 @@ from .context import Destination, ScriptContext
 from ..sip import LocalSIPError, RemoteSIPError, SIPError, parse_uri
 
 _MAGIC = "z9hG4bK"
-_TRANSPORTS = {"udp": Proto.UDP, "tcp": Proto.TCP, "tls": Proto.TLS}
+_blake2s = hashlib.blake2s
+UDP, TLS = Proto.UDP, Proto.TLS     # (a global is read faster than an Enum class's attribute)
+_TRANSPORTS = {"udp": UDP, "tcp": Proto.TCP, "tls": TLS}
 
 
 def destination_of_uri(uri) -> Destination:
     """RFC 3263 in short: sips or transport=tls -> TLS, maddr overrides the host."""
     params = uri.params
-    transport = (params.get("transport") or "").lower()
     if uri.scheme == "sips":
-        proto = Proto.TLS
+        proto = TLS
     else:
-        proto = _TRANSPORTS.get(transport, Proto.UDP)
-    host = params.get("maddr") or uri.host
-    return Destination(proto, host, uri.port)
+        transport = params.get("transport")
+        proto = UDP if transport is None else _TRANSPORTS.get(transport.lower(), UDP)
+    return Destination(proto, params.get("maddr") or uri.host, uri.port)
 
 
 def stamp_received(msg, rcv) -> None:
@@ -48,12 +49,12 @@ def stateless_branch(msg, target: str) -> str:
     determine ours. For an RFC 2543 request the transaction is known by its other identifiers.
     """
     via = msg.top_via
-    branch = via.params.get("branch") or ""
-    if branch.startswith(_MAGIC) and len(branch) > len(_MAGIC):
+    branch = via.params.get("branch")
+    if branch is not None and branch[:7] == _MAGIC and len(branch) > 7:
         key = f"{branch}|{via.host}|{via.port}|{target}"
     else:
         key = f"{msg.to.tag}|{msg.from_.tag}|{msg.call_id}|{msg.cseq[0]}|{msg.ruri}|{via}|{target}"
-    return _MAGIC + hashlib.blake2s(key.encode("utf-8", "surrogateescape"), digest_size=10).hexdigest()
+    return _MAGIC + _blake2s(key.encode("utf-8", "surrogateescape"), digest_size=10).hexdigest()
 
 
 def next_hop(ctx: ScriptContext) -> Destination:
@@ -81,7 +82,7 @@ def outgoing(ctx: ScriptContext, dest: Destination, branch: str) -> tuple[bytes,
     stamp_received(msg, ctx.rcv)
     sent_by, source = runtime.via_sent_by(dest.proto, dest, ctx.rcv)
     via = f"SIP/2.0/{dest.proto.token} {sent_by};branch={branch}"
-    if ctx.rcv.proto is not Proto.UDP and msg.top_via.rport is None:
+    if ctx.rcv.proto is not UDP and msg.top_via.rport is None:
         via += f";{CONN_PORT}={ctx.rcv.src_port}"
     if ctx.record_route is None:        # the stateless hot path: our Via written, not recorded
         return msg.serialize(via), source
@@ -156,23 +157,23 @@ def reply_destination_for_request(msg, rcv, to_via: bool = False) -> Destination
     script did, with force_rport()), else to the Via's port; with ``to_via`` (reply_to_via=yes)
     to the Via's sent-by as written.
     """
-    if rcv.proto is not Proto.UDP:
+    if rcv.proto is not UDP:
         return Destination(rcv.proto, rcv.src_ip, rcv.src_port)
     via = msg.top_via
     if via.rport is not None or msg.rport_recorded:
-        return Destination(Proto.UDP, rcv.src_ip, rcv.src_port)
+        return Destination(UDP, rcv.src_ip, rcv.src_port)
     host = via.host if to_via else rcv.src_ip
-    return Destination(Proto.UDP, host, via.port or 5060)
+    return Destination(UDP, host, via.port or 5060)
 
 
 def reply_destination(via) -> Destination | None:
     """Where a response goes after our Via is removed: the next Via's received/rport or sent-by."""
     if via is None:
         return None
-    proto = _TRANSPORTS.get(via.transport.lower(), Proto.UDP)
-    rport = via.rport
-    port = via.port if rport is None or rport is True else rport     # rport=N: the source port
-    return Destination(proto, via.received or via.host, port)
+    params = via.params
+    rport = params.get("rport")         # rport=N: the source port
+    return Destination(_TRANSPORTS.get(via.transport.lower(), UDP), params.get("received") or via.host,
+                       via.port if rport is None else int(rport))
 
 
 def forward_reply(ctx: ScriptContext) -> int:
@@ -192,7 +193,7 @@ def forward_reply(ctx: ScriptContext) -> int:
         runtime.log(30, f"dropping malformed reply: {e}")
         return -1
     conn_port = top.params.get(CONN_PORT)
-    if conn_port and dest.proto is not Proto.UDP and conn_port.isdigit() and \
+    if conn_port and dest.proto is not UDP and conn_port.isdigit() and \
             runtime.connected(dest.proto, dest.host, int(conn_port)):
         dest = Destination(dest.proto, dest.host, int(conn_port))   # else a new one to the Via's port
     return 1 if runtime.send(ctx, dest, data) else -1

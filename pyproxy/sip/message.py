@@ -296,22 +296,25 @@ class Message:
 
     def replace_header(self, name: str, value: str) -> None:
         """Put ``name: value`` in place of the first ``name`` header and remove the others."""
-        entry = header_line(name, value)
-        key = entry[0]
-        edits = self._ed()
+        self.replace_line(*header_line(name, value))
+
+    def replace_line(self, key: str, line: bytes) -> None:
+        """replace_header() of a line our own code made well-formed (``key``: its canonical
+        name): Max-Forwards on every forwarded request skips header_line()'s checks."""
+        edits = self._edits or self._ed()
         names = self._names
         if not edits.top and not edits.bottom and names.count(key) == 1:
-            i = names.index(key)        # the common case (Max-Forwards): one line, replaced in place
+            i = names.index(key)        # the common case: one line, replaced in place
             if i not in edits.drop:
-                edits.subst[i] = entry[1]
+                edits.subst[i] = line
                 return
-        alive = [i for i, n in enumerate(self._names) if n == key and i not in edits.drop]
-        self.remove_header(name)
+        alive = [i for i, n in enumerate(names) if n == key and i not in edits.drop]
+        self.remove_header(key)
         if alive:
             edits.drop.discard(alive[0])
-            edits.subst[alive[0]] = entry[1]
+            edits.subst[alive[0]] = line
         else:
-            edits.bottom.append(entry)
+            edits.bottom.append((key, line))
 
     def insert_via(self, via: str) -> None:
         """Add a new top Via; ``via`` is the value only ("SIP/2.0/UDP host;branch=...")."""
@@ -329,6 +332,13 @@ class Message:
                 del edits.top[n]
                 return
         position = edits.via_pop  # received values already cut from the top of folded lines
+        names = self._names
+        if not position and "via" in names:     # the common case: a first line of one value
+            i = names.index("via")
+            if i not in edits.drop and b"," not in self._lines[i]:
+                edits.drop.add(i)
+                edits.subst.pop(i, None)
+                return
         for i in self._indices("via"):
             if i in edits.drop:
                 continue

@@ -85,7 +85,7 @@ def validate(msg, deep: bool = True) -> None:
 
 
 def _check_request_line(msg) -> None:
-    if not grammar.METHOD.fullmatch(msg.method):
+    if msg.method not in KNOWN_METHODS and not grammar.METHOD.fullmatch(msg.method):
         raise RemoteSIPError(f"bad method {msg.method[:40]!r}")
     try:
         uri = msg.uri
