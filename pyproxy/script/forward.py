@@ -85,7 +85,7 @@ def outgoing(ctx: ScriptContext, dest: Destination, branch: str) -> tuple[bytes,
     if ctx.rcv.proto is not UDP and msg.top_via.rport is None:
         via += f";{CONN_PORT}={ctx.rcv.src_port}"
     if ctx.record_route is None:        # the stateless hot path: our Via written, not recorded
-        return msg.serialize(via), source
+        return msg.serialize(b"Via: " + via.encode()), source
     mark = msg.checkpoint()
     try:
         for value in reversed(ctx.record_route.values(ctx, dest.proto, sent_by)):

@@ -386,10 +386,10 @@ class Message:
         self.body = bytes(body)
         self._ed().body_changed = True
 
-    def serialize(self, via: str | None = None) -> bytes:
-        """The message with all recorded edits applied, in one pass; repeatable. ``via``: a Via
-        value to write above everything, as insert_via() would, without recording it."""
-        return serialize(self) if via is None else serialize(self, _via_line(via))
+    def serialize(self, top: bytes | None = None) -> bytes:
+        """The message with all recorded edits applied, in one pass; repeatable. ``top``: a
+        header line to write above everything (our Via, made by our own code), not recorded."""
+        return serialize(self, top)
 
     def checkpoint(self) -> tuple:
         """The edits so far, to go back to with rollback() (once): edits made for one branch of
