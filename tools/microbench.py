@@ -66,8 +66,9 @@ INVITE = (
     f"Content-Length: {len(SDP)}\r\n\r\n{SDP}").encode()
 OK = (
     "SIP/2.0 200 OK\r\n"
-    "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK0123456789abcdef0123\r\n"
-    "Via: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bK-4242-1-0;rport=6000;received=127.0.0.1\r\n"
+    # both Vias on one line, as sipp's [last_Via:] writes them
+    "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK0123456789abcdef0123, "
+    "SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bK-4242-1-0;rport=6000;received=127.0.0.1\r\n"
     "From: \"sipp\" <sip:sipp@127.0.0.1:6000>;tag=4242SIPpTag001\r\n"
     "To: <sip:bench@127.0.0.1:5090>;tag=5151SIPpTag011\r\n"
     "Call-ID: 1-4242@127.0.0.1\r\n"

@@ -30,6 +30,7 @@ CHANNEL_BURST = 32          # supervisor messages read per wake-up
 CHANNEL_BACKLOG = 100_000   # messages for the supervisor kept while its channel is full
 READ_PAUSE = 256 * 1024      # bytes queued to a peer above which its connection is not read
 QUEUE_LIMIT = 4 * 1024 * 1024   # bytes queued to a peer above which it is closed
+TLS = Proto.TLS             # (a global is read faster than an Enum class's attribute)
 FROM_CTX = object()         # send_stream(): the TLS client domain named by the context's AVP now
 
 
@@ -575,7 +576,7 @@ class StreamTransport:
             domain_name = self.client_domain_name(ctx)
         named = bool(host) and literal(host) is None        # a target DNS chose: there may be another
         conn = self.peers.get((proto, ip, port))       # one of ours: no shared-table lookup needed
-        if conn is None or not self.reusable(proto, self.domain_index(conn), domain_name, ip, port):
+        if conn is None or (proto is TLS and not self.reusable(proto, self.domain_index(conn), domain_name, ip, port)):
             found = self.shm.lookup(proto, ip, port)
             if found is not None and (found[1] != self.index or found[0] in self.conns) and \
                     self.reusable(proto, found[2], domain_name, ip, port):
@@ -597,7 +598,7 @@ class StreamTransport:
     def reusable(self, proto: Proto, opened_with: int, domain_name: str | None, ip: str, port: int) -> bool:
         """The seed reuses a connection whatever the client domain; tls_match_domain_on_reuse asks
         for a connection opened with the domain this request selects."""
-        if proto is not Proto.TLS or self.tls is None:
+        if proto is not TLS or self.tls is None:
             return True
         wanted = self.tls.client_domain(domain_name, ip, port)
         return not wanted.match_domain_on_reuse or opened_with == self.tls.index_of(wanted)

@@ -83,7 +83,9 @@ class Worker:
                                       handoff_send, loop, stats, ratelog)
         self.proxy = Proxy(index, config, listeners, myself, loop, resolver, stats, ratelog)
         # what each part hands to the others
-        self.udp.deliver = self.streams.deliver = self.handoff.dispatch
+        # (without call affinity every message is routed where it arrived: no hop through dispatch)
+        self.udp.deliver = self.streams.deliver = self.handoff.dispatch if self.handoff.affinity else \
+            self.proxy.process
         self.streams.proxy, self.streams.handoff = self.proxy, self.handoff
         self.handoff.proxy, self.handoff.streams, self.handoff.on_control = self.proxy, self.streams, self.on_control
         self.proxy.udp, self.proxy.streams, self.proxy.handoff = self.udp, self.streams, self.handoff

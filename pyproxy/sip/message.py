@@ -333,12 +333,17 @@ class Message:
                 return
         position = edits.via_pop  # received values already cut from the top of folded lines
         names = self._names
-        if not position and "via" in names:     # the common case: a first line of one value
+        if not position and "via" in names:     # the common cases, without parsing the line:
             i = names.index("via")
-            if i not in edits.drop and b"," not in self._lines[i]:
-                edits.drop.add(i)
-                edits.subst.pop(i, None)
-                return
+            line = self._lines[i]
+            if i not in edits.drop:
+                if b"," not in line:            # a first line of one value goes
+                    edits.drop.add(i)
+                    edits.subst.pop(i, None)
+                    return
+                if b'"' not in line:            # "Via: ours, theirs" (sipp's replies): ours is cut
+                    edits.via_pop = 1
+                    return
         for i in self._indices("via"):
             if i in edits.drop:
                 continue
