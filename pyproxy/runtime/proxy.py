@@ -66,7 +66,7 @@ class Proxy:
         # the worker that holds its transaction)
         self.udp = self.streams = self.handoff = None
 
-    def process(self, data: bytes, rcv: ReceiveInfo, msg) -> None:
+    def process(self, data: bytes, rcv: ReceiveInfo, msg=None) -> None:
         """Route one message. A bug met on the way loses that message, never the worker."""
         try:
             self.route(data, rcv, msg)

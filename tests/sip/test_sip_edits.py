@@ -81,6 +81,12 @@ def test_removing_every_value_of_a_via_line_removes_the_line():
     assert parse_message(m.serialize()).vias
 
 
+def test_remove_top_via_of_one_value_with_a_quoted_comma():
+    m = parse_message(INVITE.replace(b"branch=z9hG4bK-a;rport", b'branch=z9hG4bK-a;x="1,2"', 1))
+    m.remove_top_via()          # one value, whatever its quoted comma: the line goes
+    assert [v.branch for v in parse_message(m.serialize()).vias] == ["z9hG4bK-b", "z9hG4bK-c"]
+
+
 def test_remove_added_via_first():
     m = parse_message(INVITE)
     m.insert_via("SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK-new")
