@@ -28,6 +28,7 @@ from ..sip import (
     parse_without_content_length,
 )
 from ..sip.uri import host_port
+from ..sip.validate import validate
 from .listeners import Listener, source_address
 from .resolver import UNKNOWN
 from .streams import FROM_CTX
@@ -93,7 +94,7 @@ class Proxy:
             log.debug(f"processing {what} Call-ID {call_id.decode('utf-8', 'replace') if call_id else '-'} "
                       f"from {rcv.proto.text}:{rcv.src_ip}:{rcv.src_port}")
         try:
-            msg.validate(deep=False)
+            validate(msg, False)        # (Message.validate(deep=False), one call less per message)
         except RemoteSIPError as e:
             self.stats.add(Stat.BAD_MESSAGES)
             if is_request and msg.method != "ACK":

@@ -42,7 +42,7 @@ def _norm_host(host: str) -> str:
     return host[1:-1] if host.startswith("[") else host
 
 
-def stateless_branch(msg, target: str) -> str:
+def stateless_branch(msg, dest: Destination) -> str:
     """The same branch for every retransmission, and for a CANCEL of the INVITE (RFC 3261 16.11).
 
     An RFC 3261 request's top branch is unique per transaction, so it and the target it goes to
@@ -51,9 +51,10 @@ def stateless_branch(msg, target: str) -> str:
     via = msg.top_via
     branch = via.params.get("branch")
     if branch is not None and branch[:7] == _MAGIC and len(branch) > 7:
-        key = f"{branch}|{via.host}|{via.port}|{target}"
+        key = f"{branch}|{via.host}|{via.port}|{dest.proto.text}:{dest.host}:{dest.port}"
     else:
-        key = f"{msg.to.tag}|{msg.from_.tag}|{msg.call_id}|{msg.cseq[0]}|{msg.ruri}|{via}|{target}"
+        key = (f"{msg.to.tag}|{msg.from_.tag}|{msg.call_id}|{msg.cseq[0]}|{msg.ruri}|{via}|"
+               f"{dest.proto.text}:{dest.host}:{dest.port}")
     return _MAGIC + _blake2s(key.encode("utf-8", "surrogateescape"), digest_size=10).hexdigest()
 
 
@@ -102,7 +103,7 @@ def forward_request(ctx: ScriptContext, dest: Destination | None = None) -> int:
     try:
         if dest is None:
             dest = next_hop(ctx)
-        branch = stateless_branch(msg, f"{dest.proto.text}:{dest.host}:{dest.port}")
+        branch = stateless_branch(msg, dest)
         data, source = outgoing(ctx, dest, branch)
     except SIPError as e:   # the request's fault (a bad URI or Via), or ours (no socket for that transport)
         ctx.last_error = failure_status(e)

@@ -44,10 +44,12 @@ def parse_head(data: bytes, head_end: int) -> Message:
             start, is_response, first, second, names, lines, cl, facts = scanned
             msg = (Response if is_response else Request)(start, names, lines, len(start) + 2, head_end, cl,
                                                          "SIP/2.0", first, second)
-            for key in ("top_via", "second_via"):      # (each can be there without the other)
-                fields = facts.get(key)
-                if fields is not None:
-                    facts[key] = Via("SIP/2.0", *fields)
+            fields = facts.get("top_via")       # (each can be there without the other)
+            if fields is not None:
+                facts["top_via"] = Via("SIP/2.0", *fields)
+            fields = facts.get("second_via")
+            if fields is not None:
+                facts["second_via"] = Via("SIP/2.0", *fields)
             msg._cache = facts          # what C found well-formed; the rest is parsed when read
             return msg
     lines = head.split(b"\r\n")
