@@ -16,13 +16,14 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>      /* T_OBJECT_EX: how a class's __slots__ are stored */
 #include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
 
 /* What accel.py expects of this module's functions (their arguments and results): a module built
  * from another version of this file is not used. */
-#define SPEEDUPS_API 1
+#define SPEEDUPS_API 2
 
 #define VERSION "SIP/2.0"
 #define VERSION_LEN 7
@@ -688,6 +689,154 @@ done:
     return result;
 }
 
+/* -- the message objects themselves (head_message) ---------------------------------------
+ * parser.parse_head() would build them from scan_head()'s tuple with Request/Response.__init__
+ * and Via(): a Python call, a frame and a store per attribute for each, a tenth of a forwarded
+ * message's instructions. Here they are allocated and their slots filled directly, at the
+ * offsets use_types() read from the classes' own slot descriptors (so a slot renamed, added or
+ * removed in message.py or via.py fails use_types() at import rather than going unnoticed). */
+static const char *const message_slots[] = {
+    "raw", "body", "version", "_start", "_names", "_lines", "_hstart", "_hend", "_cl", "_cache",
+    "_edits", NULL};
+static const char *const request_slots[] = {"method", "ruri", "_uri", NULL};
+static const char *const response_slots[] = {"status", "reason", NULL};
+static const char *const via_slots[] = {"protocol", "transport", "host", "port", "params", NULL};
+enum { RAW, BODY, VERSION_, START, NAMES, LINES, HSTART, HEND, CL, CACHE, EDITS, MESSAGE_SLOTS };
+#define MAX_SLOTS 16
+
+static struct built_type {
+    PyTypeObject *type;
+    Py_ssize_t offsets[MAX_SLOTS];
+    Py_ssize_t count;
+} request_type, response_type, via_type;
+static PyObject *version_str;       /* "SIP/2.0" */
+
+/* The offsets of ``names`` (then of ``more``) among the slots of ``type``; -1 when one is not a
+ * plain object slot, or the class has more slots than these (an __init__ of its own to mirror). */
+static int
+slot_offsets(struct built_type *built, PyObject *type, const char *const *names, const char *const *more)
+{
+    Py_ssize_t count = 0;
+    if (!PyType_Check(type)) {
+        PyErr_SetString(PyExc_TypeError, "use_types() takes classes");
+        return -1;
+    }
+    for (int list = 0; list < 2; list++) {
+        for (const char *const *name = list ? more : names; name && *name; name++) {
+            PyObject *descr = PyObject_GetAttrString(type, *name);
+            if (descr == NULL && !PyErr_ExceptionMatches(PyExc_AttributeError))
+                return -1;
+            if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
+                    ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
+                Py_XDECREF(descr);
+                PyErr_Format(PyExc_TypeError, "%s has no slot %s", ((PyTypeObject *)type)->tp_name, *name);
+                return -1;
+            }
+            built->offsets[count++] = ((PyMemberDescrObject *)descr)->d_member->offset;
+            Py_DECREF(descr);
+        }
+    }
+    /* every slot is one of ours: tp_basicsize is the object header, the slots, and what an
+     * instance dict or weak references would add (the classes have neither) */
+    if ((Py_ssize_t)(((PyTypeObject *)type)->tp_basicsize - sizeof(PyObject)) != count * (Py_ssize_t)sizeof(PyObject *)) {
+        PyErr_Format(PyExc_TypeError, "%s has slots head_message() does not fill", ((PyTypeObject *)type)->tp_name);
+        return -1;
+    }
+    Py_XSETREF(built->type, (PyTypeObject *)Py_NewRef(type));
+    built->count = count;
+    return 0;
+}
+
+/* use_types(Request, Response, Via): the classes head_message() builds. */
+static PyObject *
+use_types(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "use_types(Request, Response, Via)");
+        return NULL;
+    }
+    if (slot_offsets(&request_type, args[0], message_slots, request_slots) < 0 ||
+        slot_offsets(&response_type, args[1], message_slots, response_slots) < 0 ||
+        slot_offsets(&via_type, args[2], via_slots, NULL) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* An instance of ``built``'s class with its slots set to ``values`` (new references, stolen,
+ * as many as it has slots); NULL when one is NULL, or allocation fails. */
+static PyObject *
+instance_of(struct built_type *built, PyObject **values)
+{
+    PyObject *obj = NULL;
+    int failed = 0;
+    for (Py_ssize_t i = 0; i < built->count; i++)
+        failed |= values[i] == NULL;
+    if (!failed)
+        obj = built->type->tp_alloc(built->type, 0);
+    for (Py_ssize_t i = 0; i < built->count; i++) {
+        if (obj != NULL)
+            *(PyObject **)((char *)obj + built->offsets[i]) = values[i];
+        else
+            Py_XDECREF(values[i]);
+    }
+    return obj;
+}
+
+/* facts[key], a Via's fields (transport, host, port, params), made a Via. */
+static int
+via_object(PyObject *facts, PyObject *key)
+{
+    PyObject *fields = PyDict_GetItemWithError(facts, key), *via;     /* borrowed */
+    if (fields == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (!PyTuple_Check(fields))
+        return 0;                               /* None: there is no second Via */
+    PyObject *values[5] = {Py_NewRef(version_str)};
+    for (int i = 0; i < 4; i++)
+        values[i + 1] = Py_NewRef(PyTuple_GET_ITEM(fields, i));
+    if ((via = instance_of(&via_type, values)) == NULL)
+        return -1;
+    int failed = PyDict_SetItem(facts, key, via);
+    Py_DECREF(via);
+    return failed;
+}
+
+/* head_message(head, names) -> Request | Response | None: what parser.parse_head() makes of
+ * scan_head()'s result (raw and body are left empty, for its caller), built here. */
+static PyObject *
+head_message(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (request_type.type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "head_message() before use_types()");
+        return NULL;
+    }
+    PyObject *scanned = scan_head(module, args, nargs), *empty, *msg;
+    if (scanned == NULL || scanned == Py_None)
+        return scanned;
+    PyObject *start = PyTuple_GET_ITEM(scanned, 0), *facts = PyTuple_GET_ITEM(scanned, 7);
+    int is_response = PyObject_IsTrue(PyTuple_GET_ITEM(scanned, 1));
+    if (via_object(facts, key_top_via) < 0 || via_object(facts, key_second_via) < 0 ||
+            (empty = PyBytes_FromStringAndSize(NULL, 0)) == NULL) {
+        Py_DECREF(scanned);
+        return NULL;
+    }
+    PyObject *values[MAX_SLOTS] = {
+        [RAW] = empty, [BODY] = Py_NewRef(empty), [VERSION_] = Py_NewRef(version_str),
+        [START] = Py_NewRef(start), [NAMES] = Py_NewRef(PyTuple_GET_ITEM(scanned, 4)),
+        [LINES] = Py_NewRef(PyTuple_GET_ITEM(scanned, 5)),
+        [HSTART] = PyLong_FromSsize_t(PyBytes_GET_SIZE(start) + 2),
+        [HEND] = PyLong_FromSsize_t(PyBytes_GET_SIZE(args[0])),
+        [CL] = Py_NewRef(PyTuple_GET_ITEM(scanned, 6)), [CACHE] = Py_NewRef(facts), [EDITS] = Py_NewRef(Py_None),
+        [MESSAGE_SLOTS] = Py_NewRef(PyTuple_GET_ITEM(scanned, 2)),
+        [MESSAGE_SLOTS + 1] = Py_NewRef(PyTuple_GET_ITEM(scanned, 3)),
+        [MESSAGE_SLOTS + 2] = is_response ? NULL : Py_NewRef(Py_None),     /* Request._uri */
+    };
+    msg = instance_of(is_response ? &response_type : &request_type, values);
+    Py_DECREF(scanned);
+    return msg;
+}
+
 /* -- serializing: the received header lines with the edits recorded on them --------------- */
 
 /* Whether the Via parameter [seg, seg_end) (after its ";") is ``word``, with or without a
@@ -930,6 +1079,10 @@ static PyMethodDef methods[] = {
     {"edited_block", (PyCFunction)(void (*)(void))edited_block, METH_FASTCALL,
      "edited_block(lines, names, subst, drop, via_pop, via_params) -> bytes or None: see "
      "serialize._edited_lines."},
+    {"head_message", (PyCFunction)(void (*)(void))head_message, METH_FASTCALL,
+     "head_message(head, names) -> Request | Response | None: see parser.parse_head."},
+    {"use_types", (PyCFunction)(void (*)(void))use_types, METH_FASTCALL,
+     "use_types(Request, Response, Via): the classes head_message() builds."},
     {"scan_via", scan_via, METH_O,
      "scan_via(text) -> (transport, host, port, params) or None: see via.parse_via."},
     {NULL, NULL, 0, NULL},
@@ -961,7 +1114,8 @@ PyInit__speedups(void)
          (key_second_via = PyUnicode_InternFromString("second_via")) == NULL ||
          (key_cseq = PyUnicode_InternFromString("cseq")) == NULL ||
          (key_max_forwards = PyUnicode_InternFromString("max-forwards")) == NULL ||
-         (key_call_id_ok = PyUnicode_InternFromString("call-id-ok")) == NULL))
+         (key_call_id_ok = PyUnicode_InternFromString("call-id-ok")) == NULL ||
+         (version_str = PyUnicode_InternFromString(VERSION)) == NULL))
         return NULL;
     return PyModuleDef_Init(&module);
 }

@@ -24,6 +24,9 @@ from .via import Via
 
 __all__ = ["parse_message", "StreamParser", "KeepAlive"]
 
+if accel.use_types is not None:
+    accel.use_types(Request, Response, Via)     # the classes accel.head_message() builds
+
 
 class KeepAlive(enum.Enum):
     """CRLF keep-alives on a stream (RFC 5626 3.5.1)."""
@@ -38,19 +41,12 @@ def parse_head(data: bytes, head_end: int) -> Message:
     ``raw`` and ``body`` are left for the caller, which knows how the body is framed.
     """
     head = data[:head_end]
-    if accel.scan_head is not None:
-        scanned = accel.scan_head(head, _by_bytes)
-        if scanned is not None:         # a plain head, split in C; else the Python path judges it
-            start, is_response, first, second, names, lines, cl, facts = scanned
-            msg = (Response if is_response else Request)(start, names, lines, len(start) + 2, head_end, cl,
-                                                         "SIP/2.0", first, second)
-            fields = facts.get("top_via")       # (each can be there without the other)
-            if fields is not None:
-                facts["top_via"] = Via("SIP/2.0", *fields)
-            fields = facts.get("second_via")
-            if fields is not None:
-                facts["second_via"] = Via("SIP/2.0", *fields)
-            msg._cache = facts          # what C found well-formed; the rest is parsed when read
+    if accel.head_message is not None:
+        # A plain head, split and built in C: what the lines below make of it, with what C
+        # found well-formed (the top and second Via, CSeq, Max-Forwards, a good Call-ID) in
+        # the message's cache; the rest is parsed when read. Else the Python path judges it.
+        msg = accel.head_message(head, _by_bytes)
+        if msg is not None:
             return msg
     lines = head.split(b"\r\n")
     if has_bare_cr_or_lf(lines):

@@ -19,7 +19,8 @@ from _parser_paths import pure_python
 from pyproxy.sip import accel, grammar, parser
 from pyproxy.sip.errors import RemoteSIPError, SIPError
 from pyproxy.sip.headers import _by_bytes, split_list
-from pyproxy.sip.via import parse_via
+from pyproxy.sip.message import Request, Response
+from pyproxy.sip.via import Via, parse_via
 from test_sip_fuzz import mutated
 
 needs_accel = pytest.mark.skipif(not accel.ENABLED, reason="the C accelerator is not built here")
@@ -54,6 +55,7 @@ def agree(data: bytes) -> None:
         assert not isinstance(expected, RemoteSIPError), f"C accepted what Python refuses: {expected}"
         assert scanned[:7] == expected[0] and expected[1] == "SIP/2.0"
         agree_facts(head, scanned[7])
+        agree_message(head)
     for line in head.split(b"\r\n")[1:]:
         name, colon, value = line.partition(b":")
         if colon and name.strip().lower() in (b"via", b"v"):
@@ -78,6 +80,32 @@ def agree_facts(head: bytes, facts: dict) -> None:
             assert fact == expected == python[key](accelerated), key
             if key.endswith("_via") and fact is not None:
                 assert list(fact[3]) == list(expected[3])
+
+
+def agree_message(head: bytes) -> None:
+    """The message head_message() builds in C is the one the Python path builds, slot by slot."""
+    built = accel.head_message(head, _by_bytes)
+    with pure_python():
+        expected = parser.parse_head(head, len(head))
+    assert type(built) is type(expected)
+    for name in (name for cls in type(expected).__mro__ for name in getattr(cls, "__slots__", ())):
+        if name != "_cache":        # (C's holds the facts it found: agree_facts checks them)
+            assert getattr(built, name) == getattr(expected, name), name
+    for key in ("top_via", "second_via"):
+        if isinstance(built._cache.get(key), Via):
+            assert fields(built._cache[key]) == fields(getattr(expected, key)) and \
+                built._cache[key].protocol == "SIP/2.0"
+
+
+@needs_accel
+def test_use_types_refuses_a_class_whose_slots_it_does_not_fill():
+    class Longer(Request):
+        __slots__ = ("more",)
+    with pytest.raises(TypeError, match="slots head_message"):
+        accel.use_types(Longer, Response, Via)
+    with pytest.raises(TypeError, match="has no slot method"):
+        accel.use_types(Response, Response, Via)        # (a Response has no method slot)
+    accel.use_types(Request, Response, Via)
 
 
 def fields(via):
