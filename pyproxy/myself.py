@@ -22,6 +22,7 @@ def _norm(host: str) -> str:
 class Myself:
     def __init__(self, sockets: list[SocketSpec], aliases: list[SocketSpec] = (), default_port: int = 5060):
         self.ports: dict[str, set[int]] = {}
+        self.normalized: dict[str, str] = {}    # host as written -> _norm(host), for the hosts asked most
         wildcard_ports = set()
         for s in sockets:
             port = s.port or (s.proto.default_port if s.proto else default_port)
@@ -43,7 +44,11 @@ class Myself:
                 self.ports.setdefault(_norm(a.host), set()).add(a.port)
 
     def __call__(self, host: str, port: int | None = None, proto=None) -> bool:
-        name = _norm(host)
+        name = self.normalized.get(host)     # (asked of every reply's top Via)
+        if name is None:
+            name = _norm(host)
+            if len(self.normalized) < 1024:
+                self.normalized[host] = name
         if name in self.any_port:
             return True
         ports = self.ports.get(name)

@@ -398,7 +398,7 @@ class StreamTransport:
             if conn.pipe is None:
                 self.write(conn, data)      # kept in the output buffer until connected
             return True                     # TLS: written by handshake_complete()
-        return self.write(conn, data)
+        return self.write(conn, data) if conn.pipe is not None else self.put(conn, data)    # (write(), inline)
 
     def write(self, conn: TCPConnection, data: bytes) -> bool:
         if conn.closed:
@@ -573,7 +573,7 @@ class StreamTransport:
         ``tried``, to fail over to the next one, and where it came in, ``rcv`` or the context's,
         for a 477)."""
         if domain_name is FROM_CTX:
-            domain_name = self.client_domain_name(ctx)
+            domain_name = self.client_domain_name(ctx) if self.tls_avp else None
         named = bool(host) and literal(host) is None        # a target DNS chose: there may be another
         conn = self.peers.get((proto, ip, port))       # one of ours: no shared-table lookup needed
         if conn is None or (proto is TLS and not self.reusable(proto, self.domain_index(conn), domain_name, ip, port)):

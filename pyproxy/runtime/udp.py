@@ -18,7 +18,10 @@ class UDPTransport:
     def __init__(self, listeners: list[Listener], settings, ratelog) -> None:
         udp = [l for l in listeners if l.proto is Proto.UDP]
         self.first = udp[0] if udp else None
-        self.by_family = {l.family: l for l in reversed(udp)}          # the first of each family
+        by_family = {l.family: l for l in reversed(udp)}               # the first of each family
+        # default_for(): the first socket of the address's family, else the first
+        self.default4 = by_family.get(socket.AF_INET) or self.first
+        self.default6 = by_family.get(socket.AF_INET6) or self.first
         self.at = {(l.host, l.port): l for l in udp}
         self.on_host = {l.host: l for l in reversed(udp) if not l.wildcard}
         self.several = len(self.at) > 1
@@ -40,7 +43,8 @@ class UDPTransport:
             self.deliver(data, ReceiveInfo(addr[0], addr[1], listener.host, listener.port, UDP))
 
     def send(self, ip: str, port: int, data: bytes, listener: Listener | None = None) -> bool:
-        listener = listener or self.default_for(ip)
+        if listener is None:
+            listener = self.default6 if ":" in ip else self.default4       # (default_for(), inline)
         if listener is None:
             self.ratelog("noudp", logging.ERROR, "no UDP socket to send from")
             return False
@@ -67,4 +71,4 @@ class UDPTransport:
 
     def default_for(self, ip: str) -> Listener | None:
         """The first socket of the address family of ``ip``, else the first."""
-        return self.by_family.get(socket.AF_INET6 if ":" in ip else socket.AF_INET) or self.first
+        return self.default6 if ":" in ip else self.default4

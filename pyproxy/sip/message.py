@@ -404,9 +404,6 @@ class Message:
     def rollback(self, checkpoint: tuple) -> None:
         self._edits, self.body = checkpoint
 
-    def _start_line(self) -> bytes:
-        return self._start
-
 
 class Request(Message):
     __slots__ = ("method", "ruri", "_uri")
@@ -446,9 +443,8 @@ class Request(Message):
         super().rollback(base)
 
     def _start_line(self) -> bytes:
-        if self._edits is not None and self._edits.ruri_changed:
-            return f"{self.method} {self.ruri} {self.version}".encode("utf-8", "surrogateescape")
-        return self._start
+        """The request line after set_ruri() (serialize() writes it)."""
+        return f"{self.method} {self.ruri} {self.version}".encode("utf-8", "surrogateescape")
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.ruri}>"

@@ -71,23 +71,23 @@ def header_line(name: str, value: str) -> tuple[str, bytes]:
 def serialize(msg, top: bytes | None = None) -> bytes:
     """``top``: one more header line, above all others (our Via on a request forwarded statelessly)."""
     edits = msg._edits
+    cl = msg._cl
     if edits is None:
-        if msg._cl is not None and top is None:
+        if cl is not None and top is None:
             return msg.raw
         edits = _NO_EDITS
-    parts = [msg._start_line()]
+    parts = [msg._start_line() if edits.ruri_changed else msg._start]     # (set_ruri(): Request's)
     if top is not None:
         parts.append(top)
     if edits.top:
         parts += [line for _, line in edits.top]
+    body_changed = edits.body_changed
     if msg._lines:
-        per_line = (edits.drop or edits.subst or edits.via_pop or edits.via_params
-                    or (edits.body_changed and msg._cl is not None))
-        if not per_line:
+        drop = edits.drop
+        if not (drop or edits.subst or edits.via_pop or edits.via_params or (body_changed and cl is not None)):
             parts.append(msg.raw[msg._hstart:msg._hend])
         else:
-            drop = edits.drop
-            if edits.body_changed and msg._cl is not None:     # its new one is written below
+            if body_changed and cl is not None:     # its new one is written below
                 drop = drop | {msg._names.index("content-length")}
             block = None if accel.edited_block is None else \
                 accel.edited_block(msg._lines, msg._names, edits.subst, drop, edits.via_pop, edits.via_params)
@@ -97,7 +97,7 @@ def serialize(msg, top: bytes | None = None) -> bytes:
                 parts.append(block)
     if edits.bottom:
         parts += [line for _, line in edits.bottom]
-    if edits.body_changed or msg._cl is None:
+    if body_changed or cl is None:
         parts.append(b"Content-Length: %d" % len(msg.body))
     parts += (b"", msg.body)            # the empty line, then the body: one join, one copy
     return b"\r\n".join(parts)
