@@ -23,7 +23,7 @@
 
 /* What accel.py expects of this module's functions (their arguments and results): a module built
  * from another version of this file is not used. */
-#define SPEEDUPS_API 2
+#define SPEEDUPS_API 3
 
 #define VERSION "SIP/2.0"
 #define VERSION_LEN 7
@@ -837,6 +837,77 @@ head_message(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return msg;
 }
 
+/* The first CRLF CRLF of [p, p + n), or NULL. */
+static const char *
+find_empty_line(const char *p, Py_ssize_t n)
+{
+    const char *end = p + n, *cr;
+    while (end - p >= 4 && (cr = memchr(p, '\r', end - p - 3)) != NULL) {
+        if (cr[1] == '\n' && cr[2] == '\r' && cr[3] == '\n')
+            return cr;
+        p = cr + 1;
+    }
+    return NULL;
+}
+
+/* datagram_message(data, names, max_size) -> Request | Response | None: what
+ * parser.parse_message() makes of a datagram, framed by its Content-Length (raw and body set),
+ * when it is the plain common case; None for everything else (too large, leading CRLFs, no
+ * empty line, a body shorter than Content-Length, a head scan_head() does not take), which
+ * the Python path then judges. */
+static PyObject *
+datagram_message(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyDict_CheckExact(args[1]) || !PyLong_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "datagram_message(data: bytes, names: dict, max_size: int)");
+        return NULL;
+    }
+    if (!PyBytes_CheckExact(args[0]))
+        Py_RETURN_NONE;
+    const char *p = PyBytes_AS_STRING(args[0]), *empty_line;
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]), max_size = PyLong_AsSsize_t(args[2]);
+    if (max_size == -1 && PyErr_Occurred())
+        return NULL;
+    if (size > max_size || (size >= 2 && p[0] == '\r' && p[1] == '\n') ||
+            (empty_line = find_empty_line(p, size)) == NULL)
+        Py_RETURN_NONE;
+    Py_ssize_t head_end = empty_line - p, body_start = head_end + 4, end = size;
+    PyObject *head = PyBytes_FromStringAndSize(p, head_end), *msg;
+    if (head == NULL)
+        return NULL;
+    PyObject *pair[2] = {head, args[1]};
+    msg = head_message(module, pair, 2);
+    Py_DECREF(head);
+    if (msg == NULL || msg == Py_None)
+        return msg;
+    struct built_type *built = Py_IS_TYPE(msg, response_type.type) ? &response_type : &request_type;
+#define SLOT(i) (*(PyObject **)((char *)msg + built->offsets[i]))
+    if (SLOT(CL) != Py_None) {
+        Py_ssize_t cl = PyLong_AsSsize_t(SLOT(CL));
+        if (cl == -1 && PyErr_Occurred()) {
+            Py_DECREF(msg);
+            return NULL;
+        }
+        if (cl > size - body_start) {           /* (the Python path says by how much) */
+            Py_DECREF(msg);
+            Py_RETURN_NONE;
+        }
+        end = body_start + cl;                  /* octets after it are not the message's */
+    }
+    PyObject *raw = end == size ? Py_NewRef(args[0]) : PyBytes_FromStringAndSize(p, end);
+    PyObject *body = PyBytes_FromStringAndSize(p + body_start, end - body_start);
+    if (raw == NULL || body == NULL) {
+        Py_XDECREF(raw);
+        Py_XDECREF(body);
+        Py_DECREF(msg);
+        return NULL;
+    }
+    Py_SETREF(SLOT(RAW), raw);
+    Py_SETREF(SLOT(BODY), body);
+#undef SLOT
+    return msg;
+}
+
 /* -- serializing: the received header lines with the edits recorded on them --------------- */
 
 /* Whether the Via parameter [seg, seg_end) (after its ";") is ``word``, with or without a
@@ -1081,6 +1152,8 @@ static PyMethodDef methods[] = {
      "serialize._edited_lines."},
     {"head_message", (PyCFunction)(void (*)(void))head_message, METH_FASTCALL,
      "head_message(head, names) -> Request | Response | None: see parser.parse_head."},
+    {"datagram_message", (PyCFunction)(void (*)(void))datagram_message, METH_FASTCALL,
+     "datagram_message(data, names, max_size) -> Request | Response | None: see parser.parse_message."},
     {"use_types", (PyCFunction)(void (*)(void))use_types, METH_FASTCALL,
      "use_types(Request, Response, Via): the classes head_message() builds."},
     {"scan_via", scan_via, METH_O,

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import os
 
-API = 2                     # what this file expects of _speedups (its SPEEDUPS_API)
+API = 3                     # what this file expects of _speedups (its SPEEDUPS_API)
 
-scan_head = scan_via = edited_block = head_message = use_types = None
+scan_head = scan_via = edited_block = head_message = datagram_message = use_types = None
 if os.environ.get("PYPROXY_NO_EXTENSIONS", "0") in ("", "0"):
     try:
         from . import _speedups
@@ -23,7 +23,8 @@ if os.environ.get("PYPROXY_NO_EXTENSIONS", "0") in ("", "0"):
         _speedups = None
     if getattr(_speedups, "API", None) == API:      # (one built from another version: not used)
         scan_head, scan_via, edited_block = _speedups.scan_head, _speedups.scan_via, _speedups.edited_block
-        head_message, use_types = _speedups.head_message, _speedups.use_types
+        head_message, datagram_message = _speedups.head_message, _speedups.datagram_message
+        use_types = _speedups.use_types
 
-FUNCTIONS = ("scan_head", "scan_via", "edited_block", "head_message")     # (the parser's paths)
+FUNCTIONS = ("scan_head", "scan_via", "edited_block", "head_message", "datagram_message")  # (the paths)
 ENABLED = scan_head is not None

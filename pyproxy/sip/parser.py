@@ -101,6 +101,10 @@ def _content_length(names: list[str], lines: list[bytes]) -> int | None:
 
 def parse_message(data: bytes, max_size: int = 65536) -> Request | Response:
     """Parse one datagram (UDP semantics, see the module comment)."""
+    if accel.datagram_message is not None:
+        msg = accel.datagram_message(data, _by_bytes, max_size)
+        if msg is not None:         # the plain common case, all done in C; else judged below
+            return msg
     if not isinstance(data, bytes):
         data = bytes(data)
     if len(data) > max_size:

@@ -56,6 +56,7 @@ def agree(data: bytes) -> None:
         assert scanned[:7] == expected[0] and expected[1] == "SIP/2.0"
         agree_facts(head, scanned[7])
         agree_message(head)
+    agree_datagram(data)
     for line in head.split(b"\r\n")[1:]:
         name, colon, value = line.partition(b":")
         if colon and name.strip().lower() in (b"via", b"v"):
@@ -84,9 +85,23 @@ def agree_facts(head: bytes, facts: dict) -> None:
 
 def agree_message(head: bytes) -> None:
     """The message head_message() builds in C is the one the Python path builds, slot by slot."""
-    built = accel.head_message(head, _by_bytes)
+    same_message(accel.head_message(head, _by_bytes), lambda: parser.parse_head(head, len(head)))
+
+
+def agree_datagram(data: bytes) -> None:
+    """Where datagram_message() takes a datagram, Python parses it to the same message, its
+    framing (raw, body) included; where it does not, Python may refuse it."""
+    built = accel.datagram_message(data, _by_bytes, 65536)
+    if built is not None:
+        same_message(built, lambda: parser.parse_message(data))
+
+
+def same_message(built, parse_in_python) -> None:
     with pure_python():
-        expected = parser.parse_head(head, len(head))
+        try:
+            expected = parse_in_python()
+        except RemoteSIPError as e:
+            raise AssertionError(f"C built a message where Python refuses it: {e}") from None
     assert type(built) is type(expected)
     for name in (name for cls in type(expected).__mro__ for name in getattr(cls, "__slots__", ())):
         if name != "_cache":        # (C's holds the facts it found: agree_facts checks them)
