@@ -56,19 +56,24 @@ def validate(msg, deep: bool = True) -> None:
         for key, what in _SINGLE.items():
             if key in present and names.count(key) > 1:
                 raise RemoteSIPError(f"more than one {what} header")
-    if "call-id-ok" not in msg._cache:      # (the C accelerator's scan checked it already)
+    # What the C accelerator's scan found well-formed is in the cache already (its "facts"):
+    # read there, without a property's call each.
+    cache = msg._cache
+    if "call-id-ok" not in cache:
         call_id = msg._value(names.index("call-id"))
         if not grammar.CALL_ID.fullmatch(call_id):
             raise RemoteSIPError(f"bad Call-ID header {call_id[:60]!r}")
-    method = msg.cseq[1]
+    method = (cache.get("cseq") or msg.cseq)[1]
     if request and method != msg.method:
         # RFC 4475 3.1.2.18: an unknown method with another CSeq method is best answered 501.
         status = 400 if msg.method in KNOWN_METHODS else 501
         raise RemoteSIPError(
             f"bad CSeq header: method {method} does not match request method {msg.method}", status)
-    msg.max_forwards
+    if "max-forwards" not in cache:
+        msg.max_forwards
     if not deep:
-        msg.top_via
+        if "top_via" not in cache:
+            msg.top_via
         return
     msg.vias
     msg.from_
