@@ -35,6 +35,7 @@ class HandoffChannel:
         # end (send_batches) rather than one per message, and one wake-up of that worker
         self.loop = loop
         self.batches: dict[int, list[bytes]] = {}
+        self.batch_bytes: dict[int, int] = {}      # the size of each worker's batch so far
         loop.after_batch.append(self.send_batches)
         self.stats = stats
         self.ratelog = ratelog
@@ -65,12 +66,14 @@ class HandoffChannel:
             self.outboxes[worker].send(payload)
             return
         batch = self.batches.get(worker)
-        if batch and sum(map(len, batch)) + len(payload) > HANDOFF_BATCH_BYTES:
+        if batch and self.batch_bytes[worker] + len(payload) > HANDOFF_BATCH_BYTES:
             self.send_batch(worker)
             batch = None
         if batch is None:
             batch = self.batches[worker] = []
+            self.batch_bytes[worker] = 0
         batch.append(payload)
+        self.batch_bytes[worker] += len(payload)
         if len(batch) >= HANDOFF_BATCH:
             self.send_batch(worker)
 

@@ -10,7 +10,7 @@ import logging
 import socket
 import time
 
-from ..config.values import Proto
+from ..config.values import UDP, Proto
 from ..kernel import ipc
 from ..kernel.logs import log
 from ..kernel.shm import Stat
@@ -37,7 +37,6 @@ from .streams import FROM_CTX
 _REQUESTS_IN, _REPLIES_IN, _REQUESTS_OUT, _REPLIES_OUT, _LOCAL_REPLIES, _SEND_ERRORS = map(int, (
     Stat.REQUESTS_IN, Stat.REPLIES_IN, Stat.REQUESTS_OUT, Stat.REPLIES_OUT, Stat.LOCAL_REPLIES,
     Stat.SEND_ERRORS))
-UDP = Proto.UDP         # (a global is read faster than an Enum class's attribute)
 SOURCE_PENDING = "source.pyproxy.invalid"   # a Via sent-by to write in once DNS says where it goes
 PENDING = object()          # send()'s source for a request whose Via names SOURCE_PENDING
 

@@ -13,7 +13,7 @@ import os
 import socket
 import time
 
-from ..config.values import NOTICE, Proto
+from ..config.values import NOTICE, TLS, Proto
 from ..kernel import ipc
 from ..kernel.logs import log
 from ..kernel.shm import NO_DOMAIN, Stat
@@ -30,7 +30,6 @@ CHANNEL_BURST = 32          # supervisor messages read per wake-up
 CHANNEL_BACKLOG = 100_000   # messages for the supervisor kept while its channel is full
 READ_PAUSE = 256 * 1024      # bytes queued to a peer above which its connection is not read
 QUEUE_LIMIT = 4 * 1024 * 1024   # bytes queued to a peer above which it is closed
-TLS = Proto.TLS             # (a global is read faster than an Enum class's attribute)
 FROM_CTX = object()         # send_stream(): the TLS client domain named by the context's AVP now
 
 
@@ -398,7 +397,7 @@ class StreamTransport:
             if conn.pipe is None:
                 self.write(conn, data)      # kept in the output buffer until connected
             return True                     # TLS: written by handshake_complete()
-        return self.write(conn, data) if conn.pipe is not None else self.put(conn, data)    # (write(), inline)
+        return self.write(conn, data)
 
     def write(self, conn: TCPConnection, data: bytes) -> bool:
         if conn.closed:
@@ -573,10 +572,10 @@ class StreamTransport:
         ``tried``, to fail over to the next one, and where it came in, ``rcv`` or the context's,
         for a 477)."""
         if domain_name is FROM_CTX:
-            domain_name = self.client_domain_name(ctx) if self.tls_avp else None
+            domain_name = self.client_domain_name(ctx)
         named = bool(host) and literal(host) is None        # a target DNS chose: there may be another
         conn = self.peers.get((proto, ip, port))       # one of ours: no shared-table lookup needed
-        if conn is None or (proto is TLS and not self.reusable(proto, self.domain_index(conn), domain_name, ip, port)):
+        if conn is None or not self.reusable(proto, self.domain_index(conn), domain_name, ip, port):
             found = self.shm.lookup(proto, ip, port)
             if found is not None and (found[1] != self.index or found[0] in self.conns) and \
                     self.reusable(proto, found[2], domain_name, ip, port):

@@ -6,12 +6,11 @@ from __future__ import annotations
 import logging
 import socket
 
-from ..config.values import Proto
+from ..config.values import UDP, Proto
 from ..script.context import ReceiveInfo
 from .listeners import Listener, source_address
 
 UDP_BURST = 32              # datagrams read per wake-up
-UDP = Proto.UDP             # (a global is read faster than an Enum class's attribute)
 
 
 class UDPTransport:
@@ -19,7 +18,6 @@ class UDPTransport:
         udp = [l for l in listeners if l.proto is Proto.UDP]
         self.first = udp[0] if udp else None
         by_family = {l.family: l for l in reversed(udp)}               # the first of each family
-        # default_for(): the first socket of the address's family, else the first
         self.default4 = by_family.get(socket.AF_INET) or self.first
         self.default6 = by_family.get(socket.AF_INET6) or self.first
         self.at = {(l.host, l.port): l for l in udp}
@@ -43,8 +41,7 @@ class UDPTransport:
             self.deliver(data, ReceiveInfo(addr[0], addr[1], listener.host, listener.port, UDP))
 
     def send(self, ip: str, port: int, data: bytes, listener: Listener | None = None) -> bool:
-        if listener is None:
-            listener = self.default6 if ":" in ip else self.default4       # (default_for(), inline)
+        listener = listener or self.default_for(ip)
         if listener is None:
             self.ratelog("noudp", logging.ERROR, "no UDP socket to send from")
             return False

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import hashlib
 
-from ..config.values import Proto
+from ..config.values import TCP, TLS, UDP
 from .context import Destination, ScriptContext
 from ..sip import LocalSIPError, RemoteSIPError, SIPError, parse_uri
 
 _MAGIC = "z9hG4bK"
 _blake2s = hashlib.blake2s
-UDP, TLS = Proto.UDP, Proto.TLS     # (a global is read faster than an Enum class's attribute)
-_TRANSPORTS = {"udp": UDP, "tcp": Proto.TCP, "tls": TLS}
+_TRANSPORTS = {"udp": UDP, "tcp": TCP, "tls": TLS}
 
 
 def destination_of_uri(uri) -> Destination:
@@ -50,7 +49,7 @@ def stateless_branch(msg, dest: Destination) -> str:
     """
     via = msg.top_via
     branch = via.params.get("branch")
-    if branch is not None and branch[:7] == _MAGIC and len(branch) > 7:
+    if branch is not None and branch.startswith(_MAGIC) and len(branch) > len(_MAGIC):
         key = f"{branch}|{via.host}|{via.port}|{dest.proto.text}:{dest.host}:{dest.port}"
     else:
         key = (f"{msg.to.tag}|{msg.from_.tag}|{msg.call_id}|{msg.cseq[0]}|{msg.ruri}|{via}|"
@@ -171,10 +170,9 @@ def reply_destination(via) -> Destination | None:
     """Where a response goes after our Via is removed: the next Via's received/rport or sent-by."""
     if via is None:
         return None
-    params = via.params
-    rport = params.get("rport")         # rport=N: the source port
-    return Destination(_TRANSPORTS.get(via.transport.lower(), UDP), params.get("received") or via.host,
-                       via.port if rport is None else int(rport))
+    rport = via.rport
+    port = via.port if rport is None or rport is True else rport     # rport=N: the source port
+    return Destination(_TRANSPORTS.get(via.transport.lower(), UDP), via.received or via.host, port)
 
 
 def forward_reply(ctx: ScriptContext) -> int:
