@@ -23,7 +23,7 @@
 
 /* What accel.py expects of this module's functions (their arguments and results): a module built
  * from another version of this file is not used. */
-#define SPEEDUPS_API 3
+#define SPEEDUPS_API 4
 
 #define VERSION "SIP/2.0"
 #define VERSION_LEN 7
@@ -417,18 +417,27 @@ scan_via(PyObject *module, PyObject *text)
 /* -- what routing reads first: facts for the message's cache ------------------------------ */
 
 /* their keys in Message._cache, made once (PyDict_SetItemString interns its key on each call) */
-static PyObject *key_top_via, *key_second_via, *key_cseq, *key_max_forwards, *key_call_id_ok;
+static PyObject *key_top_via, *key_second_via, *key_cseq, *key_max_forwards, *key_call_id_ok, *key_head_ok;
 
-enum { VIA, CSEQ, MAX_FORWARDS, CALL_ID, OTHER };
+/* The headers the scan counts: those the facts are made of, and the others validate() wants
+ * present, or present once (validate._REQUIRED, _SINGLE). */
+enum { VIA, CSEQ, MAX_FORWARDS, CALL_ID, FROM, TO, CONTENT_TYPE, DATE, EXPIRES, OTHER };
+
+static int
+is_name(PyObject *name, const char *text)
+{
+    return PyUnicode_CompareWithASCIIString(name, text) == 0;
+}
 
 static int
 name_kind(PyObject *name)
 {
     switch (PyUnicode_GET_LENGTH(name)) {
-    case 3: return PyUnicode_CompareWithASCIIString(name, "via") == 0 ? VIA : OTHER;
-    case 4: return PyUnicode_CompareWithASCIIString(name, "cseq") == 0 ? CSEQ : OTHER;
-    case 7: return PyUnicode_CompareWithASCIIString(name, "call-id") == 0 ? CALL_ID : OTHER;
-    case 12: return PyUnicode_CompareWithASCIIString(name, "max-forwards") == 0 ? MAX_FORWARDS : OTHER;
+    case 2: return is_name(name, "to") ? TO : OTHER;
+    case 3: return is_name(name, "via") ? VIA : OTHER;
+    case 4: return is_name(name, "cseq") ? CSEQ : is_name(name, "from") ? FROM : is_name(name, "date") ? DATE : OTHER;
+    case 7: return is_name(name, "call-id") ? CALL_ID : is_name(name, "expires") ? EXPIRES : OTHER;
+    case 12: return is_name(name, "max-forwards") ? MAX_FORWARDS : is_name(name, "content-type") ? CONTENT_TYPE : OTHER;
     default: return OTHER;
     }
 }
@@ -531,7 +540,7 @@ via_fact(PyObject *facts, PyObject *key, const char *piece, Py_ssize_t n)
  * fields, when the first Via line holds one value), "second_via" (then the next line's, or None
  * when there is none), "cseq", "max-forwards" and "call-id-ok"
  * (when there is one such line and it is well-formed). Each one left out is worked out by the
- * Python path when read, with its own verdict. */
+ * Python path when read, with its own verdict. scan_head() adds "head-ok" (head_ok()). */
 static PyObject *
 head_facts(const char *first[], Py_ssize_t first_len[], int count[], const char *second_via,
            Py_ssize_t second_via_len)
@@ -598,6 +607,30 @@ head_facts(const char *first[], Py_ssize_t first_len[], int count[], const char 
 error:
     Py_DECREF(facts);
     return NULL;
+}
+
+/* validate.check_head()'s verdict on a head the scan took, from its counts and facts: 1 when
+ * every check passes (the headers each message must have, once each where only one is allowed,
+ * a good Call-ID, CSeq, Max-Forwards and top Via, a status code in range, a request's method
+ * named by its CSeq); else 0, and the Python path makes the checks. -1 on error. */
+static int
+head_ok(PyObject *parts, const int count[], PyObject *facts)
+{
+    PyObject *cseq, *first = PyTuple_GET_ITEM(parts, 1);
+    if (count[VIA] < 1 || count[FROM] != 1 || count[TO] != 1 || count[CALL_ID] != 1 || count[CSEQ] != 1 ||
+            count[CONTENT_TYPE] > 1 || count[DATE] > 1 || count[EXPIRES] > 1)
+        return 0;
+    if (PyDict_GetItemWithError(facts, key_top_via) == NULL ||
+            PyDict_GetItemWithError(facts, key_call_id_ok) == NULL ||
+            PyDict_GetItemWithError(facts, key_max_forwards) == NULL ||
+            (cseq = PyDict_GetItemWithError(facts, key_cseq)) == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (PyTuple_GET_ITEM(parts, 0) == Py_True) {
+        long status = PyLong_AsLong(first);
+        return status >= 100 && status <= 699;
+    }
+    int differ = PyUnicode_Compare(PyTuple_GET_ITEM(cseq, 1), first);
+    return differ == -1 && PyErr_Occurred() ? -1 : differ == 0;
 }
 
 /* scan_head(head: bytes, names: dict[bytes, str]) -> (start, is_response, a, b, names, lines,
@@ -674,6 +707,11 @@ scan_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     if ((facts = head_facts(first, first_len, count, second_via, second_via_len)) == NULL)
         goto done;
+    int ok = head_ok(parts, count, facts);
+    if (ok < 0 || (ok && PyDict_SetItem(facts, key_head_ok, Py_True) < 0)) {
+        Py_DECREF(facts);
+        goto done;
+    }
     result = tuple_of(8, start, Py_NewRef(PyTuple_GET_ITEM(parts, 0)), Py_NewRef(PyTuple_GET_ITEM(parts, 1)),
                       Py_NewRef(PyTuple_GET_ITEM(parts, 2)), names, lines,
                       cl == -2 ? Py_NewRef(Py_None) : PyLong_FromLong(cl), facts);
@@ -1188,6 +1226,7 @@ PyInit__speedups(void)
          (key_cseq = PyUnicode_InternFromString("cseq")) == NULL ||
          (key_max_forwards = PyUnicode_InternFromString("max-forwards")) == NULL ||
          (key_call_id_ok = PyUnicode_InternFromString("call-id-ok")) == NULL ||
+         (key_head_ok = PyUnicode_InternFromString("head-ok")) == NULL ||
          (version_str = PyUnicode_InternFromString(VERSION)) == NULL))
         return NULL;
     return PyModuleDef_Init(&module);

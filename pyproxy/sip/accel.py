@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-API = 3                     # what this file expects of _speedups (its SPEEDUPS_API)
+API = 4                     # what this file expects of _speedups (its SPEEDUPS_API)
 
 scan_head = scan_via = edited_block = head_message = datagram_message = use_types = None
 if os.environ.get("PYPROXY_NO_EXTENSIONS", "0") in ("", "0"):

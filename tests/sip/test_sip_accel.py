@@ -20,6 +20,7 @@ from pyproxy.sip import accel, grammar, parser
 from pyproxy.sip.errors import RemoteSIPError, SIPError
 from pyproxy.sip.headers import _by_bytes, split_list
 from pyproxy.sip.message import Request, Response
+from pyproxy.sip.validate import check_head
 from pyproxy.sip.via import Via, parse_via
 from test_sip_fuzz import mutated
 
@@ -72,7 +73,8 @@ def agree_facts(head: bytes, facts: dict) -> None:
         msg = parser.parse_head(head, len(head))
         python = {"cseq": lambda m: m.cseq, "max-forwards": lambda m: m.max_forwards,
                   "call-id-ok": lambda m: bool(grammar.CALL_ID.fullmatch(m.call_id)),
-                  "top_via": lambda m: fields(m.top_via), "second_via": lambda m: fields(m.second_via)}
+                  "top_via": lambda m: fields(m.top_via), "second_via": lambda m: fields(m.second_via),
+                  "head-ok": lambda m: check_head(m) is None}
         for key, fact in facts.items():
             try:
                 expected = python[key](msg)
@@ -155,7 +157,7 @@ def test_c_takes_the_common_case():
             b"Max-Forwards: 70\r\nCall-ID: a@b\r\nCSeq: 7 INVITE\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:b@c>")
     assert accel.scan_head(head, _by_bytes)[7] == {
         "top_via": ("UDP", "192.0.2.1", None, {"branch": "z9hG4bK-1"}), "second_via": None, "cseq": (7, "INVITE"),
-        "max-forwards": 70, "call-id-ok": True}
+        "max-forwards": 70, "call-id-ok": True, "head-ok": True}
     # and the serializer, for the edits of a stateless forward (else its agreement tests test nothing)
     lines = [b"Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-1;rport", b"Max-Forwards: 70"]
     names = ["via", "max-forwards"]
@@ -192,17 +194,32 @@ HEADERS = ["CSeq: 2147483647 INVITE", "CSeq: 2147483648 INVITE", "CSeq: 01 INVIT
            "Via: SIP/2.0/UDP h, SIP/2.0/TCP g;rport=1", "Via: SIP/2.0/UDP h,", "Via: SIP/2.0/UDP h, bad",
            "Via: bad, SIP/2.0/UDP g", "Via: SIP/2.0/UDP h ,SIP/2.0/UDP g , SIP/2.0/UDP f", "Via: ,",
            "Via: SIP/2.0/UDP h\x0b, SIP/2.0/UDP g", "Via: SIP/2.0/UDP h;x=\"a,b\", SIP/2.0/UDP g",
-           "Via: SIP/2.0/UDP h, SIP/2.0/UDP g\r\nVia: SIP/2.0/UDP f", "CSeq: 1 A\r\nCSeq: 1 A", "Call-ID: a\r\ni: b"]
+           "Via: SIP/2.0/UDP h, SIP/2.0/UDP g\r\nVia: SIP/2.0/UDP f", "CSeq: 1 A\r\nCSeq: 1 A", "Call-ID: a\r\ni: b",
+           # what decides "head-ok" besides the above: a CSeq naming another method, headers
+           # missing or repeated where one is allowed
+           "CSeq: 1 BYE", "CSeq: 1 invite", "From: <sip:a@b>;tag=1\r\nf: <sip:c@d>", "To: <sip:b@c>\r\nt: <sip:b@c>",
+           "From: ", "To: ", "Date: Sat, 13 Nov 2010 23:29:00 GMT\r\nDate: Sat, 13 Nov 2010 23:29:00 GMT",
+           "Expires: 1\r\nExpires: 2", "Content-Type: a/b\r\nc: a/b", "Content-Type: a/b", "Expires: 1"]
 
 
 @needs_accel
 @pytest.mark.parametrize("line", HEADERS)
 def test_c_and_python_agree_on_what_routing_reads(line):
     base = {"via": "Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-1", "cseq": "CSeq: 1 INVITE", "max-forwards":
-            "Max-Forwards: 70", "call-id": "Call-ID: a@b"}
+            "Max-Forwards: 70", "call-id": "Call-ID: a@b", "from": "From: <sip:a@b>;tag=1", "to": "To: <sip:b@c>"}
     name = {"i": "call-id", "v": "via"}.get(line.split(":")[0].lower(), line.split(":")[0].lower())
     base[name] = line
     agree(("INVITE sip:b@example.com SIP/2.0\r\n" + "\r\n".join(base.values()) + "\r\n\r\n").encode())
+    if name in ("from", "to"):      # and without it
+        del base[name]
+        agree(("INVITE sip:b@example.com SIP/2.0\r\n" + "\r\n".join(base.values()) + "\r\n\r\n").encode())
+
+
+@needs_accel
+@pytest.mark.parametrize("status", [b"099", b"100", b"699", b"700", b"000", b"999"])
+def test_c_and_python_agree_on_status_codes(status):
+    agree(b"SIP/2.0 " + status + b" X\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK-1\r\nFrom: <sip:a@b>;tag=1\r\n"
+          b"To: <sip:b@c>\r\nCall-ID: a@b\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")
 
 
 @needs_accel
