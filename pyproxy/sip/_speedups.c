@@ -23,7 +23,7 @@
 
 /* What accel.py expects of this module's functions (their arguments and results): a module built
  * from another version of this file is not used. */
-#define SPEEDUPS_API 4
+#define SPEEDUPS_API 5
 
 #define VERSION "SIP/2.0"
 #define VERSION_LEN 7
@@ -739,6 +739,9 @@ static const char *const message_slots[] = {
 static const char *const request_slots[] = {"method", "ruri", "_uri", NULL};
 static const char *const response_slots[] = {"status", "reason", NULL};
 static const char *const via_slots[] = {"protocol", "transport", "host", "port", "params", NULL};
+static const char *const edits_slots[] = {"top", "bottom", "drop", "subst", "via_pop", "via_params", "body_changed",
+                                          "ruri_changed", NULL};
+enum { E_TOP, E_BOTTOM, E_DROP, E_SUBST, E_VIA_POP, E_VIA_PARAMS, E_BODY_CHANGED, E_RURI_CHANGED };
 enum { RAW, BODY, VERSION_, START, NAMES, LINES, HSTART, HEND, CL, CACHE, EDITS, MESSAGE_SLOTS };
 #define MAX_SLOTS 16
 
@@ -746,7 +749,10 @@ static struct built_type {
     PyTypeObject *type;
     Py_ssize_t offsets[MAX_SLOTS];
     Py_ssize_t count;
-} request_type, response_type, via_type;
+} request_type, response_type, via_type, edits_type;
+
+/* The value of the slot numbered ``n`` of ``built``'s class in ``obj`` (borrowed; NULL unset). */
+#define SLOT(obj, built, n) (*(PyObject **)((char *)(obj) + (built)->offsets[n]))
 static PyObject *version_str;       /* "SIP/2.0" */
 
 /* The offsets of ``names`` (then of ``more``) among the slots of ``type``; -1 when one is not a
@@ -777,7 +783,7 @@ slot_offsets(struct built_type *built, PyObject *type, const char *const *names,
     /* every slot is one of ours: tp_basicsize is the object header, the slots, and what an
      * instance dict or weak references would add (the classes have neither) */
     if ((Py_ssize_t)(((PyTypeObject *)type)->tp_basicsize - sizeof(PyObject)) != count * (Py_ssize_t)sizeof(PyObject *)) {
-        PyErr_Format(PyExc_TypeError, "%s has slots head_message() does not fill", ((PyTypeObject *)type)->tp_name);
+        PyErr_Format(PyExc_TypeError, "%s has slots the accelerator does not know", ((PyTypeObject *)type)->tp_name);
         return -1;
     }
     Py_XSETREF(built->type, (PyTypeObject *)Py_NewRef(type));
@@ -785,18 +791,20 @@ slot_offsets(struct built_type *built, PyObject *type, const char *const *names,
     return 0;
 }
 
-/* use_types(Request, Response, Via): the classes head_message() builds. */
+/* use_types(Request, Response, Via, Edits): the classes head_message() builds and serialized()
+ * reads. */
 static PyObject *
 use_types(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "use_types(Request, Response, Via)");
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "use_types(Request, Response, Via, Edits)");
         return NULL;
     }
     if (slot_offsets(&request_type, args[0], message_slots, request_slots) < 0 ||
         slot_offsets(&response_type, args[1], message_slots, response_slots) < 0 ||
-        slot_offsets(&via_type, args[2], via_slots, NULL) < 0)
+        slot_offsets(&via_type, args[2], via_slots, NULL) < 0 ||
+        slot_offsets(&edits_type, args[3], edits_slots, NULL) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -919,9 +927,8 @@ datagram_message(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (msg == NULL || msg == Py_None)
         return msg;
     struct built_type *built = Py_IS_TYPE(msg, response_type.type) ? &response_type : &request_type;
-#define SLOT(i) (*(PyObject **)((char *)msg + built->offsets[i]))
-    if (SLOT(CL) != Py_None) {
-        Py_ssize_t cl = PyLong_AsSsize_t(SLOT(CL));
+    if (SLOT(msg, built, CL) != Py_None) {
+        Py_ssize_t cl = PyLong_AsSsize_t(SLOT(msg, built, CL));
         if (cl == -1 && PyErr_Occurred()) {
             Py_DECREF(msg);
             return NULL;
@@ -940,9 +947,8 @@ datagram_message(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(msg);
         return NULL;
     }
-    Py_SETREF(SLOT(RAW), raw);
-    Py_SETREF(SLOT(BODY), body);
-#undef SLOT
+    Py_SETREF(SLOT(msg, built, RAW), raw);
+    Py_SETREF(SLOT(msg, built, BODY), body);
     return msg;
 }
 
@@ -1056,127 +1062,233 @@ put_without_first_value(buffer *b, const char *line, Py_ssize_t len)
     return 1;
 }
 
-/* edited_block(lines, names, subst, drop, via_pop, via_params) -> bytes or None: the header
- * lines as serialize._edited_lines() gives them (joined by CRLF), for the common Via edits on
- * the first Via line that is not dropped: its first value removed (via_pop 1, no params; the line
- * goes when it holds one), or received=/rport= set on its one value (via_pop 0). None for
- * anything else: the Python path does it. */
-static PyObject *
-edited_block(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+/* The header lines as serialize._edited_lines() gives them (joined by CRLF), for the common Via
+ * edits on the first Via line that is not dropped: its first value removed (via_pop 1, no
+ * params; the line goes when it holds one), or received=/rport= set on its one value (via_pop
+ * 0), written into ``b``. args: lines, names, subst, drop, via_pop, via_params, their types
+ * checked by the caller. 1 done, 0 anything else (the Python path does it), -1 error. */
+static int
+write_edited_block(buffer *b, PyObject *const *args)
 {
-    PyObject *lines, *names, *subst, *drop, *params, *result = NULL;
+    PyObject *lines, *names, *subst, *drop, *params;
     Py_ssize_t count, via = -1, pop, received_len = 0;
     const char *received = NULL;
     long rport = -1;
     int split = 0;      /* the first Via line holds several values */
-    buffer b = {NULL, 0, 0};
+    const Py_ssize_t begin = b->len;    /* (where the block starts in b) */
 
-    (void)module;
-    if (nargs != 6 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1]) || !PyDict_CheckExact(args[2]) ||
-        !PyAnySet_Check(args[3]) || !PyLong_CheckExact(args[4])) {
-        PyErr_SetString(PyExc_TypeError, "edited_block(lines, names, subst, drop, via_pop, via_params)");
-        return NULL;
-    }
     lines = args[0], names = args[1], subst = args[2], drop = args[3], params = args[5];
     count = PyList_GET_SIZE(lines);
     if (PyList_GET_SIZE(names) != count || (pop = PyLong_AsSsize_t(args[4])) < 0 || pop > 1) {
         PyErr_Clear();          /* (a number too large for C: not the common case either) */
-        goto fallback;
+        return 0;
     }
     if (params != Py_None) {
         if (!PyTuple_CheckExact(params) || PyTuple_GET_SIZE(params) != 2 || pop)
-            goto fallback;
+            return 0;
         PyObject *r = PyTuple_GET_ITEM(params, 0), *p = PyTuple_GET_ITEM(params, 1);
         if (r != Py_None) {
             if (!PyUnicode_CheckExact(r) || !PyUnicode_IS_ASCII(r))
-                goto fallback;
+                return 0;
             received = (const char *)PyUnicode_1BYTE_DATA(r);
             received_len = PyUnicode_GET_LENGTH(r);
         }
         if (p != Py_None && (!PyLong_CheckExact(p) || (rport = PyLong_AsLong(p)) < 0)) {
             PyErr_Clear();
-            goto fallback;
+            return 0;
         }
     }
     if (pop || params != Py_None) {             /* the first Via line not dropped */
         for (Py_ssize_t i = 0; i < count && via < 0; i++) {
             PyObject *name = PyList_GET_ITEM(names, i);
             if (!PyUnicode_Check(name))
-                goto fallback;
+                return 0;
             if (PyUnicode_GET_LENGTH(name) == 3 && PyUnicode_CompareWithASCIIString(name, "via") == 0) {
                 PyObject *index = PyLong_FromSsize_t(i);
                 int dropped = index == NULL ? -1 : PySet_Contains(drop, index);
                 Py_XDECREF(index);
                 if (dropped < 0)
-                    return NULL;
+                    return -1;
                 if (!dropped)
                     via = i;
             }
         }
         if (via < 0)
-            goto fallback;
+            return 0;
         PyObject *index = PyLong_FromSsize_t(via);      /* replaced: the Python path says whether */
         int replaced = index == NULL ? -1 : PyDict_Contains(subst, index);     /* its edit stands */
         Py_XDECREF(index);
         if (replaced < 0)
-            goto error;
+            return -1;
         if (replaced)
-            goto fallback;
+            return 0;
         PyObject *line = PyList_GET_ITEM(lines, via);
         if (!PyBytes_CheckExact(line))
-            goto fallback;
+            return 0;
         const char *text = PyBytes_AS_STRING(line), *colon = memchr(text, ':', PyBytes_GET_SIZE(line));
         if (colon == NULL)
-            goto fallback;
+            return 0;
         split = memchr(colon, ',', PyBytes_GET_SIZE(line) - (colon - text)) != NULL;
         if (split && !pop)
-            goto fallback;
+            return 0;
     }
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *index = PyLong_FromSsize_t(i), *line;
         if (index == NULL)
-            goto error;
+            return -1;
         int dropped = PySet_Contains(drop, index);
         line = dropped ? NULL : PyDict_GetItemWithError(subst, index);     /* borrowed */
         Py_DECREF(index);
         if (dropped < 0 || (line == NULL && PyErr_Occurred()))
-            goto error;
+            return -1;
         int replaced = line != NULL;    /* (a replaced line beats a Via value edit) */
         if (dropped || (i == via && pop && !replaced && !split))
             continue;
         if (!replaced)
             line = PyList_GET_ITEM(lines, i);
         if (!PyBytes_CheckExact(line))
-            goto fallback;
-        if (b.len && put(&b, "\r\n", 2) < 0)
-            goto error;
+            return 0;
+        if (b->len > begin && put(b, "\r\n", 2) < 0)
+            return -1;
         if (i == via && pop && !replaced) {     /* a line of several values: its first goes */
-            Py_ssize_t before = b.len;
-            int done = put_without_first_value(&b, PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line));
+            Py_ssize_t before = b->len;
+            int done = put_without_first_value(b, PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line));
             if (done < 0)
-                goto error;
+                return -1;
             if (done == 0) {
-                b.len = before;
-                goto fallback;
+                b->len = before;
+                return 0;
             }
         } else if (i == via && !pop && !replaced) {
-            Py_ssize_t before = b.len;
-            int done = put_via_with_params(&b, PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line), received,
+            Py_ssize_t before = b->len;
+            int done = put_via_with_params(b, PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line), received,
                                            received_len, rport);
             if (done < 0)
-                goto error;
+                return -1;
             if (done == 0) {
-                b.len = before;
-                goto fallback;
+                b->len = before;
+                return 0;
             }
-        } else if (put(&b, PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line)) < 0)
-            goto error;
+        } else if (put(b, PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line)) < 0)
+            return -1;
     }
-    result = PyBytes_FromStringAndSize(b.data ? b.data : "", b.len);
-    goto error;         /* (releases the buffer) */
-fallback:
-    result = Py_NewRef(Py_None);
-error:
+    return 1;
+}
+
+static int
+edited_block_args(PyObject *const *args)
+{
+    return PyList_CheckExact(args[0]) && PyList_CheckExact(args[1]) && PyDict_CheckExact(args[2]) &&
+           PyAnySet_Check(args[3]) && PyLong_CheckExact(args[4]);
+}
+
+/* edited_block(lines, names, subst, drop, via_pop, via_params) -> bytes or None: see
+ * write_edited_block(). */
+static PyObject *
+edited_block(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    buffer b = {NULL, 0, 0};
+    PyObject *result = NULL;
+    (void)module;
+    if (nargs != 6 || !edited_block_args(args)) {
+        PyErr_SetString(PyExc_TypeError, "edited_block(lines, names, subst, drop, via_pop, via_params)");
+        return NULL;
+    }
+    int done = write_edited_block(&b, args);
+    if (done > 0)
+        result = PyBytes_FromStringAndSize(b.data ? b.data : "", b.len);
+    else if (done == 0)
+        result = Py_NewRef(Py_None);
+    PyMem_Free(b.data);
+    return result;
+}
+
+/* serialized(msg, top) -> bytes or None: what serialize.serialize() makes of a message whose
+ * edits are the common ones of a forward (lines replaced or dropped, the Via edits
+ * write_edited_block() takes), with ``top`` (bytes or None) above its first header line; None
+ * for anything else (lines added, the Request-URI or the body changed, no Content-Length). */
+static PyObject *
+serialized(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2 || (args[1] != Py_None && !PyBytes_CheckExact(args[1]))) {
+        PyErr_SetString(PyExc_TypeError, "serialized(msg, top: bytes | None)");
+        return NULL;
+    }
+    PyObject *msg = args[0], *top = args[1] == Py_None ? NULL : args[1];
+    struct built_type *built = Py_IS_TYPE(msg, request_type.type) ? &request_type :
+                               Py_IS_TYPE(msg, response_type.type) ? &response_type : NULL;
+    if (built == NULL || edits_type.type == NULL)
+        Py_RETURN_NONE;
+    PyObject *raw = SLOT(msg, built, RAW), *body = SLOT(msg, built, BODY), *start = SLOT(msg, built, START),
+             *edits = SLOT(msg, built, EDITS), *cl = SLOT(msg, built, CL), *hstart = SLOT(msg, built, HSTART),
+             *hend = SLOT(msg, built, HEND), *lines = SLOT(msg, built, LINES);
+    if (raw == NULL || body == NULL || start == NULL || edits == NULL || cl == NULL || hstart == NULL ||
+            hend == NULL || lines == NULL || cl == Py_None || !PyBytes_CheckExact(raw) ||
+            !PyBytes_CheckExact(body) || !PyBytes_CheckExact(start) || !PyList_CheckExact(lines))
+        Py_RETURN_NONE;
+    if (edits == Py_None && top == NULL)
+        return Py_NewRef(raw);
+    PyObject *edit_args[6] = {NULL};
+    if (edits != Py_None) {
+        if (!Py_IS_TYPE(edits, edits_type.type))
+            Py_RETURN_NONE;
+        PyObject *added_top = SLOT(edits, &edits_type, E_TOP), *bottom = SLOT(edits, &edits_type, E_BOTTOM);
+        if (added_top == NULL || bottom == NULL || !PyList_CheckExact(added_top) || !PyList_CheckExact(bottom) ||
+                PyList_GET_SIZE(added_top) || PyList_GET_SIZE(bottom) ||
+                SLOT(edits, &edits_type, E_BODY_CHANGED) != Py_False ||
+                SLOT(edits, &edits_type, E_RURI_CHANGED) != Py_False)
+            Py_RETURN_NONE;
+        edit_args[0] = lines;
+        edit_args[1] = SLOT(msg, built, NAMES);
+        edit_args[2] = SLOT(edits, &edits_type, E_SUBST);
+        edit_args[3] = SLOT(edits, &edits_type, E_DROP);
+        edit_args[4] = SLOT(edits, &edits_type, E_VIA_POP);
+        edit_args[5] = SLOT(edits, &edits_type, E_VIA_PARAMS);
+        for (int i = 1; i < 6; i++)
+            if (edit_args[i] == NULL)
+                Py_RETURN_NONE;
+        if (!edited_block_args(edit_args))
+            Py_RETURN_NONE;
+        long via_pop = PyLong_AsLong(edit_args[4]);
+        if (via_pop == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        if (!PyDict_GET_SIZE(edit_args[2]) && !PySet_GET_SIZE(edit_args[3]) && via_pop == 0 &&
+                edit_args[5] == Py_None)
+            edit_args[0] = NULL;        /* no edit recorded after all: the block as received */
+    }
+    Py_ssize_t from = PyLong_AsSsize_t(hstart), to = PyLong_AsSsize_t(hend);
+    if ((from == -1 || to == -1) && PyErr_Occurred())
+        return NULL;
+    if (from < 0 || to < from || to > PyBytes_GET_SIZE(raw))
+        Py_RETURN_NONE;
+    buffer b = {NULL, 0, 0};
+    PyObject *result = NULL;
+    int done = 1;
+    if (put(&b, PyBytes_AS_STRING(start), PyBytes_GET_SIZE(start)) < 0 ||
+            (top != NULL && (put(&b, "\r\n", 2) < 0 || put(&b, PyBytes_AS_STRING(top), PyBytes_GET_SIZE(top)) < 0)))
+        goto done;
+    if (PyList_GET_SIZE(lines)) {
+        Py_ssize_t before = b.len;
+        if (put(&b, "\r\n", 2) < 0)
+            goto done;
+        if (edit_args[0] == NULL)
+            done = put(&b, PyBytes_AS_STRING(raw) + from, to - from) < 0 ? -1 : 1;
+        else if ((done = write_edited_block(&b, edit_args)) > 0 && b.len == before + 2)
+            b.len = before;         /* every line dropped: no empty one for them */
+        if (done <= 0)
+            goto done;
+    }
+    if (put(&b, "\r\n\r\n", 4) < 0 || put(&b, PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body)) < 0) {
+        done = -1;
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize(b.data, b.len);
+done:
+    if (done == 0)
+        result = Py_NewRef(Py_None);
     PyMem_Free(b.data);
     return result;
 }
@@ -1192,8 +1304,10 @@ static PyMethodDef methods[] = {
      "head_message(head, names) -> Request | Response | None: see parser.parse_head."},
     {"datagram_message", (PyCFunction)(void (*)(void))datagram_message, METH_FASTCALL,
      "datagram_message(data, names, max_size) -> Request | Response | None: see parser.parse_message."},
+    {"serialized", (PyCFunction)(void (*)(void))serialized, METH_FASTCALL,
+     "serialized(msg, top) -> bytes or None: see serialize.serialize."},
     {"use_types", (PyCFunction)(void (*)(void))use_types, METH_FASTCALL,
-     "use_types(Request, Response, Via): the classes head_message() builds."},
+     "use_types(Request, Response, Via, Edits): the classes head_message() builds, serialized() reads."},
     {"scan_via", scan_via, METH_O,
      "scan_via(text) -> (transport, host, port, params) or None: see via.parse_via."},
     {NULL, NULL, 0, NULL},

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import os
 
-API = 4                     # what this file expects of _speedups (its SPEEDUPS_API)
+API = 5                     # what this file expects of _speedups (its SPEEDUPS_API)
 
-scan_head = scan_via = edited_block = head_message = datagram_message = use_types = None
+scan_head = scan_via = edited_block = serialized = head_message = datagram_message = use_types = None
 if os.environ.get("PYPROXY_NO_EXTENSIONS", "0") in ("", "0"):
     try:
         from . import _speedups
@@ -23,8 +23,9 @@ if os.environ.get("PYPROXY_NO_EXTENSIONS", "0") in ("", "0"):
         _speedups = None
     if getattr(_speedups, "API", None) == API:      # (one built from another version: not used)
         scan_head, scan_via, edited_block = _speedups.scan_head, _speedups.scan_via, _speedups.edited_block
+        serialized = _speedups.serialized
         head_message, datagram_message = _speedups.head_message, _speedups.datagram_message
         use_types = _speedups.use_types
 
-FUNCTIONS = ("scan_head", "scan_via", "edited_block", "head_message", "datagram_message")  # (the paths)
+FUNCTIONS = ("scan_head", "scan_via", "edited_block", "serialized", "head_message", "datagram_message")  # (the paths)
 ENABLED = scan_head is not None

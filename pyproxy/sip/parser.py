@@ -20,12 +20,13 @@ from . import accel, grammar
 from .errors import MessageTooLarge, RemoteSIPError
 from .headers import _by_bytes, has_bare_cr_or_lf, index_head, show, unfold
 from .message import Message, Request, Response
+from .serialize import Edits
 from .via import Via
 
 __all__ = ["parse_message", "StreamParser", "KeepAlive"]
 
 if accel.use_types is not None:
-    accel.use_types(Request, Response, Via)     # the classes accel.head_message() builds
+    accel.use_types(Request, Response, Via, Edits)  # what head_message() builds, serialized() reads
 
 
 class KeepAlive(enum.Enum):

@@ -70,6 +70,10 @@ def header_line(name: str, value: str) -> tuple[str, bytes]:
 
 def serialize(msg, top: bytes | None = None) -> bytes:
     """``top``: one more header line, above all others (our Via on a request forwarded statelessly)."""
+    if accel.serialized is not None:
+        data = accel.serialized(msg, top)     # the common edits of a forward, in C; else None
+        if data is not None:
+            return data
     edits = msg._edits
     cl = msg._cl
     if edits is None:

@@ -20,6 +20,7 @@ from pyproxy.sip import accel, grammar, parser
 from pyproxy.sip.errors import RemoteSIPError, SIPError
 from pyproxy.sip.headers import _by_bytes, split_list
 from pyproxy.sip.message import Request, Response
+from pyproxy.sip.serialize import Edits
 from pyproxy.sip.validate import check_head
 from pyproxy.sip.via import Via, parse_via
 from test_sip_fuzz import mutated
@@ -118,11 +119,11 @@ def same_message(built, parse_in_python) -> None:
 def test_use_types_refuses_a_class_whose_slots_it_does_not_fill():
     class Longer(Request):
         __slots__ = ("more",)
-    with pytest.raises(TypeError, match="slots head_message"):
-        accel.use_types(Longer, Response, Via)
+    with pytest.raises(TypeError, match="slots the accelerator does not know"):
+        accel.use_types(Longer, Response, Via, Edits)
     with pytest.raises(TypeError, match="has no slot method"):
-        accel.use_types(Response, Response, Via)        # (a Response has no method slot)
-    accel.use_types(Request, Response, Via)
+        accel.use_types(Response, Response, Via, Edits)  # (a Response has no method slot)
+    accel.use_types(Request, Response, Via, Edits)
 
 
 def fields(via):
@@ -165,6 +166,13 @@ def test_c_takes_the_common_case():
         b"Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-1;rport=5060\r\nMax-Forwards: 69")
     assert accel.edited_block([b"Via: a, b", lines[1]], names, {}, set(), 1, None) == b"Via: b\r\nMax-Forwards: 70"
     assert accel.edited_block(lines, names, {}, {0}, 0, None) == b"Max-Forwards: 70"
+    # and the whole message, for those edits and our Via on top
+    msg = parser.parse_message(head + b"\r\nVia: SIP/2.0/UDP 192.0.2.3\r\nContent-Length: 1\r\n\r\nx")
+    msg.replace_line("max-forwards", b"Max-Forwards: 69")
+    msg.set_top_via_params(rport=5060)
+    assert accel.serialized(msg, b"Via: ours") == b"\r\n".join([
+        b"INVITE sip:b@example.com SIP/2.0", b"Via: ours", b"Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-1;rport=5060",
+        b"Max-Forwards: 69", *head.split(b"\r\n")[3:], b"Via: SIP/2.0/UDP 192.0.2.3", b"Content-Length: 1", b"", b"x"])
     assert accel.scan_via("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-1;rport;received=192.0.2.2") == (
         "UDP", "192.0.2.1", 5060, {"branch": "z9hG4bK-1", "rport": None, "received": "192.0.2.2"})
 
@@ -280,7 +288,10 @@ EDITS = [
     lambda m: m.set_body(b"v=0\r\n"),
     lambda m: m.add_header("X-Added", "1"),
     lambda m: m.set_top_via_params(received="x\\g<0>\\1"),      # written as it is, not as a regex template
+    lambda m: m.is_request and m.set_ruri("sip:c@example.com"),
+    lambda m: m.insert_via("SIP/2.0/TCP 192.0.2.11;branch=z9hG4bK-i"),
 ]
+TOP = b"Via: SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK-top"     # serialize()'s extra line (a stateless forward's)
 
 
 def serialized(data: bytes, edits) -> list:
@@ -290,10 +301,11 @@ def serialized(data: bytes, edits) -> list:
         msg = parser.parse_message(data)
     except RemoteSIPError:
         return out
+    out.append(msg.serialize(TOP))
     for edit in edits:
         try:
             edit(msg)
-            out.append(msg.serialize())
+            out += (msg.serialize(), msg.serialize(TOP))
         except SIPError as e:
             out.append(type(e))
     return out
