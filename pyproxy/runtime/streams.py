@@ -311,8 +311,9 @@ class StreamTransport:
                                   f"name {host}", rcv)
             elif not self.write(conn, data):
                 self.proxy.bounce(data, f"writing to tls:{conn.peer_ip}:{conn.peer_port} failed", rcv)
-        log.debug(f"TLS {summary.get('version')} with {conn.peer_ip}:{conn.peer_port}, "
-                  f"{summary.get('cipher')}, peer {summary.get('subject') or '-'}")
+        if self.proxy.debug:       # (the line is not even formatted otherwise: one per handshake)
+            log.debug(f"TLS {summary.get('version')} with {conn.peer_ip}:{conn.peer_port}, "
+                      f"{summary.get('cipher')}, peer {summary.get('subject') or '-'}")
         return True
 
     @staticmethod

@@ -667,8 +667,11 @@ scan_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         Py_RETURN_NONE;
     }
+    Py_ssize_t line_count = 0, i = 0;       /* a header line after each CR (each ends a line) */
+    for (const char *cr = eol; cr < end && (cr = memchr(cr, '\r', end - cr)) != NULL; cr++)
+        line_count++;
     if ((start = PyBytes_FromStringAndSize(p, eol - p)) == NULL ||
-        (names = PyList_New(0)) == NULL || (lines = PyList_New(0)) == NULL)
+        (names = PyList_New(line_count)) == NULL || (lines = PyList_New(line_count)) == NULL)
         goto done;
     while (eol < end) {         /* (eol + 1 is its LF: no bare CR or LF is left) */
         p = eol + 2;
@@ -699,11 +702,11 @@ scan_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 goto fallback;
         }
         PyObject *line = PyBytes_FromStringAndSize(p, eol - p);
-        if (line == NULL || PyList_Append(names, name) < 0 || PyList_Append(lines, line) < 0) {
-            Py_XDECREF(line);
+        if (line == NULL)
             goto done;
-        }
-        Py_DECREF(line);
+        PyList_SET_ITEM(names, i, Py_NewRef(name));
+        PyList_SET_ITEM(lines, i, line);
+        i++;
     }
     if ((facts = head_facts(first, first_len, count, second_via, second_via_len)) == NULL)
         goto done;
