@@ -758,8 +758,9 @@ static struct built_type {
 #define SLOT(obj, built, n) (*(PyObject **)((char *)(obj) + (built)->offsets[n]))
 static PyObject *version_str;       /* "SIP/2.0" */
 
-/* The offsets of ``names`` (then of ``more``) among the slots of ``type``; -1 when one is not a
- * plain object slot, or the class has more slots than these (an __init__ of its own to mirror). */
+/* The offsets of ``names`` (then of ``more``) among the slots of ``type``, into ``built`` (its
+ * type not set: use_types() keeps all four or none); -1 when one is not a plain object slot, or
+ * the class has more slots than these (an __init__ of its own to mirror). */
 static int
 slot_offsets(struct built_type *built, PyObject *type, const char *const *names, const char *const *more)
 {
@@ -789,7 +790,6 @@ slot_offsets(struct built_type *built, PyObject *type, const char *const *names,
         PyErr_Format(PyExc_TypeError, "%s has slots the accelerator does not know", ((PyTypeObject *)type)->tp_name);
         return -1;
     }
-    Py_XSETREF(built->type, (PyTypeObject *)Py_NewRef(type));
     built->count = count;
     return 0;
 }
@@ -804,11 +804,18 @@ use_types(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "use_types(Request, Response, Via, Edits)");
         return NULL;
     }
-    if (slot_offsets(&request_type, args[0], message_slots, request_slots) < 0 ||
-        slot_offsets(&response_type, args[1], message_slots, response_slots) < 0 ||
-        slot_offsets(&via_type, args[2], via_slots, NULL) < 0 ||
-        slot_offsets(&edits_type, args[3], edits_slots, NULL) < 0)
-        return NULL;
+    struct built_type found[4] = {{0}};
+    struct built_type *kept[4] = {&request_type, &response_type, &via_type, &edits_type};
+    if (slot_offsets(&found[0], args[0], message_slots, request_slots) < 0 ||
+        slot_offsets(&found[1], args[1], message_slots, response_slots) < 0 ||
+        slot_offsets(&found[2], args[2], via_slots, NULL) < 0 ||
+        slot_offsets(&found[3], args[3], edits_slots, NULL) < 0)
+        return NULL;            /* (the classes in use, if any, stay as they were) */
+    for (int i = 0; i < 4; i++) {
+        found[i].type = (PyTypeObject *)Py_NewRef(args[i]);
+        Py_XDECREF(kept[i]->type);
+        *kept[i] = found[i];
+    }
     Py_RETURN_NONE;
 }
 
@@ -1106,7 +1113,7 @@ write_edited_block(buffer *b, PyObject *const *args)
             PyObject *name = PyList_GET_ITEM(names, i);
             if (!PyUnicode_Check(name))
                 return 0;
-            if (PyUnicode_GET_LENGTH(name) == 3 && PyUnicode_CompareWithASCIIString(name, "via") == 0) {
+            if (is_name(name, "via")) {
                 PyObject *index = PyLong_FromSsize_t(i);
                 int dropped = index == NULL ? -1 : PySet_Contains(drop, index);
                 Py_XDECREF(index);
@@ -1214,10 +1221,12 @@ static PyObject *
 serialized(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 2 || (args[1] != Py_None && !PyBytes_CheckExact(args[1]))) {
-        PyErr_SetString(PyExc_TypeError, "serialized(msg, top: bytes | None)");
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "serialized(msg, top)");
         return NULL;
     }
+    if (args[1] != Py_None && !PyBytes_CheckExact(args[1]))
+        Py_RETURN_NONE;         /* (another bytes-like top: the Python path joins it) */
     PyObject *msg = args[0], *top = args[1] == Py_None ? NULL : args[1];
     struct built_type *built = Py_IS_TYPE(msg, request_type.type) ? &request_type :
                                Py_IS_TYPE(msg, response_type.type) ? &response_type : NULL;
@@ -1262,11 +1271,12 @@ serialized(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 edit_args[5] == Py_None)
             edit_args[0] = NULL;        /* no edit recorded after all: the block as received */
     }
-    Py_ssize_t from = PyLong_AsSsize_t(hstart), to = PyLong_AsSsize_t(hend);
-    if ((from == -1 || to == -1) && PyErr_Occurred())
-        return NULL;
-    if (from < 0 || to < from || to > PyBytes_GET_SIZE(raw))
+    Py_ssize_t from = PyLong_CheckExact(hstart) ? PyLong_AsSsize_t(hstart) : -1,
+               to = PyLong_CheckExact(hend) ? PyLong_AsSsize_t(hend) : -1;
+    if (from < 0 || to < from || to > PyBytes_GET_SIZE(raw)) {
+        PyErr_Clear();          /* (too large for C: not the common case either) */
         Py_RETURN_NONE;
+    }
     buffer b = {NULL, 0, 0};
     PyObject *result = NULL;
     int done = 1;

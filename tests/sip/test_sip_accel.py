@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from _parser_paths import pure_python
-from pyproxy.sip import accel, grammar, parser
+from pyproxy.sip import accel, grammar, parser, validate
 from pyproxy.sip.errors import RemoteSIPError, SIPError
 from pyproxy.sip.headers import _by_bytes, split_list
 from pyproxy.sip.message import Request, Response
@@ -123,6 +123,15 @@ def test_use_types_refuses_a_class_whose_slots_it_does_not_fill():
         accel.use_types(Longer, Response, Via, Edits)
     with pytest.raises(TypeError, match="has no slot method"):
         accel.use_types(Response, Response, Via, Edits)  # (a Response has no method slot)
+    with pytest.raises(TypeError, match="Via has no slot top"):
+        accel.use_types(Request, Response, Via, Via)
+    # a refused call changed nothing: the classes in use are still read at their own offsets
+    msg = parser.parse_message(b"INVITE sip:b@c SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nMax-Forwards: 9\r\n"
+                               b"Content-Length: 0\r\n\r\n")
+    assert type(msg) is Request
+    msg.replace_line("max-forwards", b"Max-Forwards: 8")
+    assert accel.serialized(msg, None) == b"INVITE sip:b@c SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nMax-Forwards: 8\r\n" \
+                                          b"Content-Length: 0\r\n\r\n"
     accel.use_types(Request, Response, Via, Edits)
 
 
@@ -207,7 +216,8 @@ HEADERS = ["CSeq: 2147483647 INVITE", "CSeq: 2147483648 INVITE", "CSeq: 01 INVIT
            # missing or repeated where one is allowed
            "CSeq: 1 BYE", "CSeq: 1 invite", "From: <sip:a@b>;tag=1\r\nf: <sip:c@d>", "To: <sip:b@c>\r\nt: <sip:b@c>",
            "From: ", "To: ", "Date: Sat, 13 Nov 2010 23:29:00 GMT\r\nDate: Sat, 13 Nov 2010 23:29:00 GMT",
-           "Expires: 1\r\nExpires: 2", "Content-Type: a/b\r\nc: a/b", "Content-Type: a/b", "Expires: 1"]
+           "Expires: 1\r\nExpires: 2", "Content-Type: a/b\r\nc: a/b", "Content-Type: a/b", "Expires: 1",
+           "CSeq: x INVITE"]
 
 
 @needs_accel
@@ -221,6 +231,21 @@ def test_c_and_python_agree_on_what_routing_reads(line):
     if name in ("from", "to"):      # and without it
         del base[name]
         agree(("INVITE sip:b@example.com SIP/2.0\r\n" + "\r\n".join(base.values()) + "\r\n\r\n").encode())
+
+
+@needs_accel
+@pytest.mark.parametrize("name", sorted(set(validate._REQUIRED) | set(validate._SINGLE)))
+def test_c_and_python_agree_on_required_and_single_headers(name):
+    """validate's own lists, each header missing and each twice: the C scan's counts follow them."""
+    lines = {"via": "Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-1", "cseq": "CSeq: 1 INVITE", "max-forwards":
+             "Max-Forwards: 70", "call-id": "Call-ID: a@b", "from": "From: <sip:a@b>;tag=1", "to": "To: <sip:b@c>",
+             "content-type": "Content-Type: a/b", "date": "Date: Sat, 13 Nov 2010 23:29:00 GMT",
+             "expires": "Expires: 1", "content-length": "Content-Length: 0"}
+    request = "INVITE sip:b@example.com SIP/2.0\r\n{}\r\n\r\n"
+    agree(request.format("\r\n".join(lines.values())).encode())
+    assert "head-ok" in parser.parse_message(request.format("\r\n".join(lines.values())).encode())._cache
+    agree(request.format("\r\n".join(line for key, line in lines.items() if key != name)).encode())
+    agree(request.format("\r\n".join([*lines.values(), lines[name]])).encode())
 
 
 @needs_accel
@@ -322,6 +347,20 @@ def serialize_alike(data: bytes, edits) -> None:
 def test_c_and_python_serialize_the_corpus_alike(case):
     for n in range(len(EDITS)):
         serialize_alike(case.data, EDITS[n:] + EDITS[:n])
+
+
+def drop_every_line(msg) -> None:
+    for name in dict.fromkeys(msg._names):
+        if name != "content-length":
+            msg.remove_header(name)
+    msg.remove_header_line("Content-Length", 0)
+
+
+@needs_accel
+def test_c_and_python_serialize_a_message_without_its_lines_alike():
+    for case in CASES[:40]:
+        serialize_alike(case.data, [drop_every_line])
+    serialize_alike(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nContent-Length: 2\r\n\r\nab", [drop_every_line])
 
 
 VIA_LINES = ["Via: SIP/2.0/UDP h;rport", "Via: SIP/2.0/UDP h;RPort=7;received=1.1.1.1", "v:SIP/2.0/UDP h ",
