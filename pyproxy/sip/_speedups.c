@@ -1279,7 +1279,7 @@ serialized(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     buffer b = {NULL, 0, 0};
     PyObject *result = NULL;
-    int done = 1;
+    int done = 1;       /* 0: not the common case after all (None); a NULL result: an error */
     if (put(&b, PyBytes_AS_STRING(start), PyBytes_GET_SIZE(start)) < 0 ||
             (top != NULL && (put(&b, "\r\n", 2) < 0 || put(&b, PyBytes_AS_STRING(top), PyBytes_GET_SIZE(top)) < 0)))
         goto done;

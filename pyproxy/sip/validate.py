@@ -12,7 +12,7 @@ from . import grammar
 from .address import STAR
 from .errors import RemoteSIPError
 
-__all__ = ["validate", "KNOWN_METHODS"]
+__all__ = ["validate", "check_head", "KNOWN_METHODS"]
 
 KNOWN_METHODS = frozenset(
     "INVITE ACK BYE CANCEL OPTIONS REGISTER PRACK SUBSCRIBE NOTIFY PUBLISH INFO REFER MESSAGE UPDATE"
