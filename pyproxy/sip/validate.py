@@ -75,23 +75,18 @@ def check_head(msg) -> None:
         for key, what in _SINGLE.items():
             if key in present and names.count(key) > 1:
                 raise RemoteSIPError(f"more than one {what} header")
-    # What the C accelerator's scan found well-formed is in the cache already (its "facts"):
-    # read there, without a property's call each.
-    cache = msg._cache
-    if "call-id-ok" not in cache:
+    if "call-id-ok" not in msg._cache:      # (the C accelerator's scan checked it already)
         call_id = msg._value(names.index("call-id"))
         if not grammar.CALL_ID.fullmatch(call_id):
             raise RemoteSIPError(f"bad Call-ID header {call_id[:60]!r}")
-    method = (cache.get("cseq") or msg.cseq)[1]
+    method = msg.cseq[1]
     if msg.is_request and method != msg.method:
         # RFC 4475 3.1.2.18: an unknown method with another CSeq method is best answered 501.
         status = 400 if msg.method in KNOWN_METHODS else 501
         raise RemoteSIPError(
             f"bad CSeq header: method {method} does not match request method {msg.method}", status)
-    if "max-forwards" not in cache:
-        msg.max_forwards
-    if "top_via" not in cache:
-        msg.top_via
+    msg.max_forwards        # (each property reads the scan's fact first, where there is one)
+    msg.top_via
 
 
 def _check_request_line(msg) -> None:
