@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
 
 from .base import CONNECT_TIMEOUT, DEFAULT_URL, DatabaseError, DatabaseUnavailable, DbUrl, parse_url
 from .drivers import MADE_FOLDERS, driver_for
@@ -106,29 +105,9 @@ class Database:
         except self.driver.errors as e:
             raise self._failure(e) from None
 
-    @contextmanager
-    def transaction(self):
-        """All the statements inside, or none of them."""
-        if self.in_transaction:
-            yield self
-            return
-        conn = self._connection()
-        try:
-            self.driver.begin(conn)
-            self.in_transaction = True
-            yield self
-            conn.commit()
-        except BaseException as e:
-            self.in_transaction = False
-            try:
-                conn.rollback()
-            except Exception:
-                self._drop()
-            if isinstance(e, self.driver.errors):
-                raise self._failure(e) from None
-            raise
-        finally:
-            self.in_transaction = False
+    def transaction(self) -> Transaction:
+        """All the statements inside, or none of them (``with db.transaction(): ...``)."""
+        return Transaction(self)
 
     def close(self) -> None:
         self._drop()
@@ -171,6 +150,58 @@ class Database:
                 conn.close()
             except Exception:
                 pass
+
+
+class Transaction:
+    """What ``with db.transaction()`` enters: BEGIN, then COMMIT, or ROLLBACK on an exception (the
+    driver's errors raised as ours). Inside another transaction of the same database it does
+    nothing: the outer one decides. (A class rather than a generator: a registrar enters one per
+    REGISTER, and a generator-based context manager costs twice as much.)"""
+    __slots__ = ("db", "conn")
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.conn = None        # None: nested (or not begun)
+
+    def __enter__(self) -> Database:
+        db = self.db
+        if db.in_transaction:
+            return db
+        conn = db._connection()
+        self.conn = conn
+        try:
+            db.driver.begin(conn)
+        except BaseException as e:
+            self._abandon(e)
+            raise
+        db.in_transaction = True
+        return db
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if self.conn is None:
+            return False
+        if error is None:
+            try:
+                self.conn.commit()
+                self.db.in_transaction = False
+                return False
+            except BaseException as e:
+                self._abandon(e)
+                raise
+        self._abandon(error)
+        return False            # the exception goes on
+
+    def _abandon(self, error: BaseException) -> None:
+        """Roll back; a driver's error is raised as ours (DatabaseUnavailable when the connection
+        is gone)."""
+        db = self.db
+        db.in_transaction = False
+        try:
+            self.conn.rollback()
+        except Exception:
+            db._drop()
+        if isinstance(error, db.driver.errors):
+            raise db._failure(error) from None
 
 
 def _all_rows(cur) -> list[tuple]:

@@ -185,6 +185,7 @@ class Location:
             # it wakes the moment it is free, where SQLite's own busy handler sleeps 1 ms and more
             # between tries (at 2,000 REGISTER/s the two workers spent more time asleep than working)
             self.locks = [os.open(path + ".lock", os.O_RDWR) for path in paths]
+        self.turns = [Turn(lock) for lock in self.locks] if self.locks else [contextlib.nullcontext()]
         self.backing = Bindings(self.db) if mode in (1, 2) else None
 
     def lookup(self, aor: tuple[str, str], now: float) -> list[Binding]:
@@ -196,7 +197,7 @@ class Location:
         only, not the database of db_mode 1 and 2 (save()'s flag 0x01)."""
         shard = shard_of(aor, len(self.stores))
         store = self.stores[shard]
-        with self.turn(shard), store.db.transaction():
+        with self.turns[shard], store.db.transaction():
             new, result = update(store.get(aor, now))
             if new is not None:
                 store.replace(aor, new)
@@ -217,25 +218,11 @@ class Location:
             found.update(store.all(now))
         return dict(sorted(found.items()))
 
-    @contextlib.contextmanager
-    def turn(self, shard: int):
-        """This process's turn to write a shard of the shared file (nothing to wait for in
-        db_mode 3)."""
-        if self.locks is None:
-            yield
-            return
-        lock = self.locks[shard]
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
     def expire(self, now: float) -> int:
         """Forget what has expired (the first worker, every timer_interval)."""
         count = 0
         for shard, store in enumerate(self.stores):
-            with self.turn(shard):
+            with self.turns[shard]:
                 count += store.expire(now)
         if self.mode == 1:
             self.backing.expire(now)
@@ -249,7 +236,7 @@ class Location:
         for shard, store in enumerate(self.stores):
             dirty = store.db.query("SELECT username, domain FROM location_dirty")
             for aor in dirty:
-                with self.turn(shard), store.db.transaction():
+                with self.turns[shard], store.db.transaction():
                     bindings = store.get(aor, now)
                     with self.db.transaction():
                         self.backing.replace(aor, bindings)
@@ -266,6 +253,21 @@ class Location:
         for lock in self.locks or ():
             os.close(lock)
         self.locks = None
+
+
+class Turn:
+    """``with turn:``: this process's turn to write a shard of the shared file, on a lock file of
+    its own (a class rather than a generator: it is entered once per REGISTER)."""
+    __slots__ = ("lock",)
+
+    def __init__(self, lock: int) -> None:
+        self.lock = lock
+
+    def __enter__(self) -> None:
+        fcntl.flock(self.lock, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self.lock, fcntl.LOCK_UN)
 
 
 def shard_of(aor: tuple[str, str], shards: int) -> int:
