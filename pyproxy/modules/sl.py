@@ -17,10 +17,11 @@ from ..sip import SIPError, make_response
 
 
 def stateless_to_tag(msg) -> str:
-    # From the header texts, not their parsed values: a request is also answered (400) when one
-    # of them is malformed.
-    key = f"{msg.call_id}|{msg.header('from')}|{msg.header('cseq')}|{msg.header('via')}"
-    return hashlib.blake2s(key.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+    # From the header lines as received, not their parsed values: a request is also answered (400)
+    # when one of them is malformed, and a retransmission has the same lines.
+    key = b"|".join((msg.received_line("call-id"), msg.received_line("from"), msg.received_line("cseq"),
+                     msg.received_line("via")))
+    return hashlib.blake2s(key, digest_size=8).hexdigest()
 
 
 def send_reply(ctx, status: int, reason: str, extra_headers=(), sip_warning: bool = False) -> int:

@@ -77,6 +77,11 @@ class Message:
         names = self._names
         return self._value(names.index(key)) if key in names else None
 
+    def received_line(self, key: str) -> bytes:
+        """The first header line called ``key`` (a canonical name) as received; b"" if none."""
+        names = self._names
+        return self._lines[names.index(key)] if key in names else b""
+
     def header_values(self, name: str) -> list[str]:
         """All values of ``name``; list-valued headers (Via, Contact...) are split on commas."""
         key = canonical(name)
