@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from . import grammar
+from . import accel, grammar
 from .errors import LocalSIPError, RemoteSIPError
 from .message import Request
 from .serialize import header_line, via_lines
 
 __all__ = ["make_response"]
+
+_NONE = frozenset()
 
 
 def make_response(request: Request, status: int, reason: str, *, to_tag: str | None = None,
@@ -29,10 +31,19 @@ def make_response(request: Request, status: int, reason: str, *, to_tag: str | N
         raise LocalSIPError(f"bad to-tag {to_tag!r}")
     edits = request._edits
     params = edits.via_params if edits is not None else None
-    rewritten = via_lines(request, 0, params, ()) if params else {}
     names, lines = request._names, request._lines
     out = [f"SIP/2.0 {status} {reason}".encode("utf-8", "surrogateescape")]
-    out += [rewritten.get(i, line) for i, line in enumerate(lines) if names[i] == "via"]
+    vias = request._indices("via")
+    block = None
+    if params and accel.edited_block is not None:     # the Via lines with the edit, in C
+        block = accel.edited_block([lines[i] for i in vias], ["via"] * len(vias), {}, _NONE, 0, params)
+    if block is not None:
+        out.append(block)
+    elif params:
+        rewritten = via_lines(request, 0, params, ())
+        out += [rewritten.get(i, lines[i]) for i in vias]
+    else:
+        out += [lines[i] for i in vias]
     for key in ("from", "to", "call-id", "cseq"):
         if key in names:
             line = lines[names.index(key)]

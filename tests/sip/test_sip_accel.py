@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from _parser_paths import pure_python
-from pyproxy.sip import accel, grammar, parser, validate
+from pyproxy.sip import accel, grammar, make_response, parser, validate
 from pyproxy.sip.errors import RemoteSIPError, SIPError
 from pyproxy.sip.headers import _by_bytes, split_list
 from pyproxy.sip.message import Request, Response
@@ -320,7 +320,8 @@ TOP = b"Via: SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK-top"     # serialize()'s extr
 
 
 def serialized(data: bytes, edits) -> list:
-    """What serialize() gives after each edit in turn (or the error), on the current path."""
+    """What serialize() gives after each edit in turn, and make_response() for a request (which
+    copies the Via lines with their edit), or the error, on the current path."""
     out = []
     try:
         msg = parser.parse_message(data)
@@ -331,6 +332,8 @@ def serialized(data: bytes, edits) -> list:
         try:
             edit(msg)
             out += (msg.serialize(), msg.serialize(TOP))
+            if msg.is_request:
+                out.append(make_response(msg, 200, "OK", to_tag="t1"))
         except SIPError as e:
             out.append(type(e))
     return out
