@@ -101,6 +101,47 @@ def test_a_failed_transaction_writes_nothing(db_url):
         db.close()
 
 
+def test_a_nested_transaction_is_the_outer_ones(db_url):
+    """Inside another, a transaction neither commits nor rolls back: the outer one decides."""
+    db = connect(db_url)
+    try:
+        schema.create(db)
+        with pytest.raises(RuntimeError):
+            with db.transaction():
+                with db.transaction():
+                    db.execute("INSERT INTO uri (username, domain, uri_user) VALUES (?, ?, ?)", ("a", "d", "x"))
+                assert db.in_transaction
+                raise RuntimeError("the outer one fails")
+        assert not db.in_transaction
+        assert db.query("SELECT COUNT(*) FROM uri")[0][0] == 0
+        with db.transaction():
+            with db.transaction():
+                db.execute("INSERT INTO uri (username, domain, uri_user) VALUES (?, ?, ?)", ("a", "d", "x"))
+        assert db.query("SELECT COUNT(*) FROM uri")[0][0] == 1
+    finally:
+        db.close()
+
+
+def test_a_commit_that_fails_is_a_database_error_and_writes_nothing(tmp_path):
+    """SQLite checks a deferred foreign key at COMMIT: the commit itself fails."""
+    db = connect(f"sqlite://{tmp_path}/fk.db")
+    try:
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        db.execute("CREATE TABLE child (id INTEGER, parent INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)")
+        with pytest.raises(DatabaseError, match="FOREIGN KEY"):
+            with db.transaction():
+                db.execute("INSERT INTO child VALUES (1, 42)")
+        assert not db.in_transaction
+        assert db.query("SELECT COUNT(*) FROM child") == [(0,)]
+        with db.transaction():          # and the next one works
+            db.execute("INSERT INTO parent VALUES (42)")
+            db.execute("INSERT INTO child VALUES (1, 42)")
+        assert db.query("SELECT COUNT(*) FROM child") == [(1,)]
+    finally:
+        db.close()
+
+
 def test_a_broken_connection_fails_the_statement_then_comes_back(db_url, monkeypatch):
     monkeypatch.setattr(pyproxy.db, "RECONNECT_INTERVAL", 0.2)
     db = connect(db_url)
