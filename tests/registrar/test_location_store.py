@@ -1,14 +1,19 @@
-"""usrloc's shared file (SharedBindings, store.py) on a real SQLite file: what the workers write is
-what they read, expired bindings are never read, and the expiry timer removes them."""
+"""usrloc's shared file (SharedBindings, store.py) on a real LMDB file: what the workers write is
+what they read, expired bindings are never read, the expiry timer removes them, and a writer that
+dies mid-change leaves neither the change nor the lock behind."""
 
 from __future__ import annotations
 
 import glob
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 
-from pyproxy.modules.usrloc.store import Binding, Location, claim, new_cache_path, prepare, remove_cache, shard_paths
+from pyproxy.modules.usrloc.store import (Binding, DatabaseError, Location, claim, new_cache_path, prepare, remove_cache,
+                                         shared_files)
 
 NOW = 1_800_000_000
 
@@ -46,21 +51,20 @@ def test_expired_bindings_are_not_read_and_the_timer_removes_them(location):
     assert location.all(NOW + 10) == {("alice", "d"): [later]}
     assert location.expire(NOW + 5) == 0
     assert location.expire(NOW + 10) == 2
-    assert [row for store in location.stores for row in store.db.query("SELECT username, soonest, latest FROM bindings")] == [("alice", NOW + 100, NOW + 100)]
+    assert len(location.shared) == 1             # bob's entry went with his last binding
     assert location.lookup(("alice", "d"), NOW + 10) == [later]
 
 
-def test_no_bindings_leaves_no_row(location):
+def test_no_bindings_leaves_no_entry(location):
     location.change(("alice", ""), NOW, lambda current: ([binding("sip:a@10.0.0.1", NOW + 60)], None))
     assert location.remove(("alice", ""), NOW) == 1
-    assert sum(store.db.query("SELECT count(*) FROM bindings")[0][0] for store in location.stores) == 0
+    assert len(location.shared) == 0
 
 
-def test_addresses_of_record_spread_over_the_shards_and_are_listed_in_order(location):
+def test_addresses_of_record_are_listed_in_order(location):
     users = [f"u{n:03d}" for n in range(40)]
     for user in reversed(users):
         location.change((user, "d"), NOW, lambda current, u=user: ([binding(f"sip:{u}@10.0.0.1", NOW + 60)], None))
-    assert all(store.db.query("SELECT count(*) FROM bindings")[0][0] for store in location.stores)
     assert [user for user, _ in location.all(NOW)] == users
     assert all(location.lookup((user, "d"), NOW)[0].contact == f"sip:{user}@10.0.0.1" for user in users)
 
@@ -74,7 +78,7 @@ def test_the_files_of_a_running_server_are_kept_and_those_of_a_gone_one_removed(
     claimed = claim(base)
     try:
         new_cache_path()                                    # another server starting
-        assert all(os.path.exists(path) for path in (base + ".lock", *shard_paths(base)))
+        assert all(os.path.exists(path) for path in shared_files(base))
         location = Location(0, "", base)
         location.change(("alice", ""), NOW, lambda current: ([binding("sip:a@10.0.0.1", NOW + 60)], None))
         location.close()
@@ -84,14 +88,58 @@ def test_the_files_of_a_running_server_are_kept_and_those_of_a_gone_one_removed(
     assert not glob.glob(base + "*")
 
 
-def test_the_write_ahead_logs_stay_small(location, tmp_path):
-    """Each shard's WAL is checkpointed and cut back to 1 MiB: eight that grew to 4 MiB each and
-    stayed so would take 32 MiB of /dev/shm."""
+def test_the_file_stays_small_when_bindings_are_refreshed(location, tmp_path):
+    """LMDB reuses the pages a change freed: 500 users refreshing 4,000 times take about what
+    500 users take once."""
     bulky = [binding(f"sip:a{n}@10.0.0.1;" + "x" * 200, NOW + 600, path="<sip:p@10.0.0.9;lr>" * 4) for n in range(5)]
     for n in range(4000):
         location.change((f"u{n % 500}", ""), NOW, lambda current: (bulky, None))
-    sizes = [os.path.getsize(path + "-wal") for path in shard_paths(str(tmp_path / "location.db")) if os.path.exists(path + "-wal")]
-    assert sizes and max(sizes) <= 1100 * 1024, sizes
+    assert os.path.getsize(str(tmp_path / "location.db")) <= 4 * 1024 * 1024
+
+
+def test_an_address_of_record_too_long_for_a_key_is_kept(location):
+    """LMDB's keys are at most 511 bytes; a longer AOR is kept under a hash of it."""
+    aor = ("u" * 600, "example.com")
+    stored = [binding("sip:a@10.0.0.1", NOW + 60)]
+    location.change(aor, NOW, lambda current: (stored, None))
+    assert location.lookup(aor, NOW) == stored
+    assert location.lookup(("u" * 599, "example.com"), NOW) == []
+    assert location.all(NOW) == {aor: stored}
+
+
+# A worker (a process of its own: LMDB's handles do not cross a fork) changing two users, stopped
+# in the middle of it.
+DIES_MIDWAY = """
+import pathlib, sys, time
+from pyproxy.modules.usrloc.store import Binding, Location
+shared = Location(0, "", sys.argv[1]).shared
+with shared.write() as txn:
+    shared.replace(txn, ("alice", ""), [Binding("sip:b@10.0.0.2", 1_800_000_060)])
+    shared.replace(txn, ("bob", ""), [Binding("sip:b@10.0.0.2", 1_800_000_060)])
+    pathlib.Path(sys.argv[2]).write_text("x")
+    time.sleep(120)
+"""
+
+
+def test_a_writer_killed_mid_change_leaves_the_file_as_it_was(location, tmp_path):
+    """A worker dies holding the writer lock, its change half made: the others go on, the change
+    is not there, and the lock is taken over (a robust mutex)."""
+    before = [binding("sip:a@10.0.0.1", NOW + 60)]
+    location.change(("alice", ""), NOW, lambda current: (before, None))
+    ready = tmp_path / "ready"
+    worker = subprocess.Popen([sys.executable, "-c", DIES_MIDWAY, str(tmp_path / "location.db"), str(ready)])
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert time.monotonic() < deadline and worker.poll() is None, "the writer never got midway"
+            time.sleep(0.01)
+    finally:
+        worker.kill()
+        worker.wait()
+    assert location.lookup(("alice", ""), NOW) == before and location.lookup(("bob", ""), NOW) == []
+    after = [binding("sip:a@10.0.0.3", NOW + 60)]
+    assert location.change(("alice", ""), NOW, lambda current: (after, current)) == before
+    assert location.lookup(("alice", ""), NOW) == after
 
 
 def _a_pid_not_running() -> int:
@@ -109,14 +157,27 @@ def test_a_running_daemon_whose_first_pid_was_ours_keeps_its_files():
     try:
         other = new_cache_path()
         assert ours == os.path.basename(taken) and other != taken
-        assert all(os.path.exists(path) for path in (taken + ".lock", *shard_paths(taken)))
+        assert all(os.path.exists(path) for path in shared_files(taken))
     finally:
         os.close(claimed)
         remove_cache(taken)
 
 
-def test_a_shard_remade_after_a_failure_keeps_its_settings(location):
-    shard = location.stores[0].db
-    assert shard.query("PRAGMA cache_size") == [(-1024,)]
-    shard.close()                               # as Database does when the connection breaks
-    assert shard.query("PRAGMA cache_size") == [(-1024,)]
+def test_a_full_table_is_a_database_error_and_keeps_what_it_had(tmp_path, monkeypatch):
+    """At its largest size (or with /dev/shm full) a change fails as the database would (save()
+    answers 500), and what was stored stays readable."""
+    from pyproxy.modules.usrloc import store
+    monkeypatch.setattr(store, "MAP_SIZE", 256 * 1024)
+    path = str(tmp_path / "small.db")
+    prepare(0, "", path, NOW)
+    location = Location(0, "", path)
+    try:
+        bulky = [binding("sip:a@10.0.0.1;" + "x" * 1000, NOW + 600)]
+        with pytest.raises(DatabaseError, match="shared location table"):
+            for n in range(1000):
+                location.change((f"u{n}", ""), NOW, lambda current: (bulky, None))
+        assert location.lookup(("u0", ""), NOW) == bulky
+        assert location.remove(("u0", ""), NOW) == 1        # and room is made again
+    finally:
+        location.close()
+        remove_cache(path)

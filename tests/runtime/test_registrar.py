@@ -252,12 +252,12 @@ def test_save_flags_memory_only_and_one_device(proxy_factory, tmp_path, phones):
 
 
 def test_registrations_are_shared_when_the_workers_run_as_another_user(proxy_factory, phones):
-    """user=nobody: the master makes the shared file's shards and lock before it drops its
+    """user=nobody: the master makes the shared file and its lock files before it drops its
     privileges, and gives them to that user, so the workers can write them."""
     if os.geteuid() != 0:
         pytest.skip("switching to another user needs root")
     proxy = proxy_factory(children=2, extra="user=nobody\n", route=ROUTE.format(mode=0, url=""))
-    for n in range(8):      # users in every shard, through both workers
+    for n in range(8):      # users through both workers
         assert status_of(phones(proxy.port, user=f"u{n}").register(f"<sip:u{n}@10.0.0.{n}>")) == 200, proxy.tail()
     for n in range(8):
         assert len(contacts(phones(proxy.port, user=f"u{n}").register(None))) == 1

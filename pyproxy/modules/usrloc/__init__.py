@@ -52,8 +52,10 @@ def mod_init(config) -> None:
         loaded = store.prepare(mode, url, _cache_path, time.time())
         if _cache_path is not None:
             _claim = store.claim(_cache_path)
-        for path in ([url] if mode else []) + (store.shared_files(_cache_path) if _cache_path else []):
-            hand_over(path, config.settings)
+        if mode:
+            hand_over(url, config.settings)
+        if _cache_path is not None:
+            store.hand_over(_cache_path, config.settings)
     except (DatabaseError, OSError) as e:
         raise ModuleInitError(str(e)) from None
     if loaded:

@@ -1,13 +1,14 @@
 """Where the bindings live, per ``db_mode``, behind one interface (``Location``).
 
 Every worker must see every registration, and a registration must outlive the worker that took
-it. So the "memory" of OpenSER's usrloc is here a small SQLite database in shared memory
-(``/dev/shm``, the "shared file"): all workers open it, they take turns to change it, and a worker
-that dies mid-write leaves it consistent. The master makes it empty at start (loaded from the
-database in db_mode 1 and 2) and removes it at stop. It is ours alone, so it is shaped for speed:
-``SHARDS`` files, an address of record in one of them by a hash, each a table of one row per
-address of record with its bindings in one value (``SharedBindings``). The databases of db_mode
-1-3 keep OpenSER's ``location`` table (``Bindings``).
+it. So the "memory" of OpenSER's usrloc is here a small LMDB database in shared memory
+(``/dev/shm``, the "shared file"): all workers open it, they take turns to change it (LMDB's one
+writer lock), they read it without waiting, and a worker that dies mid-write leaves it as it was
+before that write (LMDB writes new pages and commits by switching to them; its writer lock is a
+robust mutex, which the next writer takes over). The master makes it empty at start (loaded from
+the database in db_mode 1 and 2) and removes it at stop. It is ours alone, so it is shaped for
+speed: one entry per address of record with its bindings in one value (``SharedBindings``). The
+databases of db_mode 1-3 keep OpenSER's ``location`` table (``Bindings``).
 
 - db_mode 0: the shared file only; registrations end with the server.
 - db_mode 1 (write-through): each change goes to the database in the same step; if the database
@@ -23,33 +24,33 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
+import functools
+import hashlib
 import marshal
 import os
 import re
+import struct
 import tempfile
-import zlib
 from dataclasses import dataclass
 
+import lmdb
+
 from ...db import Database, DatabaseError, connect, schema
+from ...kernel.process import run_as
 
 COLUMNS = ("contact", "expires", "q", "callid", "cseq", "received", "path", "socket", "user_agent",
            "flags", "cflags", "methods", "last_modified")
 SELECT = ", ".join(COLUMNS)
 INSERT = (f"INSERT INTO location (username, domain, {SELECT}) "
           f"VALUES ({', '.join('?' * (len(COLUMNS) + 2))})")
-DIRTY_TABLE = "CREATE TABLE IF NOT EXISTS location_dirty (username TEXT NOT NULL, domain TEXT NOT NULL, " \
-              "PRIMARY KEY (username, domain))"
-# The shared file is this many SQLite files, an address of record living in one of them by a hash:
-# a write locks one file, so two workers seldom wait for each other, and invalidates the other
-# processes' page cache of that file only. (Two processes changing and looking up bindings as fast
-# as they could took 100 us of wall time and 60 of CPU per change and lookup with one file; with
-# eight, 42 and 40.)
-SHARDS = 8
-# The shared file's table: ``soonest`` and ``latest`` are the first and last expiry of the row's
-# bindings, which the expiry timer reads instead of the bindings themselves.
-SHARED_TABLE = ("CREATE TABLE IF NOT EXISTS bindings (username TEXT NOT NULL, domain TEXT NOT NULL, "
-                "soonest INTEGER NOT NULL, latest INTEGER NOT NULL, data BLOB NOT NULL, "
-                "PRIMARY KEY (username, domain)) WITHOUT ROWID")
+# The shared file, an LMDB environment: one file and its lock file (``-lock``). Not synced to disk
+# (it lives in memory and ends with the server). Pages are written with pwrite(), not through a
+# writable map: a full /dev/shm is then an error for the REGISTER that met it (a 500), where a
+# write into the map would kill the worker with SIGBUS. MAP_SIZE is the most it may grow to (it
+# takes only the memory its pages use); READERS, the processes that may read it at once.
+MAP_SIZE = 1 << 30
+READERS = 1024
+_SOONEST = struct.Struct("<q")       # an entry's value: its first expiry, then the marshal'd AOR and bindings
 
 
 @dataclass(slots=True)
@@ -123,50 +124,116 @@ class Bindings:
 
 
 class SharedBindings:
-    """The bindings in the shared file: one row per address of record, its bindings as one
-    ``marshal`` value (the file is written by this server only, mode 0600), so that a change is one
-    read and one write of one row, with no date text to format or parse. Expired bindings are left
-    out when read and removed by ``expire``."""
+    """The bindings in the shared file: an entry per address of record, its value the first
+    expiry of its bindings (what the expiry timer reads) then the AOR and its bindings as one
+    ``marshal`` value (the file is written by this server only, mode 0600), so that a change is
+    one read and one write of one entry, with no text to format or parse. Expired bindings are
+    left out when read and removed by ``expire``. Changes of db_mode 2 not yet written back are
+    listed in a second table (``dirty``)."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, path: str, create: bool = False) -> None:
+        self.path = path
+        try:
+            self.env = lmdb.open(path, subdir=False, create=create, mode=0o600, map_size=MAP_SIZE, max_dbs=2,
+                                 max_readers=READERS, sync=False, metasync=False, readahead=False)
+            self.entries = self.env.open_db(b"bindings")
+            self.dirty = self.env.open_db(b"dirty")
+        except lmdb.Error as e:
+            raise DatabaseError(f"the shared location table {path}: {e}") from None
 
     def get(self, aor: tuple[str, str], now: float) -> list[Binding]:
-        rows = self.db.query("SELECT data FROM bindings WHERE username = ? AND domain = ?", aor)
-        return _live(rows[0][0], now) if rows else []
+        with self.env.begin(db=self.entries) as txn:
+            data = txn.get(_key(aor))
+        return _live(data, now) if data else []
 
-    def replace(self, aor: tuple[str, str], bindings: list[Binding]) -> None:
+    def write(self) -> lmdb.Transaction:
+        """A change: ``with shared.write() as txn:`` (committed at the end, or nothing on an exception)."""
+        return self.env.begin(write=True)
+
+    def current(self, txn, aor: tuple[str, str], now: float) -> list[Binding]:
+        data = txn.get(_key(aor), db=self.entries)
+        return _live(data, now) if data else []
+
+    def replace(self, txn, aor: tuple[str, str], bindings: list[Binding]) -> None:
         if not bindings:
-            self.db.execute("DELETE FROM bindings WHERE username = ? AND domain = ?", aor)
+            txn.delete(_key(aor), db=self.entries)
             return
-        expiries = [b.expires for b in bindings]
-        self.db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?)",
-                        (*aor, min(expiries), max(expiries), marshal.dumps([b.fields() for b in bindings])))
+        soonest = min(b.expires for b in bindings)
+        txn.put(_key(aor), _SOONEST.pack(soonest) + marshal.dumps((aor, [b.fields() for b in bindings])),
+                db=self.entries)
+
+    def mark_dirty(self, txn, aor: tuple[str, str]) -> None:
+        txn.put(_key(aor), marshal.dumps(aor), db=self.dirty)
 
     def all(self, now: float) -> dict[tuple[str, str], list[Binding]]:
         out = {}
-        for user, domain, data in self.db.query("SELECT username, domain, data FROM bindings WHERE latest > ? "
-                                                "ORDER BY username, domain", (int(now),)):
-            live = _live(data, now)
-            if live:
-                out[(user, domain)] = live
+        with self.env.begin(db=self.entries) as txn:
+            for data in txn.cursor().iternext(keys=False):
+                live = _live(data, now)
+                if live:
+                    out[_aor_of(data)] = live
         return out
 
     def expire(self, now: float) -> int:
-        """Remove the expired bindings (inside the caller's turn); how many there were."""
+        """Remove the expired bindings; how many there were. The entries are looked over without
+        the writer lock (their first expiry, not their bindings), and only those with bindings
+        to remove are changed under it."""
+        with self.env.begin(db=self.entries) as txn:
+            due = [key for key, data in txn.cursor() if _SOONEST.unpack_from(data)[0] <= now]
         count = 0
-        with self.db.transaction():
-            rows = self.db.query("SELECT username, domain, data FROM bindings WHERE soonest <= ?", (int(now),))
-            for user, domain, data in rows:
-                stored = marshal.loads(data)
-                live = [Binding(*fields) for fields in stored if fields[1] > now]
-                count += len(stored) - len(live)
-                self.replace((user, domain), live)
+        if due:
+            with self.write() as txn:
+                for key in due:
+                    data = txn.get(key, db=self.entries)
+                    if data is None:
+                        continue
+                    aor, stored = marshal.loads(memoryview(data)[_SOONEST.size:])
+                    live = [Binding(*fields) for fields in stored if fields[1] > now]
+                    count += len(stored) - len(live)
+                    self.replace(txn, tuple(aor), live)
+        self.env.reader_check()         # the read slots of processes that died are freed
         return count
+
+    def dirty_entries(self) -> list[tuple[bytes, tuple[str, str]]]:
+        with self.env.begin(db=self.dirty) as txn:
+            return [(key, tuple(marshal.loads(value))) for key, value in txn.cursor()]
+
+    def raw(self, key: bytes) -> bytes | None:
+        with self.env.begin(db=self.entries) as txn:
+            return txn.get(key)
+
+    def __len__(self) -> int:
+        with self.env.begin() as txn:
+            return txn.stat(self.entries)["entries"]
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _key(aor: tuple[str, str]) -> bytes:
+    """An AOR's key: its text, or a hash of it when too long for a key of LMDB's (511 bytes)."""
+    text = f"{aor[0]}\x00{aor[1]}".encode("utf-8", "surrogateescape")
+    return b"\x01" + text if len(text) < 480 else b"\x02" + hashlib.blake2b(text, digest_size=32).digest()
+
+
+def _aor_of(data: bytes) -> tuple[str, str]:
+    return tuple(marshal.loads(memoryview(data)[_SOONEST.size:])[0])
 
 
 def _live(data: bytes, now: float) -> list[Binding]:
-    return [Binding(*fields) for fields in marshal.loads(data) if fields[1] > now]
+    return [Binding(*fields) for fields in marshal.loads(memoryview(data)[_SOONEST.size:])[1] if fields[1] > now]
+
+
+def _shared_errors(method):
+    """LMDB's errors (/dev/shm full, the table at MAP_SIZE) raised as DatabaseError: the request
+    that met one gets a 500, and the server goes on."""
+    @functools.wraps(method)
+    def checked(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except lmdb.Error as e:
+            raise DatabaseError(f"the shared location table: {e}") from None
+    return checked
 
 
 class Location:
@@ -175,125 +242,101 @@ class Location:
     def __init__(self, mode: int, db_url: str, cache_path: str | None) -> None:
         self.mode = mode
         self.db = connect(db_url) if mode else None
-        if mode == 3:
-            self.stores = [Bindings(self.db)]
-            self.locks = None
-        else:
-            paths = shard_paths(cache_path)
-            self.stores = [SharedBindings(connect(f"sqlite://{path}", SHARD_SETTINGS)) for path in paths]
-            # Writers take turns on a lock of the kernel's (a lock file per shard): one waiting for
-            # it wakes the moment it is free, where SQLite's own busy handler sleeps 1 ms and more
-            # between tries (at 2,000 REGISTER/s the two workers spent more time asleep than working)
-            self.locks = [os.open(path + ".lock", os.O_RDWR) for path in paths]
-        self.turns = [Turn(lock) for lock in self.locks] if self.locks else [contextlib.nullcontext()]
-        self.backing = Bindings(self.db) if mode in (1, 2) else None
+        self.table = Bindings(self.db) if mode else None            # the database's location table
+        self.shared = SharedBindings(cache_path) if mode != 3 else None
 
+    @_shared_errors
     def lookup(self, aor: tuple[str, str], now: float) -> list[Binding]:
-        return self.stores[shard_of(aor, len(self.stores))].get(aor, now)
+        if self.shared is None:
+            return self.table.get(aor, now)
+        return self.shared.get(aor, now)
 
+    @_shared_errors
     def change(self, aor: tuple[str, str], now: float, update, memory_only: bool = False):
         """Run ``update(current bindings)`` -> (new bindings or None for no change, result) as one
         step that no other worker interleaves with; the result. ``memory_only``: the shared file
         only, not the database of db_mode 1 and 2 (save()'s flag 0x01)."""
-        shard = shard_of(aor, len(self.stores))
-        store = self.stores[shard]
-        with self.turns[shard], store.db.transaction():
-            new, result = update(store.get(aor, now))
+        if self.shared is None:
+            with self.db.transaction():
+                new, result = update(self.table.get(aor, now))
+                if new is not None:
+                    self.table.replace(aor, new)
+            return result
+        shared = self.shared
+        with shared.write() as txn:         # (an exception leaves the shared file as it was)
+            new, result = update(shared.current(txn, aor, now))
             if new is not None:
-                store.replace(aor, new)
+                shared.replace(txn, aor, new)
                 if self.mode == 1 and not memory_only:      # if the database refuses, nothing changed
                     with self.db.transaction():
-                        self.backing.replace(aor, new)
+                        self.table.replace(aor, new)
                 elif self.mode == 2 and not memory_only:
-                    store.db.execute("INSERT OR IGNORE INTO location_dirty (username, domain) VALUES (?, ?)", aor)
+                    shared.mark_dirty(txn, aor)
         return result
 
     def remove(self, aor: tuple[str, str], now: float) -> int:
         """Remove every binding of ``aor``; how many there were."""
         return self.change(aor, now, lambda current: ([], len(current)))
 
+    @_shared_errors
     def all(self, now: float) -> dict:
-        found = {}
-        for store in self.stores:
-            found.update(store.all(now))
+        found = self.table.all(now) if self.shared is None else self.shared.all(now)
         return dict(sorted(found.items()))
 
+    @_shared_errors
     def expire(self, now: float) -> int:
         """Forget what has expired (the first worker, every timer_interval)."""
-        count = 0
-        for shard, store in enumerate(self.stores):
-            with self.turns[shard]:
-                count += store.expire(now)
+        if self.shared is None:
+            return self.table.expire(now)
+        count = self.shared.expire(now)
         if self.mode == 1:
-            self.backing.expire(now)
+            self.table.expire(now)
         return count
 
+    @_shared_errors
     def flush(self, now: float) -> int:
-        """db_mode 2: write the AORs changed since the last flush to the database."""
+        """db_mode 2: write the AORs changed since the last flush to the database. The shared
+        file is not locked while the database is written: an AOR changed meanwhile stays marked
+        and is written again at the next flush."""
         if self.mode != 2:
             return 0
-        flushed = 0
-        for shard, store in enumerate(self.stores):
-            dirty = store.db.query("SELECT username, domain FROM location_dirty")
-            for aor in dirty:
-                with self.turns[shard], store.db.transaction():
-                    bindings = store.get(aor, now)
-                    with self.db.transaction():
-                        self.backing.replace(aor, bindings)
-                    store.db.execute("DELETE FROM location_dirty WHERE username = ? AND domain = ?", aor)
-            flushed += len(dirty)
-        if flushed:
-            self.backing.expire(now)
-        return flushed
+        shared = self.shared
+        dirty = shared.dirty_entries()
+        for key, aor in dirty:
+            data = shared.raw(key)
+            with self.db.transaction():
+                self.table.replace(aor, _live(data, now) if data else [])
+            with shared.write() as txn:
+                if txn.get(key, db=shared.entries) == data:
+                    txn.delete(key, db=shared.dirty)
+        if dirty:
+            self.table.expire(now)
+        return len(dirty)
 
     def close(self) -> None:
-        for db in (self.db, *(store.db for store in self.stores)):    # (closing one twice is harmless)
-            if db is not None:
-                db.close()
-        for lock in self.locks or ():
-            os.close(lock)
-        self.locks = None
-
-
-class Turn:
-    """``with turn:``: this process's turn to write a shard of the shared file, on a lock file of
-    its own (a class rather than a generator: it is entered once per REGISTER)."""
-    __slots__ = ("lock",)
-
-    def __init__(self, lock: int) -> None:
-        self.lock = lock
-
-    def __enter__(self) -> None:
-        fcntl.flock(self.lock, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc) -> None:
-        fcntl.flock(self.lock, fcntl.LOCK_UN)
-
-
-def shard_of(aor: tuple[str, str], shards: int) -> int:
-    """The shard of the shared file that holds ``aor`` (the same in every process)."""
-    return zlib.crc32(f"{aor[0]}@{aor[1]}".encode("utf-8", "surrogateescape")) % shards if shards > 1 else 0
-
-
-def shard_paths(cache_path: str) -> list[str]:
-    return [f"{cache_path}.{k}" for k in range(SHARDS)]
-
-
-# A shard as a process uses it: a page cache of at most 1 MiB (SQLite's default is 2 MiB per
-# connection, and every process has one per shard), and a write-ahead log checkpointed every 256
-# pages and cut back to 1 MiB after (it would grow to 4 MiB per shard and stay so, in memory:
-# /dev/shm is 64 MiB in a container by default).
-SHARD_SETTINGS = ("PRAGMA cache_size=-1024", "PRAGMA wal_autocheckpoint=256", "PRAGMA journal_size_limit=1048576")
+        if self.db is not None:
+            self.db.close()
+        if self.shared is not None:
+            self.shared.close()
 
 
 def shared_files(cache_path: str) -> list[str]:
-    """The SQLite URLs of the shared file's shards (with their lock files), and that of the
-    instance's lock file (for hand_over())."""
-    return [f"sqlite://{path}" for path in (cache_path, *shard_paths(cache_path))]
+    """The files of the shared file: LMDB's, its lock file, and the instance's lock file."""
+    return [cache_path, cache_path + "-lock", cache_path + ".lock"]
 
 
-# Every file of an instance's shared file: its shards, SQLite's files beside them, the lock files.
-_FILE_NAME = re.compile(r"pyproxy-(\d+)-location\.db(\.\d+)?(-wal|-shm|-journal|\.lock)?")
+def hand_over(cache_path: str, settings) -> None:
+    """The shared file, made by the master before it drops its privileges (user=, group=), goes to
+    that user: the workers write it."""
+    ids = run_as(settings.user, settings.group)
+    for path in shared_files(cache_path) if ids is not None else ():
+        if os.path.exists(path):
+            os.chown(path, *ids)
+
+
+# Every file of an instance's shared file: LMDB's two, the instance's lock file (and the SQLite
+# files of earlier versions: eight shards, their journals and lock files).
+_FILE_NAME = re.compile(r"pyproxy-(\d+)-location\.db(\.\d+)?(-wal|-shm|-journal|-lock|\.lock)?")
 
 
 def new_cache_path() -> str:
@@ -372,31 +415,26 @@ def prepare(mode: int, db_url: str, cache_path: str | None, now: float) -> int:
     if cache_path is None:
         return 0
     remove_cache(cache_path)
-    for path in (cache_path + ".lock", *(shard + suffix for shard in shard_paths(cache_path) for suffix in ("", ".lock"))):
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))   # (SQLite gives its -wal and -shm the same mode)
-    for shard, path in enumerate(shard_paths(cache_path)):
-        cache = connect(f"sqlite://{path}")
-        try:
-            cache.execute(SHARED_TABLE)
-            cache.execute(DIRTY_TABLE)
-            bindings = SharedBindings(cache)
-            with cache.transaction():
-                for aor, items in loaded.items():
-                    if shard_of(aor, SHARDS) == shard:
-                        bindings.replace(aor, items)
-        finally:
-            cache.close()
+    os.close(os.open(cache_path + ".lock", os.O_RDWR | os.O_CREAT, 0o600))     # (claim()'s)
+    shared = SharedBindings(cache_path, create=True)
+    try:
+        with shared.write() as txn:
+            for aor, items in loaded.items():
+                shared.replace(txn, aor, items)
+    except lmdb.Error as e:
+        raise DatabaseError(f"the shared location table {cache_path}: {e}") from None
+    finally:
+        shared.close()      # (the workers open their own, after fork)
     return sum(map(len, loaded.values()))
 
 
 def remove_cache(cache_path: str | None) -> None:
     if cache_path is None:
         return
-    for path in (cache_path, *shard_paths(cache_path)):
-        for suffix in ("", "-wal", "-shm", "-journal", ".lock"):
-            with contextlib.suppress(OSError):
-                os.unlink(path + suffix)
+    for path in shared_files(cache_path):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
-__all__ = ["Binding", "DatabaseError", "Location", "claim", "new_cache_path", "prepare", "remove_cache",
-           "shared_files"]
+__all__ = ["Binding", "DatabaseError", "Location", "claim", "hand_over", "new_cache_path", "prepare",
+           "remove_cache", "shared_files"]
