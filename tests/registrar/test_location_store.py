@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from pyproxy.modules.usrloc import store
 from pyproxy.modules.usrloc.store import (Binding, DatabaseError, Location, claim, new_cache_path, prepare, remove_cache,
                                          shared_files)
 
@@ -90,11 +91,11 @@ def test_the_files_of_a_running_server_are_kept_and_those_of_a_gone_one_removed(
 
 def test_the_file_stays_small_when_bindings_are_refreshed(location, tmp_path):
     """LMDB reuses the pages a change freed: 500 users refreshing 4,000 times take about what
-    500 users take once."""
+    500 users take once (and the room allocated ahead)."""
     bulky = [binding(f"sip:a{n}@10.0.0.1;" + "x" * 200, NOW + 600, path="<sip:p@10.0.0.9;lr>" * 4) for n in range(5)]
     for n in range(4000):
         location.change((f"u{n % 500}", ""), NOW, lambda current: (bulky, None))
-    assert os.path.getsize(str(tmp_path / "location.db")) <= 4 * 1024 * 1024
+    assert os.stat(tmp_path / "location.db").st_blocks * 512 <= store.ROOM + 4 * 1024 * 1024   # (memory used)
 
 
 def test_an_address_of_record_too_long_for_a_key_is_kept(location):
@@ -166,7 +167,6 @@ def test_a_running_daemon_whose_first_pid_was_ours_keeps_its_files():
 def test_a_full_table_is_a_database_error_and_keeps_what_it_had(tmp_path, monkeypatch):
     """At its largest size (or with /dev/shm full) a change fails as the database would (save()
     answers 500), and what was stored stays readable."""
-    from pyproxy.modules.usrloc import store
     monkeypatch.setattr(store, "MAP_SIZE", 256 * 1024)
     path = str(tmp_path / "small.db")
     prepare(0, "", path, NOW)
@@ -181,3 +181,41 @@ def test_a_full_table_is_a_database_error_and_keeps_what_it_had(tmp_path, monkey
     finally:
         location.close()
         remove_cache(path)
+
+
+# A server whose /dev/shm fills up: a process (SIGBUS would kill it) writing bindings into a
+# shared file on a 4 MiB tmpfs until the table cannot grow.
+FILLS_A_SMALL_SHM = """
+import sys
+from pyproxy.modules.usrloc import store
+from pyproxy.modules.usrloc.store import Binding, DatabaseError, Location, prepare
+store.ROOM = 1 << 20         # (allocated ahead 1 MiB at a time, to fill the 4 MiB gradually)
+path = sys.argv[1]
+prepare(0, "", path, 1_800_000_000)
+location = Location(0, "", path)
+bulky = [Binding("sip:a@10.0.0.1;" + "x" * 3000, 1_800_000_600)]
+try:
+    for n in range(100_000):
+        location.change((f"u{n}", ""), 1_800_000_000, lambda current: (bulky, None))
+except DatabaseError as e:
+    print("refused after", n, e)
+print("lookup", len(location.lookup(("u0", ""), 1_800_000_000)))
+"""
+
+
+def test_a_full_dev_shm_is_an_error_not_a_crash(tmp_path):
+    """The table's memory is allocated before pages are written through the map, so a tmpfs
+    that is full refuses a change (a 500 for that REGISTER) instead of killing the worker."""
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "none", str(shm)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"a small tmpfs cannot be mounted here: {mounted.stderr.strip()}")
+    try:
+        run = subprocess.run([sys.executable, "-c", FILLS_A_SMALL_SHM, str(shm / "location.db")],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
+        assert "refused after" in run.stdout and "cannot grow" in run.stdout, run.stdout
+        assert "lookup 1" in run.stdout
+    finally:
+        subprocess.run(["umount", str(shm)], capture_output=True)
