@@ -219,3 +219,45 @@ def test_a_full_dev_shm_is_an_error_not_a_crash(tmp_path):
         assert "lookup 1" in run.stdout
     finally:
         subprocess.run(["umount", str(shm)], capture_output=True)
+
+
+# A worker of db_mode 1 adding its own contacts to two users, one at a time.
+ADDS_CONTACTS = """
+import sys
+from pyproxy.modules.usrloc.store import Binding, Location
+location = Location(1, sys.argv[1], sys.argv[2])
+for n in range(150):
+    for user in ("alice", "bob"):
+        contact = f"sip:{sys.argv[3]}-{n}@10.0.0.1"
+        location.change((user, ""), 1_800_000_000,
+                        lambda current: (current + [Binding(contact, 1_800_000_600)], None))
+location.close()
+"""
+
+
+def test_write_through_changes_of_one_user_from_two_workers_are_all_kept(tmp_path):
+    """db_mode 1 writes the database outside the table's writer lock, under a lock of the AOR's
+    slot: two workers adding contacts to the same users lose none, and the database holds what
+    the shared file holds."""
+    from pyproxy.db import connect, schema
+    url = f"sqlite://{tmp_path}/location-db.db"
+    db = connect(url)
+    schema.create(db)
+    db.close()
+    path = str(tmp_path / "location.db")
+    prepare(1, url, path, NOW)
+    workers = [subprocess.Popen([sys.executable, "-c", ADDS_CONTACTS, url, path, name]) for name in ("w1", "w2")]
+    try:
+        assert [worker.wait(120) for worker in workers] == [0, 0]
+    finally:
+        for worker in workers:
+            worker.kill()
+    location = Location(1, url, path)
+    try:
+        expected = {f"sip:{name}-{n}@10.0.0.1" for name in ("w1", "w2") for n in range(150)}
+        for user in ("alice", "bob"):
+            assert {b.contact for b in location.lookup((user, ""), NOW)} == expected
+            assert {b.contact for b in location.table.get((user, ""), NOW)} == expected
+    finally:
+        location.close()
+        remove_cache(path)
