@@ -20,7 +20,7 @@ from .base import CONNECT_TIMEOUT, DEFAULT_URL, DatabaseError, DatabaseUnavailab
 from .drivers import MADE_FOLDERS, driver_for
 
 __all__ = ["CONNECT_TIMEOUT", "DEFAULT_URL", "Database", "DatabaseError", "DatabaseUnavailable", "DbUrl",
-           "check_url", "connect", "hand_over", "module_url", "parse_url", "resolve_url"]
+           "check_url", "connect", "hand_over", "hand_over_files", "module_url", "parse_url", "resolve_url"]
 
 RECONNECT_INTERVAL = 1.0        # seconds between two attempts to reach a server that is away
 
@@ -50,15 +50,22 @@ def hand_over(url: str, settings) -> None:
     """An SQLite database the master made before dropping privileges (user=, group=): the
     workers, running as that user, must write the file, its journal, and the folder the journal
     goes in when pyproxy made that folder."""
-    from ..kernel.process import run_as
-    ids = run_as(settings.user, settings.group)
-    if ids is None or not url.startswith("sqlite://"):
+    if not url.startswith("sqlite://"):
         return
     path = url[len("sqlite://"):]
     folder = os.path.dirname(path)
-    for name in (path, path + "-wal", path + "-shm", path + ".lock", *(f for f in MADE_FOLDERS if f == folder)):
-        if os.path.exists(name):
-            os.chown(name, *ids)
+    hand_over_files((path, path + "-wal", path + "-shm", path + ".lock", *(f for f in MADE_FOLDERS if f == folder)),
+                    settings)
+
+
+def hand_over_files(paths, settings) -> None:
+    """Files the master made before dropping privileges (user=, group=) go to that user: the
+    workers write them. (Those that do not exist are left.)"""
+    from ..kernel.process import run_as
+    ids = run_as(settings.user, settings.group)
+    for path in paths if ids is not None else ():
+        if os.path.exists(path):
+            os.chown(path, *ids)
 
 
 class Database:

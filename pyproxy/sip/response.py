@@ -39,11 +39,9 @@ def make_response(request: Request, status: int, reason: str, *, to_tag: str | N
         block = accel.edited_block([lines[i] for i in vias], ["via"] * len(vias), {}, _NONE, 0, params)
     if block is not None:
         out.append(block)
-    elif params:
-        rewritten = via_lines(request, 0, params, ())
-        out += [rewritten.get(i, lines[i]) for i in vias]
     else:
-        out += [lines[i] for i in vias]
+        rewritten = via_lines(request, 0, params, ()) if params else {}
+        out += [rewritten.get(i, lines[i]) for i in vias]
     for key in ("from", "to", "call-id", "cseq"):
         if key in names:
             line = lines[names.index(key)]

@@ -9,7 +9,7 @@ import logging
 import os
 import time
 
-from ...db import DEFAULT_URL, DatabaseError, check_url, hand_over, module_url, parse_url
+from ...db import DEFAULT_URL, DatabaseError, check_url, hand_over, hand_over_files, module_url, parse_url
 from ...script.exports import ModParam, ModuleExports, ModuleInitError
 from . import store
 from .store import Binding, Location
@@ -55,7 +55,7 @@ def mod_init(config) -> None:
         if mode:
             hand_over(url, config.settings)
         if _cache_path is not None:
-            store.hand_over(_cache_path, config.settings)
+            hand_over_files(store.shared_files(_cache_path), config.settings)
     except (DatabaseError, OSError) as e:
         raise ModuleInitError(str(e)) from None
     if loaded:

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 import lmdb
 
 from ...db import Database, DatabaseError, connect, schema
-from ...kernel.process import run_as
 
 COLUMNS = ("contact", "expires", "q", "callid", "cseq", "received", "path", "socket", "user_agent",
            "flags", "cflags", "methods", "last_modified")
@@ -56,7 +55,7 @@ MAP_SIZE = 1 << 30
 ROOM = 16 << 20
 MAX_VALUE = 1 << 20
 READERS = 1024
-EXPIRE_BATCH = 256          # entries changed per write when removing what expired
+WRITE_BATCH = 256           # entries changed per write where many are (expiry, the start-up load)
 SLOTS = 64                  # db_mode 1: changes of AORs in different slots reach the database at once
 _SOONEST = struct.Struct("<q")       # an entry's value: its first expiry, then the marshal'd AOR and bindings
 
@@ -153,9 +152,8 @@ class SharedBindings:
         self.allocated = 0          # how much of the file this process made sure has memory
 
     def get(self, aor: tuple[str, str], now: float) -> list[Binding]:
-        with self.env.begin(db=self.entries) as txn:
-            data = txn.get(_key(aor))
-        return _live(data, now) if data else []
+        with self.env.begin() as txn:
+            return self.current(txn, aor, now)
 
     def write(self) -> lmdb.Transaction:
         """A change: ``with shared.write() as txn:`` (committed at the end, or nothing on an exception)."""
@@ -176,6 +174,7 @@ class SharedBindings:
         self.allocated = size
 
     def current(self, txn, aor: tuple[str, str], now: float) -> list[Binding]:
+        """The AOR's live bindings, read in ``txn``."""
         data = txn.get(_key(aor), db=self.entries)
         return _live(data, now) if data else []
 
@@ -208,9 +207,9 @@ class SharedBindings:
         with self.env.begin(db=self.entries) as txn:
             due = [key for key, data in txn.cursor() if _SOONEST.unpack_from(data)[0] <= now]
         count = 0
-        for start in range(0, len(due), EXPIRE_BATCH):     # (each write short, and within ROOM)
+        for start in range(0, len(due), WRITE_BATCH):     # (each write short, and within ROOM)
             with self.write() as txn:
-                for key in due[start:start + EXPIRE_BATCH]:
+                for key in due[start:start + WRITE_BATCH]:
                     data = txn.get(key, db=self.entries)
                     if data is None:
                         continue
@@ -388,15 +387,6 @@ def shared_files(cache_path: str) -> list[str]:
     return [cache_path, cache_path + "-lock", cache_path + ".lock"]
 
 
-def hand_over(cache_path: str, settings) -> None:
-    """The shared file, made by the master before it drops its privileges (user=, group=), goes to
-    that user: the workers write it."""
-    ids = run_as(settings.user, settings.group)
-    for path in shared_files(cache_path) if ids is not None else ():
-        if os.path.exists(path):
-            os.chown(path, *ids)
-
-
 # Every file of an instance's shared file: LMDB's two, the instance's lock file (and the SQLite
 # files of earlier versions: eight shards, their journals and lock files).
 _FILE_NAME = re.compile(r"pyproxy-(\d+)-location\.db(\.\d+)?(-wal|-shm|-journal|-lock|\.lock)?")
@@ -482,9 +472,9 @@ def prepare(mode: int, db_url: str, cache_path: str | None, now: float) -> int:
     shared = SharedBindings(cache_path, create=True)
     try:
         aors = list(loaded.items())
-        for start in range(0, len(aors), EXPIRE_BATCH):     # (each write within ROOM)
+        for start in range(0, len(aors), WRITE_BATCH):     # (each write short, and within ROOM)
             with shared.write() as txn:
-                for aor, items in aors[start:start + EXPIRE_BATCH]:
+                for aor, items in aors[start:start + WRITE_BATCH]:
                     shared.replace(txn, aor, items)
     except lmdb.Error as e:
         raise DatabaseError(f"the shared location table {cache_path}: {e}") from None
@@ -501,5 +491,5 @@ def remove_cache(cache_path: str | None) -> None:
             os.unlink(path)
 
 
-__all__ = ["Binding", "DatabaseError", "Location", "claim", "hand_over", "new_cache_path", "prepare",
-           "remove_cache", "shared_files"]
+__all__ = ["Binding", "DatabaseError", "Location", "claim", "new_cache_path", "prepare", "remove_cache",
+           "shared_files"]
