@@ -54,6 +54,7 @@ INSERT = (f"INSERT INTO location (username, domain, {SELECT}) "
 MAP_SIZE = 1 << 30
 ROOM = 16 << 20
 MAX_VALUE = 1 << 20
+ROOM_CHECK = 4              # (ROOM_CHECK * MAX_VALUE, and their pages, within ROOM // 2)
 READERS = 1024
 WRITE_BATCH = 256           # entries changed per write where many are (expiry, the start-up load)
 SLOTS = 64                  # db_mode 1: changes of AORs in different slots reach the database at once
@@ -150,16 +151,24 @@ class SharedBindings:
             raise DatabaseError(f"the shared location table {path}: {e}") from None
         self.page = self.env.stat()["psize"]
         self.allocated = 0          # how much of the file this process made sure has memory
+        self.unchecked = 0          # changes until write() looks at the pages in use again
 
     def get(self, aor: tuple[str, str], now: float) -> list[Binding]:
         with self.env.begin() as txn:
             return self.current(txn, aor, now)
 
-    def write(self) -> lmdb.Transaction:
-        """A change: ``with shared.write() as txn:`` (committed at the end, or nothing on an exception)."""
-        used = (self.env.info()["last_pgno"] + 1) * self.page
-        if used + ROOM // 2 > self.allocated:
-            self._allocate(min(used + ROOM, MAP_SIZE))
+    def write(self, batch: bool = False) -> lmdb.Transaction:
+        """A change: ``with shared.write() as txn:`` (committed at the end, or nothing on an
+        exception). ``batch``: one that may change many entries. How much of the file is in use
+        is looked at before a batch and before every ROOM_CHECK-th change (env.info() is a
+        tenth of a change's work): a change of one entry writes at most MAX_VALUE and a few
+        pages, and ROOM_CHECK of them fit in the half of ROOM kept ahead."""
+        self.unchecked -= 1
+        if batch or self.unchecked <= 0:
+            self.unchecked = ROOM_CHECK
+            used = (self.env.info()["last_pgno"] + 1) * self.page
+            if used + ROOM // 2 > self.allocated:
+                self._allocate(min(used + ROOM, MAP_SIZE))
         return self.env.begin(write=True)
 
     def _allocate(self, size: int) -> None:
@@ -179,17 +188,17 @@ class SharedBindings:
         return _live(data, now) if data else []
 
     def replace(self, txn, aor: tuple[str, str], bindings: list[Binding]) -> None:
-        self.store(txn, aor, encoded(aor, bindings))
+        self.store(txn, _key(aor), encoded(aor, bindings))
 
-    def store(self, txn, aor: tuple[str, str], value: bytes | None) -> None:
-        """An AOR's entry becomes ``value`` (encoded()); None: it goes."""
+    def store(self, txn, key: bytes, value: bytes | None) -> None:
+        """The entry under ``key`` (an AOR's _key()) becomes ``value`` (encoded()); None: it goes."""
         if value is None:
-            txn.delete(_key(aor), db=self.entries)
+            txn.delete(key, db=self.entries)
         else:
-            txn.put(_key(aor), value, db=self.entries)
+            txn.put(key, value, db=self.entries)
 
-    def mark_dirty(self, txn, aor: tuple[str, str]) -> None:
-        txn.put(_key(aor), marshal.dumps(aor), db=self.dirty)
+    def mark_dirty(self, txn, key: bytes, aor: tuple[str, str]) -> None:
+        txn.put(key, marshal.dumps(aor), db=self.dirty)
 
     def all(self, now: float) -> dict[tuple[str, str], list[Binding]]:
         out = {}
@@ -208,7 +217,7 @@ class SharedBindings:
             due = [key for key, data in txn.cursor() if _SOONEST.unpack_from(data)[0] <= now]
         count = 0
         for start in range(0, len(due), WRITE_BATCH):     # (each write short, and within ROOM)
-            with self.write() as txn:
+            with self.write(batch=True) as txn:
                 for key in due[start:start + WRITE_BATCH]:
                     data = txn.get(key, db=self.entries)
                     if data is None:
@@ -248,7 +257,8 @@ def encoded(aor: tuple[str, str], bindings: list[Binding]) -> bytes | None:
     no bindings. DatabaseError when it would be larger than MAX_VALUE."""
     if not bindings:
         return None
-    value = _SOONEST.pack(min(b.expires for b in bindings)) + marshal.dumps((aor, [b.fields() for b in bindings]))
+    soonest = bindings[0].expires if len(bindings) == 1 else min(b.expires for b in bindings)
+    value = _SOONEST.pack(soonest) + marshal.dumps((aor, [b.fields() for b in bindings]))
     if len(value) > MAX_VALUE:
         raise DatabaseError(f"the bindings of {aor[0][:60]}@{aor[1][:60]} would take more than "
                             f"{MAX_VALUE >> 20} MiB")
@@ -318,9 +328,9 @@ class Location:
                 new, result = update(shared.current(txn, aor, now))
                 value = encoded(aor, new)
             if new is not None:
-                shared.store(txn, aor, value)
+                shared.store(txn, key, value)
                 if self.mode == 2 and not memory_only:
-                    shared.mark_dirty(txn, aor)
+                    shared.mark_dirty(txn, key, aor)
         return result
 
     def written_through(self, aor: tuple[str, str], now: float, update, memory_only: bool):
@@ -328,7 +338,8 @@ class Location:
         shared file. The database's round trip is not spent holding the table's writer lock,
         which every REGISTER needs, but a lock of the AOR's slot (a byte of the instance's lock
         file, SLOTS of them), which every change of that AOR takes."""
-        slot = zlib.crc32(_key(aor)) % SLOTS
+        key = _key(aor)
+        slot = zlib.crc32(key) % SLOTS
         fcntl.lockf(self.slots, fcntl.LOCK_EX, 1, slot)
         try:
             new, result = update(self.shared.get(aor, now))
@@ -338,7 +349,7 @@ class Location:
                     with self.db.transaction():
                         self.table.replace(aor, new)
                 with self.shared.write() as txn:
-                    self.shared.store(txn, aor, value)
+                    self.shared.store(txn, key, value)
             return result
         finally:
             fcntl.lockf(self.slots, fcntl.LOCK_UN, 1, slot)
@@ -483,7 +494,7 @@ def prepare(mode: int, db_url: str, cache_path: str | None, now: float) -> int:
     try:
         aors = list(loaded.items())
         for start in range(0, len(aors), WRITE_BATCH):     # (each write short, and within ROOM)
-            with shared.write() as txn:
+            with shared.write(batch=True) as txn:
                 for aor, items in aors[start:start + WRITE_BATCH]:
                     shared.replace(txn, aor, items)
     except lmdb.Error as e:
