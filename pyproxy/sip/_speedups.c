@@ -23,7 +23,7 @@
 
 /* What accel.py expects of this module's functions (their arguments and results): a module built
  * from another version of this file is not used. */
-#define SPEEDUPS_API 5
+#define SPEEDUPS_API 6
 
 #define VERSION "SIP/2.0"
 #define VERSION_LEN 7
@@ -1072,6 +1072,27 @@ put_without_first_value(buffer *b, const char *line, Py_ssize_t len)
     return 1;
 }
 
+/* Message.set_top_via_params()'s (received, rport) edit, ``params``: into *received (NULL: none)
+ * and *rport (-1: none); 0 when not the common case (not ASCII, a number too large for C). */
+static int
+via_params_of(PyObject *params, const char **received, Py_ssize_t *received_len, long *rport)
+{
+    if (!PyTuple_CheckExact(params) || PyTuple_GET_SIZE(params) != 2)
+        return 0;
+    PyObject *r = PyTuple_GET_ITEM(params, 0), *p = PyTuple_GET_ITEM(params, 1);
+    if (r != Py_None) {
+        if (!PyUnicode_CheckExact(r) || !PyUnicode_IS_ASCII(r))
+            return 0;
+        *received = (const char *)PyUnicode_1BYTE_DATA(r);
+        *received_len = PyUnicode_GET_LENGTH(r);
+    }
+    if (p != Py_None && (!PyLong_CheckExact(p) || (*rport = PyLong_AsLong(p)) < 0)) {
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
+}
+
 /* The header lines as serialize._edited_lines() gives them (joined by CRLF), for the common Via
  * edits on the first Via line that is not dropped: its first value removed (via_pop 1, no
  * params; the line goes when it holds one), or received=/rport= set on its one value (via_pop
@@ -1093,21 +1114,8 @@ write_edited_block(buffer *b, PyObject *const *args)
         PyErr_Clear();          /* (a number too large for C: not the common case either) */
         return 0;
     }
-    if (params != Py_None) {
-        if (!PyTuple_CheckExact(params) || PyTuple_GET_SIZE(params) != 2 || pop)
-            return 0;
-        PyObject *r = PyTuple_GET_ITEM(params, 0), *p = PyTuple_GET_ITEM(params, 1);
-        if (r != Py_None) {
-            if (!PyUnicode_CheckExact(r) || !PyUnicode_IS_ASCII(r))
-                return 0;
-            received = (const char *)PyUnicode_1BYTE_DATA(r);
-            received_len = PyUnicode_GET_LENGTH(r);
-        }
-        if (p != Py_None && (!PyLong_CheckExact(p) || (rport = PyLong_AsLong(p)) < 0)) {
-            PyErr_Clear();
-            return 0;
-        }
-    }
+    if (params != Py_None && (pop || !via_params_of(params, &received, &received_len, &rport)))
+        return 0;
     if (pop || params != Py_None) {             /* the first Via line not dropped */
         for (Py_ssize_t i = 0; i < count && via < 0; i++) {
             PyObject *name = PyList_GET_ITEM(names, i);
@@ -1213,6 +1221,90 @@ edited_block(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+/* response_head(status_line, names, lines, via_params, to_tag) -> bytes or None: the head of
+ * response.make_response()'s reply before its own header lines: ``status_line``, every Via
+ * line of the request as received (the first with ``via_params``, Message.set_top_via_params()'s
+ * edit, as write_edited_block() writes it), then its first From, To (with ";tag=" ``to_tag``
+ * when that is not None), Call-ID and CSeq lines, joined by CRLF. None where the Python path
+ * decides (a first Via line of several values to edit, an edit not the common case). */
+static PyObject *
+response_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    static const char *const copied[] = {"from", "to", "call-id", "cseq"};
+    PyObject *names, *lines, *params, *tag, *line, *result = NULL;
+    const char *received = NULL;
+    Py_ssize_t count, received_len = 0;
+    long rport = -1;
+    int edit;
+    buffer b = {NULL, 0, 0};
+    (void)module;
+    if (nargs != 5 || !PyBytes_CheckExact(args[0]) || !PyList_CheckExact(args[1]) ||
+            !PyList_CheckExact(args[2]) || (args[4] != Py_None && !PyBytes_CheckExact(args[4]))) {
+        PyErr_SetString(PyExc_TypeError, "response_head(status_line, names, lines, via_params, to_tag)");
+        return NULL;
+    }
+    names = args[1], lines = args[2], params = args[3], tag = args[4];
+    count = PyList_GET_SIZE(names);
+    if (PyList_GET_SIZE(lines) != count ||
+            (params != Py_None && !via_params_of(params, &received, &received_len, &rport)))
+        Py_RETURN_NONE;
+    edit = params != Py_None;
+    if (put(&b, PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0])) < 0)
+        goto done;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *name = PyList_GET_ITEM(names, i);
+        if (!PyUnicode_Check(name) || !is_name(name, "via"))
+            continue;
+        line = PyList_GET_ITEM(lines, i);
+        if (!PyBytes_CheckExact(line) || put(&b, "\r\n", 2) < 0)
+            goto fallback_or_error;
+        const char *text = PyBytes_AS_STRING(line);
+        Py_ssize_t len = PyBytes_GET_SIZE(line);
+        if (edit) {         /* the top Via: its one value with received=/rport= */
+            edit = 0;
+            const char *colon = memchr(text, ':', len);
+            if (colon == NULL || memchr(colon, ',', len - (colon - text)) != NULL)
+                goto fallback_or_error;
+            int done = put_via_with_params(&b, text, len, received, received_len, rport);
+            if (done <= 0)
+                goto fallback_or_error;
+        } else if (put(&b, text, len) < 0)
+            goto done;
+    }
+    if (edit)       /* no Via to edit: the Python path's error */
+        goto fallback_or_error;
+    for (int k = 0; k < 4; k++) {
+        for (Py_ssize_t i = 0; i < count; i++) {
+            PyObject *name = PyList_GET_ITEM(names, i);
+            if (!PyUnicode_Check(name) || !is_name(name, copied[k]))
+                continue;
+            line = PyList_GET_ITEM(lines, i);
+            if (!PyBytes_CheckExact(line))
+                goto fallback_or_error;
+            const char *text = PyBytes_AS_STRING(line);
+            Py_ssize_t len = PyBytes_GET_SIZE(line);
+            if (k == 1 && tag != Py_None) {      /* To: the tag after the value, trailing SP/HT gone */
+                while (len > 0 && (text[len - 1] == ' ' || text[len - 1] == '\t'))
+                    len--;
+            }
+            if (put(&b, "\r\n", 2) < 0 || put(&b, text, len) < 0)
+                goto done;
+            if (k == 1 && tag != Py_None &&
+                    (put(&b, ";tag=", 5) < 0 || put(&b, PyBytes_AS_STRING(tag), PyBytes_GET_SIZE(tag)) < 0))
+                goto done;
+            break;
+        }
+    }
+    result = PyBytes_FromStringAndSize(b.data, b.len);
+    goto done;
+fallback_or_error:
+    if (!PyErr_Occurred())
+        result = Py_NewRef(Py_None);
+done:
+    PyMem_Free(b.data);
+    return result;
+}
+
 /* serialized(msg, top) -> bytes or None: what serialize.serialize() makes of a message whose
  * edits are the common ones of a forward (lines replaced or dropped, the Via edits
  * write_edited_block() takes), with ``top`` (bytes or None) above its first header line; None
@@ -1310,6 +1402,8 @@ static PyMethodDef methods[] = {
     {"scan_head", (PyCFunction)(void (*)(void))scan_head, METH_FASTCALL,
      "scan_head(head, names) -> (start, is_response, method|status, ruri|reason, names, lines, "
      "content_length) or None: see parser.parse_head."},
+    {"response_head", (PyCFunction)(void (*)(void))response_head, METH_FASTCALL,
+     "response_head(status_line, names, lines, via_params, to_tag) -> bytes or None"},
     {"edited_block", (PyCFunction)(void (*)(void))edited_block, METH_FASTCALL,
      "edited_block(lines, names, subst, drop, via_pop, via_params) -> bytes or None: see "
      "serialize._edited_lines."},

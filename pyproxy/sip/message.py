@@ -62,9 +62,12 @@ class Message:
         and nothing is raised: a generator here cost a ValueError at its end, or a
         GeneratorExit when its caller stopped early, on most messages.)"""
         names = self._names
+        count = names.count(key)
+        if count < 2:
+            return [names.index(key)] if count else []
         found = []
         i = -1
-        for _ in range(names.count(key)):
+        for _ in range(count):
             i = names.index(key, i + 1)
             found.append(i)
         return found

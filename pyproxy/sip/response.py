@@ -9,8 +9,6 @@ from .serialize import header_line, via_lines
 
 __all__ = ["make_response"]
 
-_NONE = frozenset()
-
 
 def make_response(request: Request, status: int, reason: str, *, to_tag: str | None = None,
                   headers=(), body: bytes = b"") -> bytes:
@@ -27,27 +25,27 @@ def make_response(request: Request, status: int, reason: str, *, to_tag: str | N
         raise LocalSIPError(f"bad status code {status}")
     if "\r" in reason or "\n" in reason:
         raise LocalSIPError(f"bad reason phrase {reason[:40]!r}")
-    if to_tag is not None and not grammar.TOKEN.fullmatch(to_tag):
+    if to_tag is not None and not (to_tag.isalnum() and to_tag.isascii()) and not grammar.TOKEN.fullmatch(to_tag):
         raise LocalSIPError(f"bad to-tag {to_tag!r}")
     edits = request._edits
-    params = edits.via_params if edits is not None else None
+    params = (edits.via_params if edits is not None else None) or None
     names, lines = request._names, request._lines
-    out = [f"SIP/2.0 {status} {reason}".encode("utf-8", "surrogateescape")]
-    vias = request._indices("via")
-    block = None
-    if params and accel.edited_block is not None:     # the Via lines with the edit, in C
-        block = accel.edited_block([lines[i] for i in vias], ["via"] * len(vias), {}, _NONE, 0, params)
-    if block is not None:
-        out.append(block)
+    status_line = f"SIP/2.0 {status} {reason}".encode("utf-8", "surrogateescape")
+    tag = to_tag.encode("ascii") if to_tag is not None and _lacks_tag(request) else None
+    head = accel.response_head(status_line, names, lines, params, tag) if accel.response_head else None
+    if head is not None:
+        out = [head]
     else:
+        out = [status_line]
+        vias = request._indices("via")
         rewritten = via_lines(request, 0, params, ()) if params else {}
         out += [rewritten.get(i, lines[i]) for i in vias]
-    for key in ("from", "to", "call-id", "cseq"):
-        if key in names:
-            line = lines[names.index(key)]
-            if key == "to" and to_tag is not None and _lacks_tag(request):
-                line = line.rstrip(b" \t") + b";tag=" + to_tag.encode("ascii")
-            out.append(line)
+        for key in ("from", "to", "call-id", "cseq"):
+            if key in names:
+                line = lines[names.index(key)]
+                if key == "to" and tag is not None:
+                    line = line.rstrip(b" \t") + b";tag=" + tag
+                out.append(line)
     out += [header_line(name, value)[1] for name, value in headers]
     out.append(b"Content-Length: %d" % len(body))
     return b"\r\n".join(out) + b"\r\n\r\n" + bytes(body)

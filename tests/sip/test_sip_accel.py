@@ -391,3 +391,38 @@ def test_c_and_python_rewrite_via_lines_alike(line):
 @given(mutated(), st.permutations(range(len(EDITS))))
 def test_c_and_python_serialize_mutated_messages_alike(data, order):
     serialize_alike(data, [EDITS[i] for i in order])
+
+
+TO_LINES = ["To: <sip:b@example.com>", "To: <sip:b@example.com> \t", "t:sip:b@example.com;tag=x",
+            "To: <sip:b@example.com>\r\nTo: <sip:c@example.com>", "To: \"B\" <sip:b@example.com>;x=1  ",
+            "To: <sip:b@example.com\r\n >", "To: sip:b@<", "X-No-To: 1"]
+
+
+@needs_accel
+@pytest.mark.parametrize("to", TO_LINES)
+def test_c_and_python_make_the_same_responses(to):
+    data = (f"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;rport;branch=z9hG4bK-1\r\n"
+            f"f: <sip:a@example.com>;tag=1\r\n{to}\r\ni: a@b\r\nCSeq: 1 REGISTER\r\nv: SIP/2.0/UDP g, k\r\n"
+            f"From: <sip:second@example.com>\r\nContent-Length: 0\r\n\r\n").encode()
+
+    def responses():
+        msg = parser.parse_message(data)
+        out = [make_response(msg, 401, "Unauthorized", to_tag="t1", headers=[("WWW-Authenticate", "Digest x")]),
+               make_response(msg, 100, "Trying")]
+        msg.set_top_via_params(received="192.0.2.1", rport=5060)
+        return out + [make_response(msg, 200, "OK", to_tag="t1"), make_response(msg, 100, "Trying")]
+
+    with pure_python():
+        expected = responses()
+    assert responses() == expected
+
+
+@needs_accel
+def test_c_makes_the_head_of_a_common_response():
+    msg = parser.parse_message(b"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;rport\r\n"
+                               b"From: <sip:a@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: a@b\r\n"
+                               b"CSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n")
+    head = accel.response_head(b"SIP/2.0 200 OK", msg._names, msg._lines, ("192.0.2.1", 5060), b"t1")
+    assert head == (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;rport=5060;received=192.0.2.1\r\n"
+                    b"From: <sip:a@example.com>;tag=1\r\nTo: <sip:a@example.com>;tag=t1\r\nCall-ID: a@b\r\n"
+                    b"CSeq: 1 REGISTER")
