@@ -117,8 +117,7 @@ class Message:
 
     def _list(self, key: str) -> list[str]:
         """All comma-separated elements of ``key``, empty ones kept (they are errors)."""
-        return [piece for i, n in enumerate(self._names) if n == key
-                for piece in split_list(self._value(i))]
+        return [piece for i in self._indices(key) for piece in split_list(self._value(i))]
 
     def _single(self, key: str, what: str) -> str:
         try:

@@ -140,7 +140,7 @@ def _check_order(binding: Binding, req: Register) -> None:
 def contact_headers(bindings: list[Binding], now: int) -> list[tuple[str, str]]:
     """The 200 OK's Contact values: every binding, with what is left of its expiry (10.3 step 8)."""
     out = []
-    for b in sorted(bindings, key=lambda b: -b.q):
+    for b in sorted(bindings, key=lambda b: -b.q) if len(bindings) > 1 else bindings:
         q = "" if b.q == 1.0 else f";q={b.q:.3g}"
         out.append(("Contact", f"<{b.contact}>;expires={max(0, b.expires - now)}{q}"))
     return out
