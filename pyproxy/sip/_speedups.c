@@ -23,7 +23,7 @@
 
 /* What accel.py expects of this module's functions (their arguments and results): a module built
  * from another version of this file is not used. */
-#define SPEEDUPS_API 6
+#define SPEEDUPS_API 7
 
 #define VERSION "SIP/2.0"
 #define VERSION_LEN 7
@@ -730,6 +730,103 @@ done:
     return result;
 }
 
+/* -- SIP URIs ---------------------------------------------------------------------------------- */
+
+static unsigned char uri_user_chars[256];     /* unreserved and user-unreserved (module init) */
+static unsigned char uri_param_chars[256];    /* grammar._FAST_PCHAR */
+
+static int
+is_host_char(unsigned char c)
+{
+    return is_alnum(c) || c == '-' || c == '_' || c == '.';
+}
+
+/* sip_uri_parts(rest) -> (user, host, port, params) or None: uri._parse_sip()'s common case,
+ * grammar.FAST_SIP_URI, on the text after "sip:" (ASCII only): [user "@"] host [":" port]
+ * *(";" name ["=" value]), the names lowercased (a later one of a name wins), port None or at
+ * most 65535, user None when absent. None for anything else: the Python path judges it. */
+static PyObject *
+sip_uri_parts(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    if (!PyUnicode_CheckExact(arg)) {
+        PyErr_SetString(PyExc_TypeError, "sip_uri_parts(rest: str)");
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(arg))
+        Py_RETURN_NONE;
+    const char *text = (const char *)PyUnicode_1BYTE_DATA(arg), *p = text, *end = text + PyUnicode_GET_LENGTH(arg);
+    const char *user = NULL, *user_end = NULL, *host, *at = memchr(text, '@', end - text);
+    long port = -1;
+    if (at != NULL) {
+        if (at == text)
+            Py_RETURN_NONE;
+        for (const char *c = text; c < at; c++)
+            if (!uri_user_chars[(unsigned char)*c])
+                Py_RETURN_NONE;
+        user = text, user_end = at, p = at + 1;
+    }
+    host = p;
+    while (p < end && is_host_char((unsigned char)*p))
+        p++;
+    if (p == host || !is_alnum((unsigned char)*host) || !(is_alnum((unsigned char)p[-1]) || p[-1] == '.'))
+        Py_RETURN_NONE;
+    const char *host_end = p;
+    if (p < end && *p == ':') {
+        const char *digits = ++p;
+        port = 0;
+        while (p < end && *p >= '0' && *p <= '9' && p - digits < 6)
+            port = port * 10 + (*p++ - '0');
+        if (p == digits || p - digits > 5 || port > 65535)
+            Py_RETURN_NONE;
+    }
+    const char *params_start = p;
+    while (p < end) {           /* check the parameters first: nothing is built for a text refused */
+        if (*p++ != ';')
+            Py_RETURN_NONE;
+        const char *name = p;
+        while (p < end && uri_param_chars[(unsigned char)*p])
+            p++;
+        if (p == name)
+            Py_RETURN_NONE;
+        if (p < end && *p == '=') {
+            const char *value = ++p;
+            while (p < end && uri_param_chars[(unsigned char)*p])
+                p++;
+            if (p == value)
+                Py_RETURN_NONE;
+        }
+    }
+    PyObject *params = PyDict_New(), *result = NULL;
+    if (params == NULL)
+        return NULL;
+    for (p = params_start; p < end;) {
+        const char *name = ++p, *value = NULL, *value_end = NULL;
+        while (p < end && uri_param_chars[(unsigned char)*p])
+            p++;
+        const char *name_end = p;
+        if (p < end && *p == '=') {
+            value = ++p;
+            while (p < end && uri_param_chars[(unsigned char)*p])
+                p++;
+            value_end = p;
+        }
+        PyObject *key = ascii_case(name, name_end - name, 0);
+        PyObject *val = value ? PyUnicode_FromStringAndSize(value, value_end - value) : Py_NewRef(Py_None);
+        int failed = key == NULL || val == NULL || PyDict_SetItem(params, key, val) < 0;
+        Py_XDECREF(key);
+        Py_XDECREF(val);
+        if (failed)
+            goto done;
+    }
+    result = tuple_of(4, user ? PyUnicode_FromStringAndSize(user, user_end - user) : Py_NewRef(Py_None),
+                      PyUnicode_FromStringAndSize(host, host_end - host),
+                      port < 0 ? Py_NewRef(Py_None) : PyLong_FromLong(port), Py_NewRef(params));
+done:
+    Py_DECREF(params);
+    return result;
+}
+
 /* -- the message objects themselves (head_message) ---------------------------------------
  * parser.parse_head() would build them from scan_head()'s tuple with Request/Response.__init__
  * and Via(): a Python call, a frame and a store per attribute for each, a tenth of a forwarded
@@ -1402,6 +1499,8 @@ static PyMethodDef methods[] = {
     {"scan_head", (PyCFunction)(void (*)(void))scan_head, METH_FASTCALL,
      "scan_head(head, names) -> (start, is_response, method|status, ruri|reason, names, lines, "
      "content_length) or None: see parser.parse_head."},
+    {"sip_uri_parts", sip_uri_parts, METH_O,
+     "sip_uri_parts(rest) -> (user, host, port, params) or None: uri._parse_sip's common case"},
     {"response_head", (PyCFunction)(void (*)(void))response_head, METH_FASTCALL,
      "response_head(status_line, names, lines, via_params, to_tag) -> bytes or None"},
     {"edited_block", (PyCFunction)(void (*)(void))edited_block, METH_FASTCALL,
@@ -1441,6 +1540,12 @@ PyInit__speedups(void)
 {
     for (const char *c = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"; *c; c++)
         token_chars[(unsigned char)*c] = 1;
+    for (const char *c = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~*'()"; *c; c++)
+        uri_user_chars[(unsigned char)*c] = uri_param_chars[(unsigned char)*c] = 1;
+    for (const char *c = "&=+$,;?/"; *c; c++)        /* grammar.FAST_SIP_URI's user */
+        uri_user_chars[(unsigned char)*c] = 1;
+    for (const char *c = "[]/:&+$"; *c; c++)         /* grammar._FAST_PCHAR */
+        uri_param_chars[(unsigned char)*c] = 1;
     if (key_top_via == NULL &&
         ((key_top_via = PyUnicode_InternFromString("top_via")) == NULL ||
          (key_second_via = PyUnicode_InternFromString("second_via")) == NULL ||

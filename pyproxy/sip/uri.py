@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from . import grammar
+from . import accel, grammar
 from .errors import RemoteSIPError
 
 __all__ = ["URI", "parse_uri", "is_ipv4", "is_ipv6_reference", "check_host"]
@@ -169,6 +169,11 @@ def _parse_uri(text: str) -> URI:
 
 
 def _parse_sip(text: str, scheme: str, rest: str) -> URI:
+    if accel.sip_uri_parts is not None:
+        parts = accel.sip_uri_parts(rest)     # the common case, in C
+        if parts is not None:
+            user, host, port, params = parts
+            return URI(scheme, user, None, host, port, params, None, None, text)
     if "%" not in rest:
         match = grammar.FAST_SIP_URI.fullmatch(rest)
         if match is not None:

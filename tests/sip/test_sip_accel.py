@@ -21,6 +21,7 @@ from pyproxy.sip.errors import RemoteSIPError, SIPError
 from pyproxy.sip.headers import _by_bytes, split_list
 from pyproxy.sip.message import Request, Response
 from pyproxy.sip.serialize import Edits
+from pyproxy.sip.uri import _parse_uri
 from pyproxy.sip.validate import check_head
 from pyproxy.sip.via import Via, parse_via
 from test_sip_fuzz import mutated
@@ -426,3 +427,48 @@ def test_c_makes_the_head_of_a_common_response():
     assert head == (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;rport=5060;received=192.0.2.1\r\n"
                     b"From: <sip:a@example.com>;tag=1\r\nTo: <sip:a@example.com>;tag=t1\r\nCall-ID: a@b\r\n"
                     b"CSeq: 1 REGISTER")
+
+
+URI_TEXTS = ["sip:alice@example.com", "sip:alice@Example.COM:5070;transport=TCP;lr;maddr=10.0.0.1",
+             "sips:bob@192.0.2.1:5061", "sip:example.com", "sip:h", "sip:h.", "sip:h-", "sip:-h", "sip:a_b.c-d",
+             "sip:u@h:0", "sip:u@h:65535", "sip:u@h:65536", "sip:u@h:123456", "sip:u@h:", "sip:u@h;", "sip:u@h;a=",
+             "sip:u@h;=b", "sip:u@h;a=b=c", "sip:u@h;A=1;a=2;B", "sip:@h", "sip:a@b@c", "sip:a;b=c?d/e@h",
+             "sip:alice:secret@h", "sip:%61lice@h", "sip:u@[2001:db8::1]:5060", "sip:u@h?subject=x",
+             "sip:ü@h", "sip:u@h;x=ü", "sip:u@h;lr;transport=udp;x=[a]/:&+$", "sip:u@h;x=a;", "sip:u@h ;x",
+             "sip:u@h:5060;transport=UDP", "sip:u@1.2.3.4;maddr=[::1]", "sip:+1-212@h;user=phone",
+             "sip:u@h:05060", "sip:u@h:5060x", "sip:a&=+$,;?/~*'()!@h"]
+
+
+def uri_result(text: str):
+    """What uri._parse_uri() (not the cached parse_uri()) makes of ``text``, on the current path."""
+    try:
+        u = _parse_uri(text)
+    except RemoteSIPError as e:
+        return type(e), str(e)
+    return u.scheme, u.user, u.password, u.host, u.port, list(u.params.items()), u.headers, u.opaque, str(u)
+
+
+def parse_uri_alike(text: str) -> None:
+    with pure_python():
+        expected = uri_result(text)
+    assert uri_result(text) == expected
+
+
+@needs_accel
+@pytest.mark.parametrize("text", URI_TEXTS)
+def test_c_and_python_parse_uris_alike(text):
+    parse_uri_alike(text)
+
+
+@needs_accel
+@settings(max_examples=int(os.environ.get("PYPROXY_FUZZ_EXAMPLES", "400")), deadline=None)
+@given(st.text(alphabet="aZ09-_.!~*'()&=+$,;?/@:[]%<> \tü", max_size=30))
+def test_c_and_python_parse_generated_uris_alike(rest):
+    parse_uri_alike("sip:" + rest)
+    parse_uri_alike("SIPS:" + rest)
+
+
+@needs_accel
+def test_c_parses_the_common_uri():
+    assert accel.sip_uri_parts("alice@192.0.2.1:5060;Transport=UDP;lr") == \
+        ("alice", "192.0.2.1", 5060, {"transport": "UDP", "lr": None})
