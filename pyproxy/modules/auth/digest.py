@@ -59,13 +59,14 @@ def parse_credentials(value: str) -> Credentials | None:
         m = _PARAM.match(rest, pos)
         if m is None:
             raise Malformed("unreadable parameter (an unterminated quote?)")
-        name = m.group(1).lower()
-        raw = m.group(2) if m.group(2) is not None else m.group(3)
+        name, quoted, token = m.groups()
+        name = name.lower()
+        raw = token if quoted is None else quoted
         if name in params:
             raise Malformed(f"{name} given twice")
         if len(raw) > MAX_VALUE:
             raise Malformed(f"{name} is longer than {MAX_VALUE} characters")
-        params[name] = _QUOTED_PAIR.sub(r"\1", raw) if m.group(2) is not None and "\\" in raw else raw
+        params[name] = _QUOTED_PAIR.sub(r"\1", raw) if quoted is not None and "\\" in raw else raw
         pos = m.end()
         if pos >= end:
             break
