@@ -780,35 +780,24 @@ sip_uri_parts(PyObject *module, PyObject *arg)
         if (p == digits || p - digits > 5 || port > 65535)
             Py_RETURN_NONE;
     }
-    const char *params_start = p;
-    while (p < end) {           /* check the parameters first: nothing is built for a text refused */
-        if (*p++ != ';')
-            Py_RETURN_NONE;
-        const char *name = p;
-        while (p < end && uri_param_chars[(unsigned char)*p])
-            p++;
-        if (p == name)
-            Py_RETURN_NONE;
-        if (p < end && *p == '=') {
-            const char *value = ++p;
-            while (p < end && uri_param_chars[(unsigned char)*p])
-                p++;
-            if (p == value)
-                Py_RETURN_NONE;
-        }
-    }
     PyObject *params = PyDict_New(), *result = NULL;
     if (params == NULL)
         return NULL;
-    for (p = params_start; p < end;) {
-        const char *name = ++p, *value = NULL, *value_end = NULL;
+    while (p < end) {           /* *(";" name ["=" value]): anything else, and nothing is returned */
+        if (*p++ != ';')
+            goto refused;
+        const char *name = p, *value = NULL, *value_end = NULL;
         while (p < end && uri_param_chars[(unsigned char)*p])
             p++;
         const char *name_end = p;
+        if (p == name)
+            goto refused;
         if (p < end && *p == '=') {
             value = ++p;
             while (p < end && uri_param_chars[(unsigned char)*p])
                 p++;
+            if (p == value)
+                goto refused;
             value_end = p;
         }
         PyObject *key = ascii_case(name, name_end - name, 0);
@@ -822,6 +811,9 @@ sip_uri_parts(PyObject *module, PyObject *arg)
     result = tuple_of(4, user ? PyUnicode_FromStringAndSize(user, user_end - user) : Py_NewRef(Py_None),
                       PyUnicode_FromStringAndSize(host, host_end - host),
                       port < 0 ? Py_NewRef(Py_None) : PyLong_FromLong(port), Py_NewRef(params));
+    goto done;
+refused:
+    result = Py_NewRef(Py_None);
 done:
     Py_DECREF(params);
     return result;

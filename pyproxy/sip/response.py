@@ -25,10 +25,10 @@ def make_response(request: Request, status: int, reason: str, *, to_tag: str | N
         raise LocalSIPError(f"bad status code {status}")
     if "\r" in reason or "\n" in reason:
         raise LocalSIPError(f"bad reason phrase {reason[:40]!r}")
-    if to_tag is not None and not (to_tag.isalnum() and to_tag.isascii()) and not grammar.TOKEN.fullmatch(to_tag):
+    if to_tag is not None and not (to_tag.isascii() and to_tag.isalnum()) and not grammar.TOKEN.fullmatch(to_tag):
         raise LocalSIPError(f"bad to-tag {to_tag!r}")
     edits = request._edits
-    params = (edits.via_params if edits is not None else None) or None
+    params = edits.via_params if edits is not None else None
     names, lines = request._names, request._lines
     status_line = f"SIP/2.0 {status} {reason}".encode("utf-8", "surrogateescape")
     tag = to_tag.encode("ascii") if to_tag is not None and _lacks_tag(request) else None

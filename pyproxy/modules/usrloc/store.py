@@ -324,8 +324,9 @@ class Location:
         new, result = update(_live(data, now) if data else [])
         value = encoded(aor, new)
         with shared.write() as txn:         # (an exception leaves the shared file as it was)
-            if txn.get(key, db=shared.entries) != data:
-                new, result = update(shared.current(txn, aor, now))
+            now_data = txn.get(key, db=shared.entries)
+            if now_data != data:
+                new, result = update(_live(now_data, now) if now_data else [])
                 value = encoded(aor, new)
             if new is not None:
                 shared.store(txn, key, value)
