@@ -23,7 +23,7 @@
 
 /* What accel.py expects of this module's functions (their arguments and results): a module built
  * from another version of this file is not used. */
-#define SPEEDUPS_API 7
+#define SPEEDUPS_API 8
 
 #define VERSION "SIP/2.0"
 #define VERSION_LEN 7
@@ -741,22 +741,14 @@ is_host_char(unsigned char c)
     return is_alnum(c) || c == '-' || c == '_' || c == '.';
 }
 
-/* sip_uri_parts(rest) -> (user, host, port, params) or None: uri._parse_sip()'s common case,
- * grammar.FAST_SIP_URI, on the text after "sip:" (ASCII only): [user "@"] host [":" port]
- * *(";" name ["=" value]), the names lowercased (a later one of a name wins), port None or at
- * most 65535, user None when absent. None for anything else: the Python path judges it. */
+/* The parts of the common SIP URI, grammar.FAST_SIP_URI, in the text after "sip:" (ASCII):
+ * [user "@"] host [":" port] *(";" name ["=" value]), the names lowercased (a later one of a name
+ * wins), port None or at most 65535, user None when absent: a new (user, host, port, params), or
+ * None for anything else (the Python path judges it), or NULL with an exception. */
 static PyObject *
-sip_uri_parts(PyObject *module, PyObject *arg)
+uri_parts(const char *text, const char *end)
 {
-    (void)module;
-    if (!PyUnicode_CheckExact(arg)) {
-        PyErr_SetString(PyExc_TypeError, "sip_uri_parts(rest: str)");
-        return NULL;
-    }
-    if (!PyUnicode_IS_ASCII(arg))
-        Py_RETURN_NONE;
-    const char *text = (const char *)PyUnicode_1BYTE_DATA(arg), *p = text, *end = text + PyUnicode_GET_LENGTH(arg);
-    const char *user = NULL, *user_end = NULL, *host, *at = memchr(text, '@', end - text);
+    const char *p = text, *user = NULL, *user_end = NULL, *host, *at = memchr(text, '@', end - text);
     long port = -1;
     if (at != NULL) {
         if (at == text)
@@ -816,6 +808,154 @@ refused:
     result = Py_NewRef(Py_None);
 done:
     Py_DECREF(params);
+    return result;
+}
+
+/* sip_uri_parts(rest) -> (user, host, port, params) or None: uri._parse_sip()'s common case
+ * (uri_parts() above) on the text after "sip:". */
+static PyObject *
+sip_uri_parts(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    if (!PyUnicode_CheckExact(arg)) {
+        PyErr_SetString(PyExc_TypeError, "sip_uri_parts(rest: str)");
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(arg))
+        Py_RETURN_NONE;
+    const char *text = (const char *)PyUnicode_1BYTE_DATA(arg);
+    return uri_parts(text, text + PyUnicode_GET_LENGTH(arg));
+}
+
+static PyObject *scheme_sip, *scheme_sips;      /* "sip", "sips" */
+
+static int
+is_blank(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* qdtext without the quoted-pair: what a quoted string of the common case holds (grammar._QDTEXT,
+ * ASCII; a backslash is left to the Python path, which undoes quoted-pairs). */
+static int
+is_plain_qdtext(unsigned char c)
+{
+    return c == '\t' || (c >= 0x20 && c <= 0x7e && c != '"' && c != '\\');
+}
+
+/* A quoted string without quoted-pairs at ``p`` (at its opening quote): the end of it, after the
+ * closing quote, or NULL when it is not one. */
+static const char *
+plain_quoted(const char *p, const char *end)
+{
+    for (p++; p < end && *p != '"'; p++)
+        if (!is_plain_qdtext((unsigned char)*p))
+            return NULL;
+    return p < end ? p + 1 : NULL;
+}
+
+/* name_addr_parts(text) -> (display, scheme, uri_text, user, host, port, uri_params, params) or
+ * None: address.parse_name_addr()'s common case, in ASCII: optional blanks around the whole,
+ * [display] "<" sip/sips URI of uri_parts()'s grammar ">" then *(";" token ["=" value]) without
+ * blanks, a value being token characters and ":[]" or a quoted string; a display name being a
+ * quoted string (without quoted-pairs) or tokens separated by blanks. Names lowercased, a later
+ * one of a name winning, as parse_generic_params() does. None for anything else. */
+static PyObject *
+name_addr_parts(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    if (!PyUnicode_CheckExact(arg)) {
+        PyErr_SetString(PyExc_TypeError, "name_addr_parts(text: str)");
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(arg))
+        Py_RETURN_NONE;
+    const char *p = (const char *)PyUnicode_1BYTE_DATA(arg), *end = p + PyUnicode_GET_LENGTH(arg);
+    while (p < end && is_blank(*p))
+        p++;
+    while (end > p && is_blank(end[-1]))
+        end--;
+    const char *display = NULL, *display_end = NULL, *lt;
+    if (p < end && *p == '"') {
+        const char *closed = plain_quoted(p, end);
+        if (closed == NULL)
+            Py_RETURN_NONE;
+        display = p + 1, display_end = closed - 1;
+        for (lt = closed; lt < end && is_blank(*lt); lt++)
+            ;
+        if (lt == end || *lt != '<')
+            Py_RETURN_NONE;
+    } else {
+        if ((lt = memchr(p, '<', end - p)) == NULL)
+            Py_RETURN_NONE;         /* an addr-spec */
+        const char *tokens_end = lt;
+        while (tokens_end > p && is_blank(tokens_end[-1]))
+            tokens_end--;
+        for (const char *c = p; c < tokens_end; c++)
+            if (!is_token_char((unsigned char)*c) && !is_blank(*c))
+                Py_RETURN_NONE;
+        if (tokens_end > p)
+            display = p, display_end = tokens_end;
+    }
+    const char *uri = lt + 1, *gt = memchr(uri, '>', end - uri), *colon;
+    if (gt == NULL || (colon = memchr(uri, ':', gt - uri)) == NULL)
+        Py_RETURN_NONE;
+    PyObject *scheme;
+    if (colon - uri == 3 && (uri[0] | 0x20) == 's' && (uri[1] | 0x20) == 'i' && (uri[2] | 0x20) == 'p')
+        scheme = scheme_sip;
+    else if (colon - uri == 4 && (uri[0] | 0x20) == 's' && (uri[1] | 0x20) == 'i' && (uri[2] | 0x20) == 'p' &&
+             (uri[3] | 0x20) == 's')
+        scheme = scheme_sips;
+    else
+        Py_RETURN_NONE;
+    PyObject *parts = uri_parts(colon + 1, gt);
+    if (parts == NULL || parts == Py_None)
+        return parts;
+    PyObject *params = PyDict_New(), *result = NULL;
+    if (params == NULL)
+        goto done;
+    for (p = gt + 1; p < end;) {       /* *(";" token ["=" value]) */
+        if (*p++ != ';')
+            goto refused;
+        const char *name = p, *value = NULL;
+        while (p < end && is_token_char((unsigned char)*p))
+            p++;
+        const char *name_end = p;
+        if (p == name)
+            goto refused;
+        if (p < end && *p == '=') {
+            value = ++p;
+            if (p < end && *p == '"') {
+                if ((p = plain_quoted(p, end)) == NULL)
+                    goto refused;
+            } else {
+                while (p < end && (is_token_char((unsigned char)*p) || *p == ':' || *p == '[' || *p == ']'))
+                    p++;
+                if (p == value)
+                    goto refused;
+            }
+            if (p < end && *p != ';')
+                goto refused;
+        }
+        PyObject *key = ascii_case(name, name_end - name, 0);
+        PyObject *val = value ? PyUnicode_FromStringAndSize(value, p - value) : Py_NewRef(Py_None);
+        int failed = key == NULL || val == NULL || PyDict_SetItem(params, key, val) < 0;
+        Py_XDECREF(key);
+        Py_XDECREF(val);
+        if (failed)
+            goto done;
+    }
+    result = tuple_of(8, display ? PyUnicode_FromStringAndSize(display, display_end - display) : Py_NewRef(Py_None),
+                      Py_NewRef(scheme), PyUnicode_FromStringAndSize(uri, gt - uri),
+                      Py_NewRef(PyTuple_GET_ITEM(parts, 0)), Py_NewRef(PyTuple_GET_ITEM(parts, 1)),
+                      Py_NewRef(PyTuple_GET_ITEM(parts, 2)), Py_NewRef(PyTuple_GET_ITEM(parts, 3)),
+                      Py_NewRef(params));
+    goto done;
+refused:
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(params);
+    Py_DECREF(parts);
     return result;
 }
 
@@ -1493,6 +1633,9 @@ static PyMethodDef methods[] = {
      "content_length) or None: see parser.parse_head."},
     {"sip_uri_parts", sip_uri_parts, METH_O,
      "sip_uri_parts(rest) -> (user, host, port, params) or None: uri._parse_sip's common case"},
+    {"name_addr_parts", name_addr_parts, METH_O,
+     "name_addr_parts(text) -> (display, scheme, uri_text, user, host, port, uri_params, params) or None: "
+     "address.parse_name_addr's common case"},
     {"response_head", (PyCFunction)(void (*)(void))response_head, METH_FASTCALL,
      "response_head(status_line, names, lines, via_params, to_tag) -> bytes or None"},
     {"edited_block", (PyCFunction)(void (*)(void))edited_block, METH_FASTCALL,
@@ -1538,6 +1681,10 @@ PyInit__speedups(void)
         uri_user_chars[(unsigned char)*c] = 1;
     for (const char *c = "[]/:&+$"; *c; c++)         /* grammar._FAST_PCHAR */
         uri_param_chars[(unsigned char)*c] = 1;
+    if (scheme_sip == NULL &&
+        ((scheme_sip = PyUnicode_InternFromString("sip")) == NULL ||
+         (scheme_sips = PyUnicode_InternFromString("sips")) == NULL))
+        return NULL;
     if (key_top_via == NULL &&
         ((key_top_via = PyUnicode_InternFromString("top_via")) == NULL ||
          (key_second_via = PyUnicode_InternFromString("second_via")) == NULL ||

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 
-API = 7                     # what this file expects of _speedups (its SPEEDUPS_API)
+API = 8                     # what this file expects of _speedups (its SPEEDUPS_API)
 
 scan_head = scan_via = edited_block = serialized = head_message = datagram_message = use_types = None
-response_head = sip_uri_parts = None
+response_head = sip_uri_parts = name_addr_parts = None
 if os.environ.get("PYPROXY_NO_EXTENSIONS", "0") in ("", "0"):
     try:
         from . import _speedups
@@ -28,7 +28,8 @@ if os.environ.get("PYPROXY_NO_EXTENSIONS", "0") in ("", "0"):
         head_message, datagram_message = _speedups.head_message, _speedups.datagram_message
         use_types = _speedups.use_types
         response_head, sip_uri_parts = _speedups.response_head, _speedups.sip_uri_parts
+        name_addr_parts = _speedups.name_addr_parts
 
 FUNCTIONS = ("scan_head", "scan_via", "edited_block", "serialized", "head_message", "datagram_message",
-             "response_head", "sip_uri_parts")  # (the paths)
+             "response_head", "sip_uri_parts", "name_addr_parts")  # (the paths)
 ENABLED = scan_head is not None

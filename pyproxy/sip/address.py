@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 
-from . import grammar
+from . import accel, grammar
 from .errors import RemoteSIPError
 from .params import format_params, parse_generic_params
 from .uri import URI, parse_uri
@@ -57,6 +57,11 @@ class NameAddr:
 
 def parse_name_addr(text: str) -> NameAddr:
     """( name-addr / addr-spec ) *( SEMI generic-param ); RemoteSIPError(400) on garbage."""
+    if accel.name_addr_parts is not None:
+        parts = accel.name_addr_parts(text)     # the common case, in C
+        if parts is not None:
+            display, scheme, uri_text, user, host, port, uri_params, params = parts
+            return NameAddr(display, URI(scheme, user, None, host, port, uri_params, None, None, uri_text), params)
     s = text.strip()
     display = None
     if s[:1] == '"':

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from _parser_paths import pure_python
 from pyproxy.sip import accel, grammar, make_response, parser, validate
+from pyproxy.sip.address import parse_name_addr
 from pyproxy.sip.errors import RemoteSIPError, SIPError
 from pyproxy.sip.headers import _by_bytes, split_list
 from pyproxy.sip.message import Request, Response
@@ -472,3 +473,60 @@ def test_c_and_python_parse_generated_uris_alike(rest):
 def test_c_parses_the_common_uri():
     assert accel.sip_uri_parts("alice@192.0.2.1:5060;Transport=UDP;lr") == \
         ("alice", "192.0.2.1", 5060, {"transport": "UDP", "lr": None})
+
+
+NAME_ADDR_TEXTS = [
+    "<sip:alice@example.com>", " <sip:alice@example.com>;tag=1928 \t", '"Alice" <sip:alice@example.com>;tag=x',
+    '"A \\"q\\" B" <sip:a@h>', '"unterminated <sip:a@h>', '"" <sip:a@h>', '"Al\tice"<sip:a@h>',
+    "Alice Smith <sip:a@h>", "Alice\t<sip:a@h>", "caller<sip:a@h>", "Al@ce <sip:a@h>", 'Al"ice <sip:a@h>',
+    "<SIP:Alice@Example.COM:5070;Transport=TCP;lr>;Expires=60;q=0.5;EXPIRES=30",
+    "<sips:b@192.0.2.1:5061>", "<tel:+1-212>", "<mailto:a@h>", "<sip:a@h", "<sip:a@h>>", "<sip:a@h>x",
+    "<sip:a@h> ;tag=1", "<sip:a@h>; tag=1", "<sip:a@h>;tag = 1", "<sip:a@h>;;tag=1", "<sip:a@h>;", "<sip:a@h>;=1",
+    "<sip:a@h>;tag=", "<sip:a@h>;tag=a=b", "<sip:a@h>;tag=[::1]:5", '<sip:a@h>;+sip.instance="<urn:uuid:1-2>"',
+    '<sip:a@h>;x="a;b"', '<sip:a@h>;x="a\\"b"', '<sip:a@h>;x="open', "<sip:a@h>;x=ü", "<sip:ü@h>", "Ü <sip:a@h>",
+    "<sip:a@h?subject=x>", "<sip:a:pw@h>", "<sip:%61@h>", "<sip:a@[2001:db8::1]>", "<sip:a@h:65536>",
+    "< sip:a@h>", "<sip:a@h >", "<>", "<:a>", "sip:a@h;tag=1", "*", "", "   ", "<sip:a@h>\x0b", "\x0c<sip:a@h>",
+    "<sip:a@h>;tag=1\r\n", "<sip:a@h>;lr;lr=2", "<sip:u@h;transport=udp>;expires=3600;+sip.ice;reg-id=1",
+]
+
+
+def name_addr_result(text: str):
+    """What parse_name_addr() makes of ``text``, on the current path."""
+    try:
+        a = parse_name_addr(text)
+    except RemoteSIPError as e:
+        return type(e), str(e)
+    u = a.uri
+    return (a.display, list(a.params.items()), u.scheme, u.user, u.password, u.host, u.port, list(u.params.items()),
+            u.headers, u.opaque, str(u), str(a))
+
+
+def parse_name_addr_alike(text: str) -> None:
+    with pure_python():
+        expected = name_addr_result(text)
+    assert name_addr_result(text) == expected
+
+
+@needs_accel
+@pytest.mark.parametrize("text", NAME_ADDR_TEXTS)
+def test_c_and_python_parse_name_addrs_alike(text):
+    parse_name_addr_alike(text)
+
+
+@needs_accel
+@settings(max_examples=int(os.environ.get("PYPROXY_FUZZ_EXAMPLES", "400")), deadline=None)
+@given(st.text(alphabet='aZ09-_.!~*+\'()&=$,;?/@:[]%<>" \t\\ü', max_size=30),
+       st.text(alphabet='aZ09-.!~*+\'=;:[]<>" \t\\ü', max_size=20))
+def test_c_and_python_parse_generated_name_addrs_alike(rest, params):
+    parse_name_addr_alike(rest)
+    parse_name_addr_alike(f"<sip:{rest}>{params}")
+    parse_name_addr_alike(f'"{params}" <SIP:{rest}>;{params}')
+    parse_name_addr_alike(f"{params}<sips:a@h>{rest}")
+
+
+@needs_accel
+def test_c_parses_the_common_name_addr():
+    assert accel.name_addr_parts('"Al" <sip:alice@192.0.2.1:5060;Transport=UDP>;Tag=1;lr') == \
+        ("Al", "sip", "sip:alice@192.0.2.1:5060;Transport=UDP", "alice", "192.0.2.1", 5060, {"transport": "UDP"},
+         {"tag": "1", "lr": None})
+    assert accel.name_addr_parts("<tel:1>") is None         # (the Python path's)
