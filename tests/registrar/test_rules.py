@@ -4,18 +4,14 @@ database. The end-to-end tests (tests/runtime/test_registrar.py) run them throug
 import pytest
 
 from pyproxy.modules.registrar.rules import (
-    Limits,
-    Refused,
-    contact_headers,
-    read_register,
-    updated,
+    Limits, Refused, Where, contact_headers, read_register, updated,
 )
 from pyproxy.modules.usrloc.store import Binding
 from pyproxy.sip import parse_message
 
 NOW = 1_800_000_000
-WHERE = {"received": "sip:10.0.0.1:5060;transport=udp", "socket": "udp:127.0.0.1:5060", "path": None,
-         "user_agent": "test"}
+WHERE = Where(received="sip:10.0.0.1:5060;transport=udp", path=None, socket="udp:127.0.0.1:5060",
+              user_agent="test")
 
 
 def register(*contacts, expires=None, callid="c1", cseq=1, extra=""):
@@ -37,7 +33,7 @@ def apply(current, msg, limits=Limits()):
 def test_a_new_contact_gets_the_default_expiry_and_where_it_came_from():
     b, = apply([], register("<sip:alice@10.0.0.1:5060>"))
     assert (b.contact, b.expires, b.q, b.callid, b.cseq) == ("sip:alice@10.0.0.1:5060", NOW + 3600, 1.0, "c1", 1)
-    assert (b.received, b.socket, b.user_agent) == (WHERE["received"], WHERE["socket"], "test")
+    assert (b.received, b.socket, b.user_agent) == (WHERE.received, WHERE.socket, "test")
 
 
 def test_contact_expires_param_wins_over_the_header_and_max_expires_caps():

@@ -26,7 +26,7 @@ from .. import usrloc
 from ..path import received_of
 from ..rr import is_ours
 from ..sl import send_reply
-from .rules import Limits, Refused, contact_headers, read_register, updated
+from .rules import Limits, Refused, Where, contact_headers, read_register, updated
 
 MEMORY_ONLY = 0x01      # save()'s flags, OpenSER's: the shared file only, not the database
 NO_REPLY = 0x02         # do not answer
@@ -43,9 +43,8 @@ def save(ctx, table, flags, limits: Limits, use_domain: bool, use_path: bool):
         req = read_register(msg, limits)
         path = ", ".join(msg.values_to_send("path")) if use_path else ""     # add_path()'s included
         proto = rcv.proto.text
-        where = {"received": f"sip:{host_port(rcv.src_ip, rcv.src_port)};transport={proto}",
-                 "socket": f"{proto}:{host_port(rcv.dst_ip, rcv.dst_port)}", "path": path or None,
-                 "user_agent": (msg.header("user-agent") or "")[:255]}
+        where = Where(f"sip:{host_port(rcv.src_ip, rcv.src_port)};transport={proto}", path or None,
+                      f"{proto}:{host_port(rcv.dst_ip, rcv.dst_port)}", (msg.header("user-agent") or "")[:255])
 
         def update(current):
             new = updated(current, req, now, limits, where, only_these=bool(flags & ONE_DEVICE))

@@ -5,7 +5,7 @@ bindings; the module's save() runs these inside one step of the store).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import NamedTuple
 
 from ...sip import SIPError
@@ -38,6 +38,19 @@ class Wanted(NamedTuple):
     contact: str
     expires: int
     q: float
+
+
+class Where(NamedTuple):
+    """What every new or refreshed binding records of its REGISTER: Binding's fields of these
+    names, in its order (so that a Binding is made with positional arguments: with keywords, it
+    cost two and a half times as much)."""
+    received: str
+    path: str | None
+    socket: str
+    user_agent: str
+
+
+assert [f.name for f in fields(Binding)][5:9] == list(Where._fields), "Where must follow Binding's fields"
 
 
 class Register(NamedTuple):
@@ -101,11 +114,10 @@ def _q(text: str | None, default: float) -> float:
     return q
 
 
-def updated(current: list[Binding], req: Register, now: int, limits: Limits, where: dict,
+def updated(current: list[Binding], req: Register, now: int, limits: Limits, where: Where,
             only_these: bool = False) -> list[Binding] | None:
     """The AOR's bindings after ``req`` (10.3 steps 6-7); None when nothing changes (a query).
-    ``where`` holds what every new or refreshed binding records (received, socket, path,
-    user_agent). ``only_these``: the request's contacts replace every other binding (save()'s
+    ``where`` holds what every new or refreshed binding records. ``only_these``: the request's contacts replace every other binding (save()'s
     flag 0x04, one device per user)."""
     if req.contacts is None:            # "*": every binding goes, unless the request is stale
         for b in current:
@@ -124,7 +136,7 @@ def updated(current: list[Binding], req: Register, now: int, limits: Limits, whe
             by_contact.pop(want.contact, None)
             continue
         by_contact[want.contact] = Binding(want.contact, now + want.expires, want.q, req.callid, req.cseq,
-                                           last_modified=now, **where)
+                                           *where, 0, 0, None, now)   # (flags, cflags, methods: none)
     bindings = list(by_contact.values())
     if limits.max_contacts and len(bindings) > limits.max_contacts:
         raise Refused(403, f"Too many registered contacts (at most {limits.max_contacts})")

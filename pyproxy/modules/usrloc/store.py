@@ -59,6 +59,9 @@ READERS = 1024
 WRITE_BATCH = 256           # entries changed per write where many are (expiry, the start-up load)
 SLOTS = 64                  # db_mode 1: changes of AORs in different slots reach the database at once
 _SOONEST = struct.Struct("<q")       # an entry's value: its first expiry, then the marshal'd AOR and bindings
+_PAST_SOONEST = _SOONEST.size
+MARSHAL = 2     # marshal's version 2: without the references between objects of version 4, which
+                # a value of a few short strings gains nothing from (its dumps and loads cost more)
 
 
 @dataclass(slots=True)
@@ -222,7 +225,7 @@ class SharedBindings:
                     data = txn.get(key, db=self.entries)
                     if data is None:
                         continue
-                    aor, stored = marshal.loads(memoryview(data)[_SOONEST.size:])
+                    aor, stored = marshal.loads(data[_PAST_SOONEST:])
                     live = [Binding(*fields) for fields in stored if fields[1] > now]
                     count += len(stored) - len(live)
                     self.replace(txn, tuple(aor), live)
@@ -258,7 +261,7 @@ def encoded(aor: tuple[str, str], bindings: list[Binding]) -> bytes | None:
     if not bindings:
         return None
     soonest = bindings[0].expires if len(bindings) == 1 else min(b.expires for b in bindings)
-    value = _SOONEST.pack(soonest) + marshal.dumps((aor, [b.fields() for b in bindings]))
+    value = _SOONEST.pack(soonest) + marshal.dumps((aor, [b.fields() for b in bindings]), MARSHAL)
     if len(value) > MAX_VALUE:
         raise DatabaseError(f"the bindings of {aor[0][:60]}@{aor[1][:60]} would take more than "
                             f"{MAX_VALUE >> 20} MiB")
@@ -266,11 +269,11 @@ def encoded(aor: tuple[str, str], bindings: list[Binding]) -> bytes | None:
 
 
 def _aor_of(data: bytes) -> tuple[str, str]:
-    return tuple(marshal.loads(memoryview(data)[_SOONEST.size:])[0])
+    return tuple(marshal.loads(data[_PAST_SOONEST:])[0])
 
 
 def _live(data: bytes, now: float) -> list[Binding]:
-    return [Binding(*fields) for fields in marshal.loads(memoryview(data)[_SOONEST.size:])[1] if fields[1] > now]
+    return [Binding(*fields) for fields in marshal.loads(data[_PAST_SOONEST:])[1] if fields[1] > now]
 
 
 def _shared_errors(method):
