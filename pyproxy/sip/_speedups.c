@@ -23,7 +23,7 @@
 
 /* What accel.py expects of this module's functions (their arguments and results): a module built
  * from another version of this file is not used. */
-#define SPEEDUPS_API 8
+#define SPEEDUPS_API 9
 
 #define VERSION "SIP/2.0"
 #define VERSION_LEN 7
@@ -1135,32 +1135,21 @@ find_empty_line(const char *p, Py_ssize_t n)
     return NULL;
 }
 
-/* datagram_message(data, names, max_size) -> Request | Response | None: what
- * parser.parse_message() makes of a datagram, framed by its Content-Length (raw and body set),
- * when it is the plain common case; None for everything else (too large, leading CRLFs, no
- * empty line, a body shorter than Content-Length, a head scan_head() does not take), which
- * the Python path then judges. */
+/* The message at the start of [p, p + size) framed by its Content-Length, raw and body set
+ * (raw is ``data`` itself when given and the message is all of it), or None: leading CRLFs, no
+ * empty line, a head scan_head() does not take, a body shorter than Content-Length; and on a
+ * stream (``stream``), no Content-Length. */
 static PyObject *
-datagram_message(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+framed_message(PyObject *module, PyObject *data, const char *p, Py_ssize_t size, PyObject *names, int stream)
 {
-    if (nargs != 3 || !PyDict_CheckExact(args[1]) || !PyLong_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "datagram_message(data: bytes, names: dict, max_size: int)");
-        return NULL;
-    }
-    if (!PyBytes_CheckExact(args[0]))
-        Py_RETURN_NONE;
-    const char *p = PyBytes_AS_STRING(args[0]), *empty_line;
-    Py_ssize_t size = PyBytes_GET_SIZE(args[0]), max_size = PyLong_AsSsize_t(args[2]);
-    if (max_size == -1 && PyErr_Occurred())
-        return NULL;
-    if (size > max_size || (size >= 2 && p[0] == '\r' && p[1] == '\n') ||
-            (empty_line = find_empty_line(p, size)) == NULL)
+    const char *empty_line;
+    if ((size >= 2 && p[0] == '\r' && p[1] == '\n') || (empty_line = find_empty_line(p, size)) == NULL)
         Py_RETURN_NONE;
     Py_ssize_t head_end = empty_line - p, body_start = head_end + 4, end = size;
     PyObject *head = PyBytes_FromStringAndSize(p, head_end), *msg;
     if (head == NULL)
         return NULL;
-    PyObject *pair[2] = {head, args[1]};
+    PyObject *pair[2] = {head, names};
     msg = head_message(module, pair, 2);
     Py_DECREF(head);
     if (msg == NULL || msg == Py_None)
@@ -1172,13 +1161,16 @@ datagram_message(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(msg);
             return NULL;
         }
-        if (cl > size - body_start) {           /* (the Python path says by how much) */
+        if (cl > size - body_start) {           /* (the Python path says by how much, or waits) */
             Py_DECREF(msg);
             Py_RETURN_NONE;
         }
         end = body_start + cl;                  /* octets after it are not the message's */
+    } else if (stream) {                        /* (mandatory on streams: the Python path says so) */
+        Py_DECREF(msg);
+        Py_RETURN_NONE;
     }
-    PyObject *raw = end == size ? Py_NewRef(args[0]) : PyBytes_FromStringAndSize(p, end);
+    PyObject *raw = data != NULL && end == size ? Py_NewRef(data) : PyBytes_FromStringAndSize(p, end);
     PyObject *body = PyBytes_FromStringAndSize(p + body_start, end - body_start);
     if (raw == NULL || body == NULL) {
         Py_XDECREF(raw);
@@ -1189,6 +1181,52 @@ datagram_message(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_SETREF(SLOT(msg, built, RAW), raw);
     Py_SETREF(SLOT(msg, built, BODY), body);
     return msg;
+}
+
+static int
+framing_args(PyObject *const *args, Py_ssize_t nargs, const char *signature, Py_ssize_t *max_size)
+{
+    if (nargs != 3 || !PyDict_CheckExact(args[1]) || !PyLong_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, signature);
+        return -1;
+    }
+    *max_size = PyLong_AsSsize_t(args[2]);
+    return *max_size == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* datagram_message(data, names, max_size) -> Request | Response | None: what
+ * parser.parse_message() makes of a datagram, framed by its Content-Length (raw and body set),
+ * when it is the plain common case; None for everything else (too large, and what
+ * framed_message() leaves), which the Python path then judges. */
+static PyObject *
+datagram_message(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t max_size;
+    if (framing_args(args, nargs, "datagram_message(data: bytes, names: dict, max_size: int)", &max_size) < 0)
+        return NULL;
+    if (!PyBytes_CheckExact(args[0]) || PyBytes_GET_SIZE(args[0]) > max_size)
+        Py_RETURN_NONE;
+    return framed_message(module, args[0], PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), args[1], 0);
+}
+
+/* stream_message(buffer, names, max_size) -> Request | Response | None: the first message of a
+ * stream's buffer (a bytearray), as StreamParser frames it, when it is whole, within max_size
+ * and the plain common case; None for everything else (a keep-alive, a message not all there
+ * yet, too large, no Content-Length, a head scan_head() does not take), which the Python path
+ * then judges. The buffer is left as it is: the caller removes len(raw) octets. */
+static PyObject *
+stream_message(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t max_size;
+    if (framing_args(args, nargs, "stream_message(buffer: bytearray, names: dict, max_size: int)", &max_size) < 0)
+        return NULL;
+    if (!PyByteArray_CheckExact(args[0]))
+        Py_RETURN_NONE;
+    Py_ssize_t size = PyByteArray_GET_SIZE(args[0]);
+    /* a message within max_size is within its first max_size octets: not found there, it is
+     * not whole yet or too large */
+    return framed_message(module, NULL, PyByteArray_AS_STRING(args[0]), size < max_size ? size : max_size,
+                          args[1], 1);
 }
 
 /* -- serializing: the received header lines with the edits recorded on them --------------- */
@@ -1645,6 +1683,8 @@ static PyMethodDef methods[] = {
      "head_message(head, names) -> Request | Response | None: see parser.parse_head."},
     {"datagram_message", (PyCFunction)(void (*)(void))datagram_message, METH_FASTCALL,
      "datagram_message(data, names, max_size) -> Request | Response | None: see parser.parse_message."},
+    {"stream_message", (PyCFunction)(void (*)(void))stream_message, METH_FASTCALL,
+     "stream_message(buffer, names, max_size) -> Request | Response | None: see parser.StreamParser."},
     {"serialized", (PyCFunction)(void (*)(void))serialized, METH_FASTCALL,
      "serialized(msg, top) -> bytes or None: see serialize.serialize."},
     {"use_types", (PyCFunction)(void (*)(void))use_types, METH_FASTCALL,

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 
-API = 8                     # what this file expects of _speedups (its SPEEDUPS_API)
+API = 9                     # what this file expects of _speedups (its SPEEDUPS_API)
 
-scan_head = scan_via = edited_block = serialized = head_message = datagram_message = use_types = None
+scan_head = scan_via = edited_block = serialized = head_message = datagram_message = stream_message = None
+use_types = None
 response_head = sip_uri_parts = name_addr_parts = None
 if os.environ.get("PYPROXY_NO_EXTENSIONS", "0") in ("", "0"):
     try:
@@ -26,10 +27,11 @@ if os.environ.get("PYPROXY_NO_EXTENSIONS", "0") in ("", "0"):
         scan_head, scan_via, edited_block = _speedups.scan_head, _speedups.scan_via, _speedups.edited_block
         serialized = _speedups.serialized
         head_message, datagram_message = _speedups.head_message, _speedups.datagram_message
+        stream_message = _speedups.stream_message
         use_types = _speedups.use_types
         response_head, sip_uri_parts = _speedups.response_head, _speedups.sip_uri_parts
         name_addr_parts = _speedups.name_addr_parts
 
-FUNCTIONS = ("scan_head", "scan_via", "edited_block", "serialized", "head_message", "datagram_message",
+FUNCTIONS = ("scan_head", "scan_via", "edited_block", "serialized", "head_message", "datagram_message", "stream_message",
              "response_head", "sip_uri_parts", "name_addr_parts")  # (the paths)
 ENABLED = scan_head is not None

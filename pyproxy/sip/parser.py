@@ -189,6 +189,12 @@ class StreamParser:
                 return None
             if buf[0] == 13:
                 return self._keepalive(buf)
+            if accel.stream_message is not None:
+                msg = accel.stream_message(buf, _by_bytes, self._max)
+                if msg is not None:         # a whole message of the plain common case, in C
+                    del buf[:len(msg.raw)]
+                    self._scan = 0
+                    return msg
             head_end = buf.find(b"\r\n\r\n", self._scan)
             if head_end < 0:
                 if len(buf) > self._max:

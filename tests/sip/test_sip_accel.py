@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from _parser_paths import pure_python
-from pyproxy.sip import accel, grammar, make_response, parser, validate
+from pyproxy.sip import KeepAlive, StreamParser, accel, grammar, make_response, parser, validate
 from pyproxy.sip.address import parse_name_addr
 from pyproxy.sip.errors import RemoteSIPError, SIPError
 from pyproxy.sip.headers import _by_bytes, split_list
@@ -269,6 +269,62 @@ def test_c_and_python_agree_on_via_values(text):
 @given(mutated())
 def test_c_and_python_agree_on_mutated_messages(data):
     agree(data)
+
+
+def stream_events(data: bytes, chunk: int, max_size: int = 65536) -> list:
+    """What StreamParser makes of ``data`` fed ``chunk`` octets at a time: each message's framing
+    and head as parsed, each keep-alive, and the error that ends the stream."""
+    parser_ = StreamParser(max_size)
+    events = []
+    try:
+        for i in range(0, len(data), chunk):
+            parser_.feed(data[i:i + chunk])
+            while (event := parser_.next_event()) is not None:
+                events.append(event if isinstance(event, KeepAlive) else
+                              (type(event), event.raw, event.body, event._start, event._names, event._lines,
+                               event._hstart, event._hend, event._cl))
+    except SIPError as e:
+        events.append((type(e), str(e)))
+    return events
+
+
+def frame_alike(data: bytes, chunk: int, max_size: int = 65536) -> None:
+    with pure_python():
+        expected = stream_events(data, chunk, max_size)
+    assert stream_events(data, chunk, max_size) == expected
+
+
+@needs_accel
+@pytest.mark.parametrize("case", CASES, ids=case_ids(CASES))
+def test_c_and_python_frame_the_corpus_alike(case):
+    stream = case.data + b"\r\n\r\n" + case.data + b"\r\n" + case.data
+    for chunk in (1, 13, len(stream)):
+        frame_alike(stream, chunk)
+    frame_alike(stream, len(stream), max_size=len(case.data) - 1)       # too large
+
+
+@needs_accel
+def test_c_frames_a_stream():
+    invite = (b"INVITE sip:b@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bK-1\r\n"
+              b"Max-Forwards: 70\r\nCall-ID: a@b\r\nCSeq: 7 INVITE\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:b@c>\r\n"
+              b"Content-Length: 3\r\n\r\nabc")
+    buffer = bytearray(invite + invite[:40])
+    msg = accel.stream_message(buffer, parser._by_bytes, 65536)
+    assert (msg.raw, msg.body, msg.method) == (invite, b"abc", "INVITE")
+    assert len(buffer) == len(invite) + 40          # (the caller takes the message off)
+    assert accel.stream_message(bytearray(invite[:-1]), parser._by_bytes, 65536) is None     # not all there
+    assert accel.stream_message(bytearray(invite), parser._by_bytes, len(invite) - 1) is None  # too large
+    no_length = invite.replace(b"Content-Length: 3\r\n", b"")
+    assert accel.stream_message(bytearray(no_length), parser._by_bytes, 65536) is None
+
+
+@needs_accel
+@settings(max_examples=int(os.environ.get("PYPROXY_FUZZ_EXAMPLES", "400")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(mutated(), mutated(), st.integers(1, 300))
+def test_c_and_python_frame_mutated_streams_alike(first, second, chunk):
+    frame_alike(first + second, chunk)
+    frame_alike(first + second, chunk, max_size=max(1, len(first)))
 
 
 def test_the_accelerator_is_built_where_a_compiler_is():
