@@ -13,7 +13,7 @@ import os
 import socket
 import time
 
-from ..config.values import NOTICE, TLS, Proto
+from ..config.values import NOTICE, TCP, TLS, Proto
 from ..kernel import ipc
 from ..kernel.logs import log
 from ..kernel.shm import NO_DOMAIN, Stat
@@ -572,10 +572,12 @@ class StreamTransport:
         must match the host; a request waiting on a new connection keeps both, the targets it
         ``tried``, to fail over to the next one, and where it came in, ``rcv`` or the context's,
         for a 477)."""
+        conn = self.peers.get((proto, ip, port))
+        if proto is TCP and conn is not None and not conn.connecting and not conn.closed:
+            return self.put(conn, data)     # plain TCP, up: no domain or certificate to choose by
         if domain_name is FROM_CTX:
             domain_name = self.client_domain_name(ctx)
         named = bool(host) and literal(host) is None        # a target DNS chose: there may be another
-        conn = self.peers.get((proto, ip, port))       # one of ours: no shared-table lookup needed
         if conn is None or not self.reusable(proto, self.domain_index(conn), domain_name, ip, port):
             found = self.shm.lookup(proto, ip, port)
             if found is not None and (found[1] != self.index or found[0] in self.conns) and \
