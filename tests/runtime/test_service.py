@@ -251,8 +251,12 @@ def handed_off(proxy: Proxy, worker: int) -> int:
 
 
 def test_a_reload_while_a_worker_is_stuck_leaves_the_server_running(reaper, tmp_path):
-    """The stuck worker's hand-off queue is full: the master cannot tell it, says so, and goes on."""
+    """The stuck worker's hand-off queue is full: the master cannot tell it, says so, and goes on.
+    The queue is the hand-off socket's send buffer, which every sender shares: up to twice
+    net.core.wmem_max (8 MiB where that is 4 MiB), however many hand-offs a datagram batches. So
+    each request carries 8 KB of padding: a few hundred fill it on any machine."""
     from .test_mi import call_id_for
+    padding = b"\r\nX-Fill: " + b"x" * 8000 + b"\r\n\r\n"
     proxy = start(reaper, tmp_path, "call_affinity=yes\nheartbeat_timeout=0", {})
     proxy.wait_ready()
     stuck = proxy.workers()[1]
@@ -262,8 +266,8 @@ def test_a_reload_while_a_worker_is_stuck_leaves_the_server_running(reaper, tmp_
             for attempt in range(1, 25):    # until its queue is full when a HUP comes
                 target = handed_off(proxy, 2) + 400
                 for _ in range(500):
-                    s.sendto(options_request(proxy.port, call_id_for(1, 2, "fill"), "UDP", s.getsockname()[1]),
-                             ("127.0.0.1", proxy.port))
+                    request = options_request(proxy.port, call_id_for(1, 2, "fill"), "UDP", s.getsockname()[1])
+                    s.sendto(request.replace(b"\r\n\r\n", padding, 1), ("127.0.0.1", proxy.port))
                 deadline = time.monotonic() + DEADLINE
                 while handed_off(proxy, 2) < target:       # worker 2 passed them on
                     assert time.monotonic() < deadline, proxy.tail()
