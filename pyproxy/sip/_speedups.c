@@ -23,7 +23,7 @@
 
 /* What accel.py expects of this module's functions (their arguments and results): a module built
  * from another version of this file is not used. */
-#define SPEEDUPS_API 9
+#define SPEEDUPS_API 10
 
 #define VERSION "SIP/2.0"
 #define VERSION_LEN 7
@@ -959,6 +959,84 @@ done:
     return result;
 }
 
+/* -- digest credentials --------------------------------------------------------------------- */
+
+#define DIGEST_MAX_VALUE 1024       /* auth.digest.MAX_VALUE: longer is the Python path's error */
+
+/* digest_params(rest) -> {name: value} or None: what auth.digest's parameter loop makes of the
+ * text after "Digest ": ``name = value`` pairs separated by commas, blanks (SP, HTAB) around
+ * each part, a value quoted or not ([^ \t,"]*), names lowercased. None for anything else (a
+ * quoted-pair, a name given twice, a value longer than DIGEST_MAX_VALUE, non-ASCII, any
+ * error), which the Python path then judges. */
+static PyObject *
+digest_params(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    if (!PyUnicode_CheckExact(arg)) {
+        PyErr_SetString(PyExc_TypeError, "digest_params(rest: str)");
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(arg))
+        Py_RETURN_NONE;
+    const char *p = (const char *)PyUnicode_1BYTE_DATA(arg), *end = p + PyUnicode_GET_LENGTH(arg);
+    PyObject *params = PyDict_New();
+    if (params == NULL)
+        return NULL;
+    for (;;) {
+        while (p < end && is_blank(*p))
+            p++;
+        const char *name = p;
+        while (p < end && is_token_char((unsigned char)*p))
+            p++;
+        const char *name_end = p;
+        while (p < end && is_blank(*p))
+            p++;
+        if (name_end == name || p == end || *p++ != '=')
+            goto refused;
+        while (p < end && is_blank(*p))
+            p++;
+        const char *value, *value_end;
+        if (p < end && *p == '"') {
+            value = ++p;
+            while (p < end && *p != '"' && *p != '\\' && *p != '\r' && *p != '\n')
+                p++;
+            if (p == end || *p != '"')
+                goto refused;           /* unterminated, or a quoted-pair */
+            value_end = p++;
+        } else {
+            value = p;
+            while (p < end && *p != ' ' && *p != '\t' && *p != ',' && *p != '"')
+                p++;
+            value_end = p;
+        }
+        if (value_end - value > DIGEST_MAX_VALUE)
+            goto refused;
+        while (p < end && is_blank(*p))
+            p++;
+        PyObject *key = ascii_case(name, name_end - name, 0), *val = NULL;
+        int failed = key == NULL, present = failed ? 0 : PyDict_Contains(params, key);
+        if (!failed && present == 0) {
+            val = PyUnicode_FromStringAndSize(value, value_end - value);
+            failed = val == NULL || PyDict_SetItem(params, key, val) < 0;
+        }
+        Py_XDECREF(key);
+        Py_XDECREF(val);
+        if (failed || present < 0) {
+            Py_DECREF(params);
+            return NULL;
+        }
+        if (present)
+            goto refused;               /* given twice */
+        if (p == end)
+            return params;
+        if (*p++ != ',')
+            goto refused;
+    }
+refused:
+    Py_DECREF(params);
+    Py_RETURN_NONE;
+}
+
 /* -- the message objects themselves (head_message) ---------------------------------------
  * parser.parse_head() would build them from scan_head()'s tuple with Request/Response.__init__
  * and Via(): a Python call, a frame and a store per attribute for each, a tenth of a forwarded
@@ -1674,6 +1752,8 @@ static PyMethodDef methods[] = {
     {"name_addr_parts", name_addr_parts, METH_O,
      "name_addr_parts(text) -> (display, scheme, uri_text, user, host, port, uri_params, params) or None: "
      "address.parse_name_addr's common case"},
+    {"digest_params", digest_params, METH_O,
+     "digest_params(rest) -> {name: value} or None: auth.digest's parameter loop, the common case"},
     {"response_head", (PyCFunction)(void (*)(void))response_head, METH_FASTCALL,
      "response_head(status_line, names, lines, via_params, to_tag) -> bytes or None"},
     {"edited_block", (PyCFunction)(void (*)(void))edited_block, METH_FASTCALL,

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import os
 
-API = 9                     # what this file expects of _speedups (its SPEEDUPS_API)
+API = 10                     # what this file expects of _speedups (its SPEEDUPS_API)
 
 scan_head = scan_via = edited_block = serialized = head_message = datagram_message = stream_message = None
 use_types = None
-response_head = sip_uri_parts = name_addr_parts = None
+response_head = sip_uri_parts = name_addr_parts = digest_params = None
 if os.environ.get("PYPROXY_NO_EXTENSIONS", "0") in ("", "0"):
     try:
         from . import _speedups
@@ -30,8 +30,8 @@ if os.environ.get("PYPROXY_NO_EXTENSIONS", "0") in ("", "0"):
         stream_message = _speedups.stream_message
         use_types = _speedups.use_types
         response_head, sip_uri_parts = _speedups.response_head, _speedups.sip_uri_parts
-        name_addr_parts = _speedups.name_addr_parts
+        name_addr_parts, digest_params = _speedups.name_addr_parts, _speedups.digest_params
 
 FUNCTIONS = ("scan_head", "scan_via", "edited_block", "serialized", "head_message", "datagram_message", "stream_message",
-             "response_head", "sip_uri_parts", "name_addr_parts")  # (the paths)
+             "response_head", "sip_uri_parts", "name_addr_parts", "digest_params")  # (the paths)
 ENABLED = scan_head is not None

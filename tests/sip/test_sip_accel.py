@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 
 from _parser_paths import pure_python
 from pyproxy.sip import KeepAlive, StreamParser, accel, grammar, make_response, parser, validate
+from pyproxy.modules.auth import digest
+from pyproxy.modules.auth.digest import Malformed, parse_credentials
 from pyproxy.sip.address import parse_name_addr
 from pyproxy.sip.errors import RemoteSIPError, SIPError
 from pyproxy.sip.headers import _by_bytes, split_list
@@ -586,3 +588,60 @@ def test_c_parses_the_common_name_addr():
         ("Al", "sip", "sip:alice@192.0.2.1:5060;Transport=UDP", "alice", "192.0.2.1", 5060, {"transport": "UDP"},
          {"tag": "1", "lr": None})
     assert accel.name_addr_parts("<tel:1>") is None         # (the Python path's)
+
+
+CREDENTIALS = [
+    'Digest username="alice", realm="example.com", nonce="abc", uri="sip:example.com", '
+    'response="0123456789abcdef0123456789abcdef"',
+    'Digest username="bob",realm="r",nonce="n",uri="sip:r",response="0123456789abcdef0123456789abcdef",'
+    'algorithm=MD5,qop=auth,nc=00000001,cnonce="c",opaque="o"',
+    "Digest \tusername = alice , realm=r,nonce=n,uri=sip:r,response=0123456789ABCDEF0123456789abcdef\t",
+    'Digest username="a\\"b", realm="r", nonce="n", uri="sip:r", response="0123456789abcdef0123456789abcdef"',
+    'Digest username="alice", username="bob"', 'Digest USERNAME="a", Username="b"', 'Digest username="open',
+    'Digest username="a" realm="r"', 'Digest username="a",', 'Digest ,username="a"', 'Digest username',
+    'Digest =x', 'Digest username=', 'Digest username="a"x', 'Digest username="a\rb"', "Digest username=\"ü\"",
+    'Digest username=a"b', "Digest nonce=" + "n" * 1024 + ",x=1", "Digest nonce=" + "n" * 1025,
+    'Digest username="' + "u" * 1025 + '"', "Digest a=b;c=d", "Digest a=b, , c=d", "Basic dXNlcjpwYXNz",
+]
+
+
+def credentials_result(value: str):
+    try:
+        return parse_credentials(value)
+    except Malformed as e:
+        return Malformed, str(e)
+
+
+def parse_credentials_alike(value: str) -> None:
+    with pure_python():
+        expected = credentials_result(value)
+    assert credentials_result(value) == expected
+    rest = value.strip().partition(" ")[2]
+    params = accel.digest_params(rest)
+    if params is not None:          # what C reads, Python reads alike (whatever the checks after say)
+        assert list(params.items()) == list(digest._params(rest).items())
+
+
+@needs_accel
+@pytest.mark.parametrize("value", CREDENTIALS)
+def test_c_and_python_read_credentials_alike(value):
+    parse_credentials_alike(value)
+
+
+@needs_accel
+@settings(max_examples=int(os.environ.get("PYPROXY_FUZZ_EXAMPLES", "400")), deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["username", "realm", "nonce", "uri", "response", "qop", "nc", "x", "X-y",
+                                           ""]),
+                          st.text(alphabet='a0f:@"\\ \t,=ü\r', max_size=12), st.booleans()), max_size=7),
+       st.sampled_from([",", ", ", " ,", ",\t", ";"]))
+def test_c_and_python_read_generated_credentials_alike(params, separator):
+    text = separator.join(f'{name}="{value}"' if quoted else f"{name}={value}" for name, value, quoted in params)
+    parse_credentials_alike("Digest " + text)
+    parse_credentials_alike("Digest " + text.replace('"', ""))
+
+
+@needs_accel
+def test_c_reads_the_common_credentials():
+    assert accel.digest_params('username="alice", Realm=r ,nonce="n",uri="sip:r"') == \
+        {"username": "alice", "realm": "r", "nonce": "n", "uri": "sip:r"}
+    assert accel.digest_params('username="a\\"b"') is None          # (a quoted-pair: the Python path's)

@@ -17,6 +17,8 @@ import re
 import struct
 from typing import NamedTuple
 
+from ...sip import accel
+
 HASHES = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
 RESPONSE_LENGTH = {"MD5": 32, "SHA-256": 64}
 MAX_VALUE = 1024            # a parameter longer than this is an attack, not a phone
@@ -53,6 +55,32 @@ def parse_credentials(value: str) -> Credentials | None:
     scheme, _, rest = value.strip().partition(" ")
     if scheme.lower() != "digest":
         return None
+    params = accel.digest_params(rest) if accel.digest_params is not None else None    # (in C)
+    if params is None:
+        params = _params(rest)
+    missing = [p for p in ("username", "realm", "nonce", "uri", "response") if p not in params]
+    if missing:
+        raise Malformed(f"no {', '.join(missing)}")
+    algorithm = params.get("algorithm", "MD5").upper()
+    if algorithm not in HASHES:
+        raise Malformed(f"algorithm {algorithm[:20]} is not supported")
+    response = params["response"].lower()
+    if len(response) != RESPONSE_LENGTH[algorithm] or not _HEX.fullmatch(response):
+        raise Malformed("the response is not a digest")
+    qop = params.get("qop")
+    if qop is not None:
+        qop = qop.lower()
+        if qop != "auth":
+            raise Malformed(f"qop {qop[:20]} is not supported")
+        nc = params.get("nc", "")
+        if len(nc) != 8 or not _HEX.fullmatch(nc.lower()) or not params.get("cnonce"):
+            raise Malformed("qop=auth needs nc (8 hex digits) and cnonce")
+    return Credentials(params["username"], params["realm"], params["nonce"], params["uri"], response, algorithm,
+                       qop, params.get("nc"), params.get("cnonce"), params.get("opaque"))
+
+
+def _params(rest: str) -> dict[str, str]:
+    """The parameters of Digest credentials (the text after "Digest "); Malformed when broken."""
     params: dict[str, str] = {}
     pos, end = 0, len(rest)
     while True:
@@ -73,25 +101,7 @@ def parse_credentials(value: str) -> Credentials | None:
         if rest[pos] != ",":
             raise Malformed("parameters must be separated by commas")
         pos += 1
-    missing = [p for p in ("username", "realm", "nonce", "uri", "response") if p not in params]
-    if missing:
-        raise Malformed(f"no {', '.join(missing)}")
-    algorithm = params.get("algorithm", "MD5").upper()
-    if algorithm not in HASHES:
-        raise Malformed(f"algorithm {algorithm[:20]} is not supported")
-    response = params["response"].lower()
-    if len(response) != RESPONSE_LENGTH[algorithm] or not _HEX.fullmatch(response):
-        raise Malformed("the response is not a digest")
-    qop = params.get("qop")
-    if qop is not None:
-        qop = qop.lower()
-        if qop != "auth":
-            raise Malformed(f"qop {qop[:20]} is not supported")
-        nc = params.get("nc", "")
-        if len(nc) != 8 or not _HEX.fullmatch(nc.lower()) or not params.get("cnonce"):
-            raise Malformed("qop=auth needs nc (8 hex digits) and cnonce")
-    return Credentials(params["username"], params["realm"], params["nonce"], params["uri"], response, algorithm,
-                       qop, params.get("nc"), params.get("cnonce"), params.get("opaque"))
+    return params
 
 
 def ha1(algorithm: str, user: str, realm: str, password: str) -> str:
