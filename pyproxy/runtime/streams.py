@@ -572,7 +572,7 @@ class StreamTransport:
         must match the host; a request waiting on a new connection keeps both, the targets it
         ``tried``, to fail over to the next one, and where it came in, ``rcv`` or the context's,
         for a 477)."""
-        conn = self.peers.get((proto, ip, port))
+        conn = self.peers.get((proto, ip, port))       # one of ours: no shared-table lookup needed
         if proto is TCP and conn is not None and not conn.connecting and not conn.closed:
             return self.put(conn, data)     # plain TCP, up: no domain or certificate to choose by
         if domain_name is FROM_CTX:

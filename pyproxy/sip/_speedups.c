@@ -275,6 +275,43 @@ ascii_case(const char *p, Py_ssize_t n, int upper)
     return text;
 }
 
+/* params[the name lowercased] = the value (None for NULL): 0, or -1 with an exception; with
+ * ``only_new``, 1 (and nothing set) when the name is there already. */
+static int
+set_param(PyObject *params, const char *name, Py_ssize_t name_n, const char *value, Py_ssize_t value_n,
+          int only_new)
+{
+    PyObject *key = ascii_case(name, name_n, 0);
+    if (key == NULL)
+        return -1;
+    int present = only_new ? PyDict_Contains(params, key) : 0;
+    if (present != 0) {
+        Py_DECREF(key);
+        return present;         /* 1, or -1 with an exception */
+    }
+    PyObject *val = value != NULL ? PyUnicode_FromStringAndSize(value, value_n) : Py_NewRef(Py_None);
+    int failed = val == NULL || PyDict_SetItem(params, key, val) < 0;
+    Py_DECREF(key);
+    Py_XDECREF(val);
+    return failed ? -1 : 0;
+}
+
+/* The octets of ``arg``, a str: 1 and [*p, *end) when it is ASCII, 0 when not (the Python
+ * path's), -1 with a TypeError naming ``signature`` for anything but a str. */
+static int
+ascii_text(PyObject *arg, const char *signature, const char **p, const char **end)
+{
+    if (!PyUnicode_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, signature);
+        return -1;
+    }
+    if (!PyUnicode_IS_ASCII(arg))
+        return 0;
+    *p = (const char *)PyUnicode_1BYTE_DATA(arg);
+    *end = *p + PyUnicode_GET_LENGTH(arg);
+    return 1;
+}
+
 /* Whether [p, p+n) is ``word`` (lowercase) in any ASCII case. (Not strncasecmp: it follows the
  * locale, where a Turkish one has no capital of "i".) */
 static int
@@ -352,7 +389,6 @@ via_tuple(const char *s, Py_ssize_t n)
     if ((params = PyDict_New()) == NULL)
         return NULL;
     while (p < end) {
-        PyObject *key, *val;
         if (*p != ';')
             goto fallback;
         name = ++p;
@@ -374,18 +410,7 @@ via_tuple(const char *s, Py_ssize_t n)
             goto fallback;
         if (eq_ascii(name, name_end - name, "branch") && value == NULL)
             goto fallback;
-        if ((key = ascii_case(name, name_end - name, 0)) == NULL)
-            goto done;
-        if (value == NULL)
-            val = Py_NewRef(Py_None);
-        else if ((val = PyUnicode_FromStringAndSize(value, p - value)) == NULL) {
-            Py_DECREF(key);
-            goto done;
-        }
-        int failed = PyDict_SetItem(params, key, val);
-        Py_DECREF(key);
-        Py_DECREF(val);
-        if (failed)
+        if (set_param(params, name, name_end - name, value, value ? p - value : 0, 0) < 0)
             goto done;
     }
     result = tuple_of(4, ascii_case(transport, host - 1 - transport, 1),
@@ -405,13 +430,9 @@ static PyObject *
 scan_via(PyObject *module, PyObject *text)
 {
     (void)module;
-    if (!PyUnicode_Check(text)) {
-        PyErr_SetString(PyExc_TypeError, "scan_via(text: str)");
-        return NULL;
-    }
-    if (!PyUnicode_IS_ASCII(text))
-        Py_RETURN_NONE;
-    return via_tuple((const char *)PyUnicode_1BYTE_DATA(text), PyUnicode_GET_LENGTH(text));
+    const char *p, *end;
+    int ascii = ascii_text(text, "scan_via(text: str)", &p, &end);
+    return ascii < 0 ? NULL : ascii ? via_tuple(p, end - p) : Py_NewRef(Py_None);
 }
 
 /* -- what routing reads first: facts for the message's cache ------------------------------ */
@@ -792,12 +813,7 @@ uri_parts(const char *text, const char *end)
                 goto refused;
             value_end = p;
         }
-        PyObject *key = ascii_case(name, name_end - name, 0);
-        PyObject *val = value ? PyUnicode_FromStringAndSize(value, value_end - value) : Py_NewRef(Py_None);
-        int failed = key == NULL || val == NULL || PyDict_SetItem(params, key, val) < 0;
-        Py_XDECREF(key);
-        Py_XDECREF(val);
-        if (failed)
+        if (set_param(params, name, name_end - name, value, value_end - value, 0) < 0)
             goto done;
     }
     result = tuple_of(4, user ? PyUnicode_FromStringAndSize(user, user_end - user) : Py_NewRef(Py_None),
@@ -817,14 +833,9 @@ static PyObject *
 sip_uri_parts(PyObject *module, PyObject *arg)
 {
     (void)module;
-    if (!PyUnicode_CheckExact(arg)) {
-        PyErr_SetString(PyExc_TypeError, "sip_uri_parts(rest: str)");
-        return NULL;
-    }
-    if (!PyUnicode_IS_ASCII(arg))
-        Py_RETURN_NONE;
-    const char *text = (const char *)PyUnicode_1BYTE_DATA(arg);
-    return uri_parts(text, text + PyUnicode_GET_LENGTH(arg));
+    const char *p, *end;
+    int ascii = ascii_text(arg, "sip_uri_parts(rest: str)", &p, &end);
+    return ascii < 0 ? NULL : ascii ? uri_parts(p, end) : Py_NewRef(Py_None);
 }
 
 static PyObject *scheme_sip, *scheme_sips;      /* "sip", "sips" */
@@ -864,13 +875,10 @@ static PyObject *
 name_addr_parts(PyObject *module, PyObject *arg)
 {
     (void)module;
-    if (!PyUnicode_CheckExact(arg)) {
-        PyErr_SetString(PyExc_TypeError, "name_addr_parts(text: str)");
-        return NULL;
-    }
-    if (!PyUnicode_IS_ASCII(arg))
-        Py_RETURN_NONE;
-    const char *p = (const char *)PyUnicode_1BYTE_DATA(arg), *end = p + PyUnicode_GET_LENGTH(arg);
+    const char *p, *end;
+    int ascii = ascii_text(arg, "name_addr_parts(text: str)", &p, &end);
+    if (ascii <= 0)
+        return ascii < 0 ? NULL : Py_NewRef(Py_None);
     while (p < end && is_blank(*p))
         p++;
     while (end > p && is_blank(end[-1]))
@@ -937,12 +945,7 @@ name_addr_parts(PyObject *module, PyObject *arg)
             if (p < end && *p != ';')
                 goto refused;
         }
-        PyObject *key = ascii_case(name, name_end - name, 0);
-        PyObject *val = value ? PyUnicode_FromStringAndSize(value, p - value) : Py_NewRef(Py_None);
-        int failed = key == NULL || val == NULL || PyDict_SetItem(params, key, val) < 0;
-        Py_XDECREF(key);
-        Py_XDECREF(val);
-        if (failed)
+        if (set_param(params, name, name_end - name, value, value ? p - value : 0, 0) < 0)
             goto done;
     }
     result = tuple_of(8, display ? PyUnicode_FromStringAndSize(display, display_end - display) : Py_NewRef(Py_None),
@@ -972,13 +975,10 @@ static PyObject *
 digest_params(PyObject *module, PyObject *arg)
 {
     (void)module;
-    if (!PyUnicode_CheckExact(arg)) {
-        PyErr_SetString(PyExc_TypeError, "digest_params(rest: str)");
-        return NULL;
-    }
-    if (!PyUnicode_IS_ASCII(arg))
-        Py_RETURN_NONE;
-    const char *p = (const char *)PyUnicode_1BYTE_DATA(arg), *end = p + PyUnicode_GET_LENGTH(arg);
+    const char *p, *end;
+    int ascii = ascii_text(arg, "digest_params(rest: str)", &p, &end);
+    if (ascii <= 0)
+        return ascii < 0 ? NULL : Py_NewRef(Py_None);
     PyObject *params = PyDict_New();
     if (params == NULL)
         return NULL;
@@ -1013,19 +1013,12 @@ digest_params(PyObject *module, PyObject *arg)
             goto refused;
         while (p < end && is_blank(*p))
             p++;
-        PyObject *key = ascii_case(name, name_end - name, 0), *val = NULL;
-        int failed = key == NULL, present = failed ? 0 : PyDict_Contains(params, key);
-        if (!failed && present == 0) {
-            val = PyUnicode_FromStringAndSize(value, value_end - value);
-            failed = val == NULL || PyDict_SetItem(params, key, val) < 0;
-        }
-        Py_XDECREF(key);
-        Py_XDECREF(val);
-        if (failed || present < 0) {
+        int set = set_param(params, name, name_end - name, value, value_end - value, 1);
+        if (set < 0) {
             Py_DECREF(params);
             return NULL;
         }
-        if (present)
+        if (set)
             goto refused;               /* given twice */
         if (p == end)
             return params;

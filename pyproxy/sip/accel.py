@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-API = 10                     # what this file expects of _speedups (its SPEEDUPS_API)
+API = 10                    # what this file expects of _speedups (its SPEEDUPS_API)
 
 scan_head = scan_via = edited_block = serialized = head_message = datagram_message = stream_message = None
 use_types = None
@@ -32,6 +32,6 @@ if os.environ.get("PYPROXY_NO_EXTENSIONS", "0") in ("", "0"):
         response_head, sip_uri_parts = _speedups.response_head, _speedups.sip_uri_parts
         name_addr_parts, digest_params = _speedups.name_addr_parts, _speedups.digest_params
 
-FUNCTIONS = ("scan_head", "scan_via", "edited_block", "serialized", "head_message", "datagram_message", "stream_message",
-             "response_head", "sip_uri_parts", "name_addr_parts", "digest_params")  # (the paths)
+FUNCTIONS = ("scan_head", "scan_via", "edited_block", "serialized", "head_message", "datagram_message",
+             "stream_message", "response_head", "sip_uri_parts", "name_addr_parts", "digest_params")  # (the paths)
 ENABLED = scan_head is not None

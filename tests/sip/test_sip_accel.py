@@ -273,6 +273,13 @@ def test_c_and_python_agree_on_mutated_messages(data):
     agree(data)
 
 
+def alike(result_of, *args, **kwargs) -> None:
+    """``result_of(...)`` is the same with the accelerator as on the pure Python path."""
+    with pure_python():
+        expected = result_of(*args, **kwargs)
+    assert result_of(*args, **kwargs) == expected
+
+
 def stream_events(data: bytes, chunk: int, max_size: int = 65536) -> list:
     """What StreamParser makes of ``data`` fed ``chunk`` octets at a time: each message's framing
     and head as parsed, each keep-alive, and the error that ends the stream."""
@@ -290,19 +297,13 @@ def stream_events(data: bytes, chunk: int, max_size: int = 65536) -> list:
     return events
 
 
-def frame_alike(data: bytes, chunk: int, max_size: int = 65536) -> None:
-    with pure_python():
-        expected = stream_events(data, chunk, max_size)
-    assert stream_events(data, chunk, max_size) == expected
-
-
 @needs_accel
 @pytest.mark.parametrize("case", CASES, ids=case_ids(CASES))
 def test_c_and_python_frame_the_corpus_alike(case):
     stream = case.data + b"\r\n\r\n" + case.data + b"\r\n" + case.data
     for chunk in (1, 13, len(stream)):
-        frame_alike(stream, chunk)
-    frame_alike(stream, len(stream), max_size=len(case.data) - 1)       # too large
+        alike(stream_events, stream, chunk)
+    alike(stream_events, stream, len(stream), max_size=len(case.data) - 1)       # too large
 
 
 @needs_accel
@@ -325,8 +326,8 @@ def test_c_frames_a_stream():
           suppress_health_check=[HealthCheck.too_slow])
 @given(mutated(), mutated(), st.integers(1, 300))
 def test_c_and_python_frame_mutated_streams_alike(first, second, chunk):
-    frame_alike(first + second, chunk)
-    frame_alike(first + second, chunk, max_size=max(1, len(first)))
+    alike(stream_events, first + second, chunk)
+    alike(stream_events, first + second, chunk, max_size=max(1, len(first)))
 
 
 def test_the_accelerator_is_built_where_a_compiler_is():
@@ -507,24 +508,18 @@ def uri_result(text: str):
     return u.scheme, u.user, u.password, u.host, u.port, list(u.params.items()), u.headers, u.opaque, str(u)
 
 
-def parse_uri_alike(text: str) -> None:
-    with pure_python():
-        expected = uri_result(text)
-    assert uri_result(text) == expected
-
-
 @needs_accel
 @pytest.mark.parametrize("text", URI_TEXTS)
 def test_c_and_python_parse_uris_alike(text):
-    parse_uri_alike(text)
+    alike(uri_result, text)
 
 
 @needs_accel
 @settings(max_examples=int(os.environ.get("PYPROXY_FUZZ_EXAMPLES", "400")), deadline=None)
 @given(st.text(alphabet="aZ09-_.!~*'()&=+$,;?/@:[]%<> \tü", max_size=30))
 def test_c_and_python_parse_generated_uris_alike(rest):
-    parse_uri_alike("sip:" + rest)
-    parse_uri_alike("SIPS:" + rest)
+    alike(uri_result, "sip:" + rest)
+    alike(uri_result, "SIPS:" + rest)
 
 
 @needs_accel
@@ -559,16 +554,10 @@ def name_addr_result(text: str):
             u.headers, u.opaque, str(u), str(a))
 
 
-def parse_name_addr_alike(text: str) -> None:
-    with pure_python():
-        expected = name_addr_result(text)
-    assert name_addr_result(text) == expected
-
-
 @needs_accel
 @pytest.mark.parametrize("text", NAME_ADDR_TEXTS)
 def test_c_and_python_parse_name_addrs_alike(text):
-    parse_name_addr_alike(text)
+    alike(name_addr_result, text)
 
 
 @needs_accel
@@ -576,10 +565,10 @@ def test_c_and_python_parse_name_addrs_alike(text):
 @given(st.text(alphabet='aZ09-_.!~*+\'()&=$,;?/@:[]%<>" \t\\ü', max_size=30),
        st.text(alphabet='aZ09-.!~*+\'=;:[]<>" \t\\ü', max_size=20))
 def test_c_and_python_parse_generated_name_addrs_alike(rest, params):
-    parse_name_addr_alike(rest)
-    parse_name_addr_alike(f"<sip:{rest}>{params}")
-    parse_name_addr_alike(f'"{params}" <SIP:{rest}>;{params}')
-    parse_name_addr_alike(f"{params}<sips:a@h>{rest}")
+    alike(name_addr_result, rest)
+    alike(name_addr_result, f"<sip:{rest}>{params}")
+    alike(name_addr_result, f'"{params}" <SIP:{rest}>;{params}')
+    alike(name_addr_result, f"{params}<sips:a@h>{rest}")
 
 
 @needs_accel
@@ -613,9 +602,7 @@ def credentials_result(value: str):
 
 
 def parse_credentials_alike(value: str) -> None:
-    with pure_python():
-        expected = credentials_result(value)
-    assert credentials_result(value) == expected
+    alike(credentials_result, value)
     rest = value.strip().partition(" ")[2]
     params = accel.digest_params(rest)
     if params is not None:          # what C reads, Python reads alike (whatever the checks after say)

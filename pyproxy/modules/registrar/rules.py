@@ -117,8 +117,8 @@ def _q(text: str | None, default: float) -> float:
 def updated(current: list[Binding], req: Register, now: int, limits: Limits, where: Where,
             only_these: bool = False) -> list[Binding] | None:
     """The AOR's bindings after ``req`` (10.3 steps 6-7); None when nothing changes (a query).
-    ``where`` holds what every new or refreshed binding records. ``only_these``: the request's contacts replace every other binding (save()'s
-    flag 0x04, one device per user)."""
+    ``where`` holds what every new or refreshed binding records. ``only_these``: the request's
+    contacts replace every other binding (save()'s flag 0x04, one device per user)."""
     if req.contacts is None:            # "*": every binding goes, unless the request is stale
         for b in current:
             _check_order(b, req)
