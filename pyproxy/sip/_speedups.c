@@ -256,6 +256,30 @@ skip_token(const char *p, const char *end)
     return p;
 }
 
+static int
+is_blank(char c)            /* SP or HTAB */
+{
+    return c == ' ' || c == '\t';
+}
+
+/* [p, end) past its leading blanks */
+static const char *
+skip_blanks(const char *p, const char *end)
+{
+    while (p < end && is_blank(*p))
+        p++;
+    return p;
+}
+
+/* the end of [p, end) before its trailing blanks */
+static const char *
+trim_blanks(const char *p, const char *end)
+{
+    while (end > p && is_blank(end[-1]))
+        end--;
+    return end;
+}
+
 /* An ASCII str of [p, p+n), each letter moved to upper (or lower) case. */
 static PyObject *
 ascii_case(const char *p, Py_ssize_t n, int upper)
@@ -483,9 +507,7 @@ cseq_tuple(const char *p, Py_ssize_t n)
             number = number * 10 + (*p - '0');
     if (p == digits || p - digits > 10 || number >= 2147483648LL || p >= end || (*p != ' ' && *p != '\t'))
         Py_RETURN_NONE;
-    while (p < end && (*p == ' ' || *p == '\t'))
-        p++;
-    method = p;
+    method = p = skip_blanks(p, end);
     if ((p = skip_token(p, end)) == method || p != end)
         Py_RETURN_NONE;
     return tuple_of(2, PyLong_FromLongLong(number), PyUnicode_FromStringAndSize(method, end - method));
@@ -840,12 +862,6 @@ sip_uri_parts(PyObject *module, PyObject *arg)
 
 static PyObject *scheme_sip, *scheme_sips;      /* "sip", "sips" */
 
-static int
-is_blank(char c)
-{
-    return c == ' ' || c == '\t';
-}
-
 /* qdtext without the quoted-pair: what a quoted string of the common case holds (grammar._QDTEXT,
  * ASCII; a backslash is left to the Python path, which undoes quoted-pairs). */
 static int
@@ -879,26 +895,21 @@ name_addr_parts(PyObject *module, PyObject *arg)
     int ascii = ascii_text(arg, "name_addr_parts(text: str)", &p, &end);
     if (ascii <= 0)
         return ascii < 0 ? NULL : Py_NewRef(Py_None);
-    while (p < end && is_blank(*p))
-        p++;
-    while (end > p && is_blank(end[-1]))
-        end--;
+    p = skip_blanks(p, end);
+    end = trim_blanks(p, end);
     const char *display = NULL, *display_end = NULL, *lt;
     if (p < end && *p == '"') {
         const char *closed = plain_quoted(p, end);
         if (closed == NULL)
             Py_RETURN_NONE;
         display = p + 1, display_end = closed - 1;
-        for (lt = closed; lt < end && is_blank(*lt); lt++)
-            ;
+        lt = skip_blanks(closed, end);
         if (lt == end || *lt != '<')
             Py_RETURN_NONE;
     } else {
         if ((lt = memchr(p, '<', end - p)) == NULL)
             Py_RETURN_NONE;         /* an addr-spec */
-        const char *tokens_end = lt;
-        while (tokens_end > p && is_blank(tokens_end[-1]))
-            tokens_end--;
+        const char *tokens_end = trim_blanks(p, lt);
         for (const char *c = p; c < tokens_end; c++)
             if (!is_token_char((unsigned char)*c) && !is_blank(*c))
                 Py_RETURN_NONE;
@@ -926,9 +937,7 @@ name_addr_parts(PyObject *module, PyObject *arg)
         if (*p++ != ';')
             goto refused;
         const char *name = p, *value = NULL;
-        while (p < end && is_token_char((unsigned char)*p))
-            p++;
-        const char *name_end = p;
+        const char *name_end = p = skip_token(p, end);
         if (p == name)
             goto refused;
         if (p < end && *p == '=') {
@@ -983,18 +992,13 @@ digest_params(PyObject *module, PyObject *arg)
     if (params == NULL)
         return NULL;
     for (;;) {
-        while (p < end && is_blank(*p))
-            p++;
+        p = skip_blanks(p, end);
         const char *name = p;
-        while (p < end && is_token_char((unsigned char)*p))
-            p++;
-        const char *name_end = p;
-        while (p < end && is_blank(*p))
-            p++;
+        const char *name_end = p = skip_token(p, end);
+        p = skip_blanks(p, end);
         if (name_end == name || p == end || *p++ != '=')
             goto refused;
-        while (p < end && is_blank(*p))
-            p++;
+        p = skip_blanks(p, end);
         const char *value, *value_end;
         if (p < end && *p == '"') {
             value = ++p;
@@ -1011,8 +1015,7 @@ digest_params(PyObject *module, PyObject *arg)
         }
         if (value_end - value > DIGEST_MAX_VALUE)
             goto refused;
-        while (p < end && is_blank(*p))
-            p++;
+        p = skip_blanks(p, end);
         int set = set_param(params, name, name_end - name, value, value_end - value, 1);
         if (set < 0) {
             Py_DECREF(params);
@@ -1308,13 +1311,10 @@ static int
 param_is(const char *seg, const char *seg_end, const char *word)
 {
     size_t n = strlen(word);
-    while (seg < seg_end && (*seg == ' ' || *seg == '\t'))
-        seg++;
+    seg = skip_blanks(seg, seg_end);
     if ((size_t)(seg_end - seg) < n || !eq_ascii(seg, (Py_ssize_t)n, word))
         return 0;
-    seg += n;
-    while (seg < seg_end && (*seg == ' ' || *seg == '\t'))
-        seg++;
+    seg = skip_blanks(seg + n, seg_end);
     return seg == seg_end || *seg == '=';
 }
 

@@ -188,7 +188,7 @@ class SharedBindings:
     def current(self, txn, aor: tuple[str, str], now: float) -> list[Binding]:
         """The AOR's live bindings, read in ``txn``."""
         data = txn.get(_key(aor), db=self.entries)
-        return _live(data, now) if data else []
+        return _live(data, now)
 
     def replace(self, txn, aor: tuple[str, str], bindings: list[Binding]) -> None:
         self.store(txn, _key(aor), encoded(aor, bindings))
@@ -272,7 +272,10 @@ def _aor_of(data: bytes) -> tuple[str, str]:
     return tuple(marshal.loads(data[_PAST_SOONEST:])[0])
 
 
-def _live(data: bytes, now: float) -> list[Binding]:
+def _live(data: bytes | None, now: float) -> list[Binding]:
+    """The live bindings of an entry (none when there is no entry)."""
+    if data is None:
+        return []
     return [Binding(*fields) for fields in marshal.loads(data[_PAST_SOONEST:])[1] if fields[1] > now]
 
 
@@ -324,12 +327,12 @@ class Location:
         # most changes, each wait a sleep and a wake-up in the kernel.)
         shared, key = self.shared, _key(aor)
         data = shared.raw(key)
-        new, result = update(_live(data, now) if data else [])
+        new, result = update(_live(data, now))
         value = encoded(aor, new)
         with shared.write() as txn:         # (an exception leaves the shared file as it was)
             now_data = txn.get(key, db=shared.entries)
             if now_data != data:
-                new, result = update(_live(now_data, now) if now_data else [])
+                new, result = update(_live(now_data, now))
                 value = encoded(aor, new)
             if new is not None:
                 shared.store(txn, key, value)
@@ -389,7 +392,7 @@ class Location:
         for key, aor in dirty:
             data = shared.raw(key)
             with self.db.transaction():
-                self.table.replace(aor, _live(data, now) if data else [])
+                self.table.replace(aor, _live(data, now))
             with shared.write() as txn:
                 if txn.get(key, db=shared.entries) == data:
                     txn.delete(key, db=shared.dirty)
