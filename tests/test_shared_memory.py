@@ -38,6 +38,32 @@ def test_table_is_visible_across_fork():
     assert shm.lookup(Proto.TCP, "10.0.0.9", 5070) == (42, 1, 3)
 
 
+def test_a_readers_remembered_answer_follows_the_writer_in_another_process():
+    """lookup() remembers what it found; every change another process makes to the entry (a new
+    connection to the same address, a removal, a removal and a new one in another slot) is seen
+    on the next lookup."""
+    shm = SharedMemory(1, 3, 64)
+    key = (Proto.TCP, "10.0.0.9", 5070)
+
+    def in_writer(change):
+        pid = os.fork()
+        if pid == 0:
+            change()
+            os._exit(0)
+        os.waitpid(pid, 0)
+
+    in_writer(lambda: shm.insert(*key, conn_id=1, owner=1))
+    assert shm.lookup(*key) == (1, 1, 255)
+    assert shm.lookup(*key) == (1, 1, 255)      # remembered
+    in_writer(lambda: shm.insert(*key, conn_id=2, owner=0))
+    assert shm.lookup(*key) == (2, 0, 255)
+    in_writer(lambda: shm.remove(*key, conn_id=2))
+    assert shm.lookup(*key) is None
+    in_writer(lambda: (shm.insert(Proto.TCP, "10.0.0.8", 5070, conn_id=3, owner=1),
+                       shm.insert(*key, conn_id=4, owner=1)))
+    assert shm.lookup(*key) == (4, 1, 255)
+
+
 def test_table_full_is_refused_not_grown():
     shm = SharedMemory(1, 3, 8)
     with pytest.raises(OutOfSharedMemory, match="out of shared memory"):

@@ -68,6 +68,8 @@ STAT_SLOT_SIZE = 8 * len(Stat)      # one process's counters: native 64-bit, thr
 # --- connection table ---------------------------------------------------------------------------
 # seq, used(1)/tombstone(2), proto, family, TLS client domain, port, owner, conn_id, address (16 bytes)
 ENTRY = struct.Struct("<IBBBBHhxxq16s")
+_SEQ = struct.Struct("<I")      # an entry's first field: its sequence number, odd while written
+KNOWN_LIMIT = 65536             # answers a reader remembers (lookup()) before it starts afresh
 NO_DOMAIN = 255
 EMPTY, USED, TOMBSTONE = 0, 1, 2
 _PROTO_CODE = {Proto.UDP: 0, Proto.TCP: 1, Proto.TLS: 2}
@@ -103,6 +105,7 @@ class SharedMemory:
         self.capacity = self.slots * 3 // 4      # refuse before probing gets long
         self.map = mmap.mmap(-1, size, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
         self.used = 0                            # writer-side count (the supervisor's view)
+        self.known: dict[tuple, tuple] = {}      # reader side: (proto, ip, port) -> (offset, seq, answer)
 
     # -- the run-time log level -----------------------------------------------------------------
     def set_debug_level(self, level: int) -> None:
@@ -173,10 +176,10 @@ class SharedMemory:
     def _write(self, index, seq, state, proto, family, domain, port, owner, conn_id, addr) -> None:
         off = self._slot_offset(index)
         code = _PROTO_CODE[proto]
-        struct.pack_into("<I", self.map, off, (seq + 1) & 0xFFFFFFFF)          # odd: being written
+        _SEQ.pack_into(self.map, off, (seq + 1) & 0xFFFFFFFF)          # odd: being written
         ENTRY.pack_into(self.map, off, (seq + 1) & 0xFFFFFFFF, state, code, family, domain, port, owner,
                         conn_id, addr)
-        struct.pack_into("<I", self.map, off, (seq + 2) & 0xFFFFFFFF)          # even: stable
+        _SEQ.pack_into(self.map, off, (seq + 2) & 0xFFFFFFFF)          # even: stable
 
     def _probe(self, proto: Proto, family: int, addr: bytes, port: int):
         mask = self.slots - 1
@@ -187,7 +190,15 @@ class SharedMemory:
 
     # -- connection table: readers (workers) ----------------------------------------------------
     def lookup(self, proto: Proto, ip: str, port: int) -> tuple[int, int, int] | None:
-        """(conn_id, owner, TLS client domain) of the connection that reaches (proto, ip, port)."""
+        """(conn_id, owner, TLS client domain) of the connection that reaches (proto, ip, port).
+
+        What this process found is remembered with the entry's place and sequence number: every
+        write to an entry changes its sequence, so while it reads the same, the answer stands,
+        and a message for another worker's connection costs one read instead of a probe."""
+        key = (proto, ip, port)
+        known = self.known.get(key)
+        if known is not None and _SEQ.unpack_from(self.map, known[0])[0] == known[1]:
+            return known[2]
         try:
             family, addr = _pack_ip(ip)
         except OSError:
@@ -197,13 +208,16 @@ class SharedMemory:
             off = self._slot_offset(index)
             while True:
                 entry = ENTRY.unpack_from(self.map, off)
-                if entry[0] & 1 == 0 and struct.unpack_from("<I", self.map, off)[0] == entry[0]:
+                if entry[0] & 1 == 0 and _SEQ.unpack_from(self.map, off)[0] == entry[0]:
                     break                                  # a stable read
             seq, state, p, f, domain, prt, owner, conn_id, a = entry
             if state == EMPTY:
                 return None
             if state == USED and p == code and f == family and prt == port and a == addr:
-                return conn_id, owner, domain
+                if len(self.known) >= KNOWN_LIMIT:
+                    self.known.clear()
+                found = self.known[key] = (off, seq, (conn_id, owner, domain))
+                return found[2]
         return None
 
     def connections(self) -> int:

@@ -573,8 +573,14 @@ class StreamTransport:
         ``tried``, to fail over to the next one, and where it came in, ``rcv`` or the context's,
         for a 477)."""
         conn = self.peers.get((proto, ip, port))       # one of ours: no shared-table lookup needed
-        if proto is TCP and conn is not None and not conn.connecting and not conn.closed:
-            return self.put(conn, data)     # plain TCP, up: no domain or certificate to choose by
+        if proto is TCP:                    # plain TCP: no domain or certificate to choose by
+            if conn is None:
+                found = self.shm.lookup(proto, ip, port)
+                if found is not None and found[1] != self.index:
+                    self.handoff.hand_off(found[1], ipc.SendOn(found[0], data, ""))
+                    return True
+            elif not conn.connecting and not conn.closed:
+                return self.put(conn, data)
         if domain_name is FROM_CTX:
             domain_name = self.client_domain_name(ctx)
         named = bool(host) and literal(host) is None        # a target DNS chose: there may be another
