@@ -18,6 +18,7 @@ HANDOFF_BATCH = 32          # hand-offs to one worker that one datagram carries 
 HANDOFF_BATCH_BYTES = 128 * 1024   # and bytes, well below what a reader takes (ipc.MAX_DATAGRAM)
 HANDOFF_BACKLOG = 20000     # hand-offs kept for a busy worker before they are dropped
 PROTOS = {p.text: p for p in Proto}     # a hand-off's transport (a dict: Proto(value) costs more)
+_OUT, _IN = int(Stat.HANDOFFS_OUT), int(Stat.HANDOFFS_IN)     # counted once per message: plain ints
 
 
 class HandoffChannel:
@@ -38,6 +39,7 @@ class HandoffChannel:
         self.batch_bytes: dict[int, int] = {}      # the size of each worker's batch so far
         loop.after_batch.append(self.send_batches)
         self.stats = stats
+        self.counters = stats.counters
         self.ratelog = ratelog
         # wired by the Worker: where messages and connection bytes go, and management commands
         self.proxy = self.streams = self.on_control = None
@@ -60,7 +62,7 @@ class HandoffChannel:
         """Give a message (Handoff, SendOn) to another worker, at the end of this batch of events
         when inside one; one that is busy gets it later, in order (its Outbox keeps up to
         HANDOFF_BACKLOG datagrams), rather than never."""
-        self.stats.add(Stat.HANDOFFS_OUT)
+        self.counters[_OUT] += 1
         payload = ipc.encode(item)
         if not self.loop.dispatching:
             self.outboxes[worker].send(payload)
@@ -105,7 +107,7 @@ class HandoffChannel:
                 self.receive(item)
 
     def receive(self, item: tuple) -> None:
-        self.stats.add(Stat.HANDOFFS_IN)
+        self.counters[_IN] += 1
         kind = type(item)
         if kind is ipc.Handoff:
             rcv = ReceiveInfo(item.src_ip, item.src_port, item.dst_ip, item.dst_port, PROTOS[item.proto],
