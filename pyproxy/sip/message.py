@@ -88,7 +88,7 @@ class Message:
     def header_values(self, name: str) -> list[str]:
         """All values of ``name``; list-valued headers (Via, Contact...) are split on commas."""
         key = canonical(name)
-        values = [self._value(i) for i, n in enumerate(self._names) if n == key]
+        values = list(map(self._value, self._indices(key)))
         if key not in MULTI_VALUE:
             return values
         return [piece for value in values for piece in split_list(value) if piece]
