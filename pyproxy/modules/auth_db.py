@@ -22,6 +22,7 @@ from .sl import send_reply
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 _db: Database | None = None
+_queries: dict[tuple, str] = {}     # (table, column, user column, domain column) -> the SELECT of an HA1
 
 
 def _check_identifier(value: str) -> None:
@@ -53,12 +54,13 @@ def find_ha1(table: str, params: dict, user: str, realm: str, algorithm: str, ct
         column = params["sha256_column"]
     else:
         column = params["password_column_2"] if "@" in user else params["password_column"]
-    sql = f"SELECT {column} FROM {table} WHERE {params['user_column']} = ?"
-    args = [user]
-    if params["use_domain"]:
-        sql += f" AND {params['domain_column']} = ?"
-        args.append(realm)
-    rows = _db.query(sql, args)
+    use_domain = params["use_domain"]
+    key = (table, column, params["user_column"], params["domain_column"] if use_domain else None)
+    sql = _queries.get(key)
+    if sql is None:
+        sql = _queries[key] = f"SELECT {column} FROM {table} WHERE {key[2]} = ?" + \
+            (f" AND {key[3]} = ?" if use_domain else "")
+    rows = _db.query(sql, (user, realm) if use_domain else (user,))
     if not rows:
         return None
     value = rows[0][0] or ""

@@ -69,8 +69,9 @@ def challenge(ctx, realm: str, qop: bool, kind: str) -> int:
     nonce = nonces().make(time.time())
     stale = ", stale=true" if ctx.auth is not None and ctx.auth.stale else ""
     qop_param = ', qop="auth"' if qop else ""
-    values = [(header, f'Digest realm="{realm}", nonce="{nonce}"{qop_param}, algorithm={a}{stale}')
-              for a in _algorithms]
+    values = []         # (a loop: a comprehension is a function call of its own, in every 401)
+    for algorithm in _algorithms:
+        values.append((header, f'Digest realm="{realm}", nonce="{nonce}"{qop_param}, algorithm={algorithm}{stale}'))
     return send_reply(ctx, status, reason, values)
 
 
