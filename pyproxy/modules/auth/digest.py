@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import mmap
-from binascii import Error as BinasciiError, unhexlify
 import re
 import struct
+from binascii import Error as BinasciiError, unhexlify
 from typing import NamedTuple
 
 from ...sip import accel
@@ -30,6 +30,11 @@ SLOTS = 1 << 18             # nonce-count slots: 2 MiB of shared memory
 SLOT = struct.Struct("<II")     # (nonce id, highest nonce-count seen)
 
 _PARAM = re.compile(r'[ \t]*([A-Za-z0-9_.!%*+`\'~-]+)[ \t]*=[ \t]*(?:"((?:[^"\\\r\n]|\\[^\r\n])*)"|([^ \t,"]*))[ \t]*')
+_QUOTED_PAIR = re.compile(r"\\(.)")
+REQUIRED_ORDER = ("username", "realm", "nonce", "uri", "response")
+REQUIRED = frozenset(REQUIRED_ORDER)
+
+
 def _is_hex(text: str) -> bool:
     """Hex digits only, an even number of them (the lengths checked here are): unhexlify() takes
     half what a regular expression costs."""
@@ -38,11 +43,6 @@ def _is_hex(text: str) -> bool:
     except BinasciiError:
         return False
     return True
-_QUOTED_PAIR = re.compile(r"\\(.)")
-
-
-REQUIRED_ORDER = ("username", "realm", "nonce", "uri", "response")
-REQUIRED = frozenset(REQUIRED_ORDER)
 
 
 class Malformed(ValueError):
