@@ -216,8 +216,9 @@ class SharedMemory:
             if state == USED and p == code and f == family and prt == port and a == addr:
                 if len(self.known) >= KNOWN_LIMIT:
                     self.known.clear()
-                found = self.known[key] = (off, seq, (conn_id, owner, domain))
-                return found[2]
+                answer = conn_id, owner, domain
+                self.known[key] = (off, seq, answer)
+                return answer
         return None
 
     def connections(self) -> int:

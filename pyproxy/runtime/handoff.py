@@ -118,13 +118,9 @@ class HandoffChannel:
         elif kind is ipc.SendOn:
             conn_id, data, host = item
             conn = self.streams.conns.get(conn_id)
-            if conn is not None and conn.pipe is None and not conn.connecting and not conn.closed:
-                sent = self.streams.put(conn, data)        # plain TCP, up: nothing to check
-            elif conn is None or not self.streams.carries(conn, host):
+            if conn is None or not self.streams.carries(conn, host):
                 self.proxy.bounce(data, f"connection {conn_id:#x} is gone" if conn is None else
                                   f"the certificate of tls:{conn.peer_ip}:{conn.peer_port} does not name {host}")
-                sent = False
-            else:
-                sent = self.streams.write_waiting(conn, data, host)
-            if not sent:
+                self.stats.add(Stat.SEND_ERRORS)
+            elif not self.streams.write_waiting(conn, data, host):
                 self.stats.add(Stat.SEND_ERRORS)

@@ -393,6 +393,8 @@ class StreamTransport:
         True. False: not sent, and nobody will answer."""
         if conn.closed:
             return False
+        if conn.pipe is None and not conn.connecting:
+            return self.put(conn, data)     # plain TCP, up: straight to its buffer
         if not conn.established and not data.startswith(b"SIP/2.0 "):
             conn.waiting.append((data, host, route, (*tried, (conn.peer_ip, conn.peer_port)), rcv))
             if conn.pipe is None:
@@ -577,8 +579,7 @@ class StreamTransport:
             if conn is None:
                 found = self.shm.lookup(proto, ip, port)
                 if found is not None and found[1] != self.index:
-                    self.handoff.hand_off(found[1], ipc.SendOn(found[0], data, ""))
-                    return True
+                    return self.send_on(found[0], found[1], data)      # another worker's
             elif not conn.connecting and not conn.closed:
                 return self.put(conn, data)
         if domain_name is FROM_CTX:
