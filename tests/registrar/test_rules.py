@@ -100,8 +100,10 @@ def test_largest_legal_expires_is_accepted():
 
 def test_the_200_lists_every_binding_with_what_is_left_best_q_first():
     bindings = [Binding("sip:a@h1", NOW + 100, 0.5), Binding("sip:b@h2", NOW + 3600, 1.0)]
-    assert contact_headers(bindings, NOW + 40) == [("Contact", "<sip:b@h2>;expires=3560"),
-                                                   ("Contact", "<sip:a@h1>;expires=60;q=0.5")]
+    assert contact_headers(bindings, NOW + 40) == [("Contact", "<sip:b@h2>;expires=3560, <sip:a@h1>;expires=60;q=0.5")]
+    assert contact_headers([], NOW) == []
+    same_q = [Binding(f"sip:{n}@h", NOW + 100) for n in "cab"]
+    assert contact_headers(same_q, NOW)[0][1].startswith("<sip:c@h>;expires=100, <sip:a@h>")    # (saved order)
 
 
 def test_only_these_contacts_replace_the_others():

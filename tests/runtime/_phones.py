@@ -108,9 +108,11 @@ class Phone:
         self.send((f"SIP/2.0 {status} {reason}\r\n" + "\r\n".join(keep) + "\r\nContent-Length: 0\r\n\r\n").encode())
 
 
-def contacts(reply: bytes) -> list[str]:
-    """The Contact values of a reply, one per header line."""
-    return re.findall(rb"(?im)^(?:contact|m)\s*:\s*(.+?)\r?$", reply.split(b"\r\n\r\n")[0])
+def contacts(reply: bytes) -> list[bytes]:
+    """The Contact values of a reply, one per header line or comma-separated in one (RFC 3261
+    7.3.1; a comma inside <...> or quotes is not a separator)."""
+    lines = re.findall(rb"(?im)^(?:contact|m)\s*:\s*(.+?)\r?$", reply.split(b"\r\n\r\n")[0])
+    return [value.strip() for line in lines for value in re.findall(rb'(?:[^,"<]|"[^"]*"|<[^>]*>)+', line)]
 
 
 def header(msg: bytes, name: str) -> str | None:

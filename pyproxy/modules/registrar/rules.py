@@ -5,7 +5,8 @@ bindings; the module's save() runs these inside one step of the store).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from operator import attrgetter
 from typing import NamedTuple
 
 from ...sip import SIPError
@@ -50,7 +51,7 @@ class Where(NamedTuple):
     user_agent: str
 
 
-assert [f.name for f in fields(Binding)][5:9] == list(Where._fields), "Where must follow Binding's fields"
+assert Binding._fields[5:9] == Where._fields, "Where must follow Binding's fields"
 
 
 class Register(NamedTuple):
@@ -149,10 +150,19 @@ def _check_order(binding: Binding, req: Register) -> None:
         raise Refused(400, "Invalid CSeq number")
 
 
+_q_of = attrgetter("q")
+
+
 def contact_headers(bindings: list[Binding], now: int) -> list[tuple[str, str]]:
-    """The 200 OK's Contact values: every binding, with what is left of its expiry (10.3 step 8)."""
-    out = []
-    for b in sorted(bindings, key=lambda b: -b.q) if len(bindings) > 1 else bindings:
+    """The 200 OK's Contact: every binding with what is left of its expiry (10.3 step 8), highest
+    q first, in one header line with the values comma-separated (RFC 3261 7.3.1), as OpenSER's
+    registrar wrote it (a line per binding cost a REGISTER with 8 bindings a tenth more)."""
+    if not bindings:
+        return []
+    if len(bindings) > 1:
+        bindings = sorted(bindings, key=_q_of, reverse=True)     # (stable: equal q in saved order)
+    values = []
+    for b in bindings:
         q = "" if b.q == 1.0 else f";q={b.q:.3g}"
-        out.append(("Contact", f"<{b.contact}>;expires={max(0, b.expires - now)}{q}"))
-    return out
+        values.append(f"<{b.contact}>;expires={max(0, b.expires - now)}{q}")
+    return [("Contact", ", ".join(values))]

@@ -32,7 +32,7 @@ import re
 import struct
 import tempfile
 import zlib
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import lmdb
 
@@ -64,9 +64,11 @@ MARSHAL = 2     # marshal's version 2: without the references between objects of
                 # a value of a few short strings gains nothing from (its dumps and loads cost more)
 
 
-@dataclass(slots=True)
-class Binding:
-    """One Contact of an address of record (RFC 3261 10.2)."""
+class Binding(NamedTuple):
+    """One Contact of an address of record (RFC 3261 10.2). A named tuple: a REGISTER reads
+    and writes all of its address of record's bindings, and a tuple is made from the shared
+    file's fields, and given back to it, in one C call each (a dataclass took a Python
+    ``__init__`` and a ``fields()`` per binding)."""
     contact: str                # the Contact URI, as registered
     expires: int                # when it ends (Unix time)
     q: float = 1.0
@@ -81,19 +83,16 @@ class Binding:
     methods: int | None = None
     last_modified: int = 0
 
-    def fields(self) -> tuple:
-        return (self.contact, self.expires, self.q, self.callid, self.cseq, self.received, self.path, self.socket,
-                self.user_agent, self.flags, self.cflags, self.methods, self.last_modified)
-
     def row(self) -> tuple:
-        return (self.contact, db_time(self.expires), self.q, self.callid, self.cseq, self.received, self.path,
-                self.socket, self.user_agent, self.flags, self.cflags, self.methods, db_time(self.last_modified))
+        return (self.contact, db_time(self.expires), *self[2:12], db_time(self.last_modified))
 
     @classmethod
     def from_row(cls, row) -> Binding:
-        b = cls(*row)
-        b.expires, b.last_modified, b.q, b.cseq = unix_time(b.expires), unix_time(b.last_modified), float(b.q), int(b.cseq)
-        return b
+        contact, expires, q, callid, cseq, *rest, last_modified = row
+        return cls(contact, unix_time(expires), float(q), callid, int(cseq), *rest, unix_time(last_modified))
+
+
+_binding = functools.partial(tuple.__new__, Binding)     # a Binding of the shared file's fields
 
 
 def db_time(t: float) -> str:
@@ -226,7 +225,7 @@ class SharedBindings:
                     if data is None:
                         continue
                     aor, stored = marshal.loads(data[_PAST_SOONEST:])
-                    live = [Binding(*fields) for fields in stored if fields[1] > now]
+                    live = [_binding(fields) for fields in stored if fields[1] > now]
                     count += len(stored) - len(live)
                     self.replace(txn, tuple(aor), live)
         self.env.reader_check()         # the read slots of processes that died are freed
@@ -261,7 +260,7 @@ def encoded(aor: tuple[str, str], bindings: list[Binding]) -> bytes | None:
     if not bindings:
         return None
     soonest = bindings[0].expires if len(bindings) == 1 else min(b.expires for b in bindings)
-    value = _SOONEST.pack(soonest) + marshal.dumps((aor, [b.fields() for b in bindings]), MARSHAL)
+    value = _SOONEST.pack(soonest) + marshal.dumps((aor, list(map(tuple, bindings))), MARSHAL)
     if len(value) > MAX_VALUE:
         raise DatabaseError(f"the bindings of {aor[0][:60]}@{aor[1][:60]} would take more than "
                             f"{MAX_VALUE >> 20} MiB")
@@ -276,7 +275,7 @@ def _live(data: bytes | None, now: float) -> list[Binding]:
     """The live bindings of an entry (none when there is no entry)."""
     if data is None:
         return []
-    return [Binding(*fields) for fields in marshal.loads(data[_PAST_SOONEST:])[1] if fields[1] > now]
+    return [_binding(fields) for fields in marshal.loads(data[_PAST_SOONEST:])[1] if fields[1] > now]
 
 
 def _shared_errors(method):
