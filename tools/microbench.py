@@ -22,6 +22,7 @@ Usage: python tools/microbench.py [--rounds N] [--number N] [--instructions] [--
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import socket
 import subprocess
@@ -219,15 +220,15 @@ def worker_path(number: int, rounds: int) -> tuple[float, float]:
 def instructions(number: int, kinds: tuple[str, ...], extra: tuple[str, ...] = ()) -> dict[str, float]:
     """Instructions per message through the worker path, as valgrind's callgrind counts them: the
     same count for the same code and Python, whatever else the machine is doing (the VM's speed
-    drifts by tens of percent from hour to hour). A run of ``number`` messages of each kind,
-    minus a run of none."""
+    drifts by tens of percent from hour to hour; the hash seed fixed, as dicts' layouts move the
+    count by about 1 %). A run of ``number`` messages of each kind, minus a run of none."""
     per_message = {}
     for which in kinds:
         collected = []
         for n in (0, number):
             run = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
                                   __file__, "--repeat", which, "--number", str(n), *extra],
-                                 capture_output=True, text=True)
+                                 capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
             found = re.search(r"Collected : (\d+)", run.stderr)
             if found is None:
                 raise SystemExit(f"valgrind failed (apt-get install valgrind?): {run.stderr[-500:]}")

@@ -27,6 +27,7 @@ import fcntl
 import functools
 import hashlib
 import marshal
+import operator
 import os
 import re
 import struct
@@ -93,6 +94,7 @@ class Binding(NamedTuple):
 
 
 _binding = functools.partial(tuple.__new__, Binding)     # a Binding of the shared file's fields
+_expires_of = operator.itemgetter(Binding._fields.index("expires"))
 
 
 def db_time(t: float) -> str:
@@ -259,7 +261,7 @@ def encoded(aor: tuple[str, str], bindings: list[Binding]) -> bytes | None:
     no bindings. DatabaseError when it would be larger than MAX_VALUE."""
     if not bindings:
         return None
-    soonest = bindings[0].expires if len(bindings) == 1 else min(b.expires for b in bindings)
+    soonest = bindings[0].expires if len(bindings) == 1 else min(map(_expires_of, bindings))
     value = _SOONEST.pack(soonest) + marshal.dumps((aor, list(map(tuple, bindings))), MARSHAL)
     if len(value) > MAX_VALUE:
         raise DatabaseError(f"the bindings of {aor[0][:60]}@{aor[1][:60]} would take more than "
