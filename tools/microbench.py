@@ -169,7 +169,7 @@ def _worker(routing: str):
     return worker, port, sink, close
 
 
-REGISTER_USERS = 500
+REGISTER_USERS = 500         # (the harness registers 10,000; fewer keep the warm-up short)
 _REGISTER = ("REGISTER sip:127.0.0.1:%d SIP/2.0\r\n"
              "Via: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bK-%d;rport\r\n"
              "From: <sip:u%06d@127.0.0.1>;tag=%dSIPpReg\r\n"
