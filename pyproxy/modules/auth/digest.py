@@ -89,7 +89,7 @@ def parse_credentials(value: str) -> Credentials | None:
         if qop != "auth":
             raise Malformed(f"qop {qop[:20]} is not supported")
         nc = params.get("nc", "")
-        if len(nc) != 8 or not _is_hex(nc.lower()) or not params.get("cnonce"):
+        if len(nc) != 8 or not _is_hex(nc) or not params.get("cnonce"):
             raise Malformed("qop=auth needs nc (8 hex digits) and cnonce")
     return _make(Credentials, (params["username"], params["realm"], params["nonce"], params["uri"], response,
                                algorithm, qop, params.get("nc"), params.get("cnonce"), params.get("opaque")))

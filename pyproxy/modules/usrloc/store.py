@@ -227,7 +227,7 @@ class SharedBindings:
                     if data is None:
                         continue
                     aor, stored = marshal.loads(data[_PAST_SOONEST:])
-                    live = [_binding(fields) for fields in stored if fields[1] > now]
+                    live = _alive(stored, now)
                     count += len(stored) - len(live)
                     self.replace(txn, tuple(aor), live)
         self.env.reader_check()         # the read slots of processes that died are freed
@@ -277,7 +277,12 @@ def _live(data: bytes | None, now: float) -> list[Binding]:
     """The live bindings of an entry (none when there is no entry)."""
     if data is None:
         return []
-    return [_binding(fields) for fields in marshal.loads(data[_PAST_SOONEST:])[1] if fields[1] > now]
+    return _alive(marshal.loads(data[_PAST_SOONEST:])[1], now)
+
+
+def _alive(stored: list[tuple], now: float) -> list[Binding]:
+    """The bindings of an entry's stored fields that have not expired."""
+    return [_binding(fields) for fields in stored if fields[1] > now]     # (fields[1]: expires)
 
 
 def _shared_errors(method):
