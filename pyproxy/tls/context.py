@@ -1,8 +1,8 @@
 """Building one OpenSSL Context from one domain's parameters, in small named steps.
 
 ``build_context`` runs the steps in order: options, protocol range, ciphers, key-exchange groups,
-own certificate and key, trust (CA list, CA path, CRL), verification mode, key log (opened by the
-caller). A step that finds a problem reports it through ``Report`` (prefixed with the domain's
+own certificate and key, trust (CA list, CA path, CRL), the chain sent with our certificate,
+verification mode, key log (opened by the caller). A step that finds a problem reports it through ``Report`` (prefixed with the domain's
 label, naming the parameter and the file) and the build goes on, so that one start names every
 problem of every domain. Building reads files and nothing else:
 the same parameters give the same Context, so ``tls_reload`` can simply build again.
@@ -97,8 +97,10 @@ def build_context(side: DomainSide, params: dict, cfg_dir: str, report: Report, 
     set_protocols(ctx, method, report)
     set_ciphers(ctx, params, method, report)
     set_groups(ctx, params, report)
-    load_identity(ctx, params, cfg_dir, report, optional=certificate_optional)
+    certs = load_identity(ctx, params, cfg_dir, report, optional=certificate_optional)
     ca_list = load_trust(ctx, params, cfg_dir, report)
+    if len(certs) == 1:
+        settle_chain(ctx, certs[0])
     set_verification(ctx, side, params, report, ca_list)
     if keylog is not None:
         ctx.set_keylog_callback(keylog)
@@ -183,15 +185,18 @@ def _expand(ciphers: str) -> list[str] | None:
     return [c for c in SSL.Connection(scratch).get_cipher_list() if not c.startswith("TLS_")]
 
 
-def load_identity(ctx: SSL.Context, params: dict, cfg_dir: str, report: Report, *, optional: bool) -> None:
+def load_identity(ctx: SSL.Context, params: dict, cfg_dir: str, report: Report,
+                  *, optional: bool) -> list[x509.Certificate]:
+    """Our certificate (and the chain written after it in the file) and key; the certificates
+    loaded, none when there are none or they are unusable."""
     cert_path = config_path(params["tls_certificate"], cfg_dir)
     key_path = config_path(params["tls_private_key"], cfg_dir)
     if optional and not os.path.exists(cert_path):
-        return                        # a client domain may go without a certificate of its own
+        return []                     # a client domain may go without a certificate of its own
     certs = _read_certificates(cert_path, report)
     key = _read_private_key(key_path, params, report)
     if not certs or key is None:
-        return
+        return []
     ctx.use_certificate(certs[0])
     for extra in certs[1:]:
         ctx.add_extra_chain_cert(crypto.X509.from_cryptography(extra))
@@ -203,6 +208,26 @@ def load_identity(ctx: SSL.Context, params: dict, cfg_dir: str, report: Report, 
     if certs[0].not_valid_after_utc.timestamp() < _now():
         report.warn(f"tls_certificate {cert_path}: expired on {certs[0].not_valid_after_utc:%Y-%m-%d}; "
                     f"peers that verify it will refuse the connection")
+    return certs
+
+
+NO_AUTO_CHAIN = 0x8     # SSL_MODE_NO_AUTO_CHAIN (OpenSSL's ABI; cryptography does not bind the name)
+
+
+def settle_chain(ctx: SSL.Context, leaf: x509.Certificate) -> None:
+    """A certificate file with no chain after the certificate: OpenSSL sends the chain it builds
+    from the trusted CAs (tls_ca_list, tls_ca_path), and builds it again at every handshake, an
+    X.509 verification each time (with an EC CA, a signature check: 70 us, a third of the server's
+    side of a handshake). The same chain, built once here, is given to OpenSSL to send as it is.
+    A chain that cannot be built now is left to OpenSSL's search at each handshake, as before."""
+    try:
+        chain = crypto.X509StoreContext(ctx.get_cert_store(), crypto.X509.from_cryptography(leaf)) \
+            .get_verified_chain()
+    except crypto.X509StoreContextError:
+        return
+    for cert in chain[1:]:
+        ctx.add_extra_chain_cert(cert)
+    ctx.set_mode(NO_AUTO_CHAIN)         # (a chain of the certificate alone: nothing to search for)
 
 
 def _read_certificates(path: str, report: Report) -> list[x509.Certificate]:

@@ -8,6 +8,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pyproxy.tls import DomainTable, matches_sip_domain, peer_summary
+from pyproxy.tls.context import NO_AUTO_CHAIN
 
 from .net import handshake, peer_context
 
@@ -90,3 +91,39 @@ def test_peer_summary_without_certificate(settings, tmp_path):
     s = peer_summary(handshake(table.default_server.context, peer_context()).server)
     assert (s["subject"], s["subject_cn"], s["issuer"], s["san_uri"], s["san_dns"], s["verified"]) == \
         ("", "", "", [], [], False)
+
+
+def _sent_chain(conn) -> list[str]:
+    return [c.get_subject().CN for c in conn.get_peer_cert_chain()]
+
+
+def test_chain_built_once_from_the_ca_list(settings, tmp_path, pki):
+    """A certificate file with the certificate alone: the chain OpenSSL would find in the CA list
+    at every handshake (an X.509 verification each) is found once, at start, and sent the same."""
+    table = DomainTable.build(settings(tls_verify_client=False), [], str(tmp_path))
+    for ctx in (table.default_server.context, table.default_client.context):
+        assert ctx.set_mode(0) & NO_AUTO_CHAIN
+    hs = handshake(table.default_server.context, peer_context())
+    assert hs.ok and _sent_chain(hs.client) == ["atlanta.example.com", "pyproxy test CA"]
+    hs = handshake(peer_context(cert=pki.local, ca=pki.ca.cert_path), table.default_client.context)
+    # (a server's list leaves out the client's own certificate)
+    assert hs.ok and hs.server.get_peer_certificate().get_subject().CN == "atlanta.example.com"
+    assert _sent_chain(hs.server) == ["pyproxy test CA"]
+
+
+def test_chain_not_in_the_ca_list_left_to_openssl(settings, tmp_path, pki):
+    """A certificate the CA list cannot vouch for goes alone, and OpenSSL keeps its own search."""
+    table = DomainTable.build(settings(tls_certificate=pki.untrusted.cert_path, tls_private_key=pki.untrusted.key_path,
+                                       tls_verify_client=False), [], str(tmp_path))
+    assert not table.default_server.context.set_mode(0) & NO_AUTO_CHAIN
+    hs = handshake(table.default_server.context, peer_context())
+    assert hs.ok and _sent_chain(hs.client) == ["atlanta.example.com"]
+
+
+def test_chain_written_in_the_certificate_file_sent_as_written(settings, tmp_path, pki):
+    bundle = tmp_path / "chain.pem"
+    bundle.write_bytes(open(pki.local.cert_path, "rb").read() + open(pki.ca.cert_path, "rb").read())
+    table = DomainTable.build(settings(tls_certificate=str(bundle), tls_private_key=pki.local.key_path,
+                                       tls_ca_list=pki.rogue.cert_path, tls_verify_client=False), [], str(tmp_path))
+    hs = handshake(table.default_server.context, peer_context())
+    assert hs.ok and _sent_chain(hs.client) == ["127.0.0.1", "pyproxy test CA"]
