@@ -18,8 +18,10 @@ knows no enums).
 from __future__ import annotations
 
 import marshal
+import os
 import re
 import socket
+import struct
 import zlib
 from collections import deque
 from typing import NamedTuple
@@ -187,21 +189,34 @@ def channel_pair() -> tuple[socket.socket, socket.socket]:
     return a, b
 
 
+_FD = struct.Struct("i")     # a descriptor in SCM_RIGHTS ancillary data (socket.send_fds builds an array)
+_FD_SPACE = socket.CMSG_SPACE(_FD.size)
+
+
+def receive_with_fd(sock: socket.socket, size: int) -> tuple[bytes, int | None]:
+    """A message from an Outbox, and the descriptor passed with it (None: none)."""
+    payload, ancillary, _, _ = sock.recvmsg(size, _FD_SPACE)
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS and len(data) >= _FD.size:
+            return payload, _FD.unpack_from(data)[0]
+    return payload, None
+
+
 class Outbox:
     """Messages for a non-blocking socket, sent in order: what the socket cannot take now waits
     (up to ``limit`` messages) and goes when it drains, instead of being dropped. An item is the
-    payload, or (payload, socket to pass with it): that socket is closed once passed."""
+    payload, or (payload, descriptor to pass with it): that descriptor is closed once passed."""
 
     def __init__(self, sock: socket.socket, loop, limit: int, on_drop) -> None:
         self.sock, self.loop, self.limit, self.on_drop = sock, loop, limit, on_drop
         self.waiting: deque = deque()
 
-    def send(self, payload: bytes, passed: socket.socket | None = None) -> None:
+    def send(self, payload: bytes, passed: int | None = None) -> None:
         if self.waiting or not self._send(payload, passed):
             if len(self.waiting) >= self.limit:
                 self.on_drop(payload, "it is too far behind")
                 if passed is not None:
-                    passed.close()
+                    os.close(passed)
                 return
             if not self.waiting:
                 self.loop.set_writer(self.sock.fileno(), self.drain)
@@ -213,19 +228,19 @@ class Outbox:
         if not self.waiting:
             self.loop.set_writer(self.sock.fileno(), None)
 
-    def _send(self, payload: bytes, passed: socket.socket | None) -> bool:
+    def _send(self, payload: bytes, passed: int | None) -> bool:
         """True when sent (or lost for good, which on_drop was told); False: try again later."""
         try:
             if passed is None:
                 self.sock.send(payload)
             else:
-                socket.send_fds(self.sock, [payload], [passed.fileno()])
+                self.sock.sendmsg((payload,), ((socket.SOL_SOCKET, socket.SCM_RIGHTS, _FD.pack(passed)),))
         except BlockingIOError:
             return False
         except OSError as e:
             self.on_drop(payload, e.strerror)
         if passed is not None:
-            passed.close()      # the receiver has its own copy now
+            os.close(passed)    # the receiver has its own copy now
         return True
 
 

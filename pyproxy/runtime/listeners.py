@@ -76,6 +76,10 @@ def bind(spec: SocketSpec) -> Listener:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)
         if kind == socket.SOCK_STREAM:
+            # SIP messages are small and wait for each other: Nagle's algorithm with delayed ACKs
+            # would hold each one for tens of milliseconds. Set here, every accepted connection
+            # inherits it (one system call less per connection).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.listen(1024)
         else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)

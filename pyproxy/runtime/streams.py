@@ -90,9 +90,6 @@ class StreamTransport:
               outbound: bool = False, connecting: bool = False, domain=None,
               target: str | None = None) -> TCPConnection | None:
         sock.setblocking(False)
-        # SIP messages are small and wait for each other: Nagle's algorithm with delayed ACKs would
-        # hold each one for tens of milliseconds
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         pipe = None
         if proto is Proto.TLS:
             if self.tls is None:
@@ -133,6 +130,7 @@ class StreamTransport:
         family = socket.AF_INET6 if ":" in ip else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)     # (accepted ones: the listener's)
         try:
             sock.connect((ip, port))
             connecting = False
@@ -189,7 +187,7 @@ class StreamTransport:
     def on_channel(self) -> None:
         for _ in range(CHANNEL_BURST):
             try:
-                payload, fds, _, _ = socket.recv_fds(self.channel, 4096, 1)
+                payload, fd = ipc.receive_with_fd(self.channel, 4096)
             except (BlockingIOError, InterruptedError):
                 return
             if not payload:
@@ -199,14 +197,14 @@ class StreamTransport:
             if type(item) is ipc.Epoch:
                 if item.incarnation == self.incarnation:
                     self.start_adopting()
-            elif fds and self.adopting:         # a NewConn
+            elif fd is not None and self.adopting:         # a NewConn
                 # family and type given: socket(fileno=) would ask the kernel for them (3 calls)
                 family = socket.AF_INET6 if ":" in item.peer_ip else socket.AF_INET
-                sock = socket.socket(family, socket.SOCK_STREAM, 0, fds[0])
+                sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
                 self.adopt(item.conn_id, sock, Proto(item.proto), (item.peer_ip, item.peer_port),
                            (item.local_ip, item.local_port))
             else:       # not ours to keep (or its fd was lost: EMFILE)
-                for fd in fds:
+                if fd is not None:
                     os.close(fd)
                 self.to_supervisor(ipc.Closed(item.conn_id))
 

@@ -11,6 +11,7 @@ dies the master tells it, and the dead worker's entries are dropped.
 
 from __future__ import annotations
 
+import os
 import socket
 
 from ..config.values import Proto
@@ -68,10 +69,12 @@ class ConnectionTable:
 
 
 def accepted(listener, on_error):
-    """The connections waiting on a listening socket, a bounded number per wake-up."""
+    """The connections waiting on a listening socket, (descriptor, peer address), a bounded number
+    per wake-up. (Descriptors: the supervisor only passes them on, and a socket object checks its
+    descriptor with a system call when made.)"""
     for _ in range(ACCEPT_BURST):
         try:
-            yield listener.sock.accept()
+            yield listener.sock._accept()
         except (BlockingIOError, InterruptedError):
             return
         except OSError as e:
@@ -81,6 +84,19 @@ def accepted(listener, on_error):
 
 def _peer(addr) -> tuple[str, int]:
     return addr[0], addr[1]
+
+
+def _as_socket(fd: int, listener) -> socket.socket:
+    return socket.socket(listener.sock.family, socket.SOCK_STREAM, 0, fd)
+
+
+def _local_address(fd: int, listener) -> tuple:
+    """The address a connection to a wildcard listener came in on."""
+    sock = _as_socket(fd, listener)
+    try:
+        return sock.getsockname()
+    finally:
+        sock.detach()
 
 
 class Supervisor:
@@ -110,8 +126,8 @@ class Supervisor:
         self.loop.run()
 
     def accept(self, listener) -> None:
-        for sock, addr in accepted(listener, self.cannot_accept):
-            self.hand_to_worker(sock, addr, listener)
+        for fd, addr in accepted(listener, self.cannot_accept):
+            self.hand_to_worker(fd, addr, listener)
 
     def cannot_accept(self, listener, error: OSError) -> None:
         """Out of descriptors (EMFILE): the listener stays readable, so it rests a second instead
@@ -124,24 +140,24 @@ class Supervisor:
         self.loop.add_reader(fd, None)
         self.loop.call_later(1.0, lambda: self.loop.add_reader(fd, lambda: self.accept(listener)))
 
-    def hand_to_worker(self, sock: socket.socket, addr, listener) -> None:
+    def hand_to_worker(self, fd: int, addr, listener) -> None:
         peer_ip, peer_port = _peer(addr)
         if self.table.full():
             self.refused += 1
             if self.refused == 1 or self.refused % 100 == 0:
                 log.warning(f"tcp_max_connections ({self.table.max_connections}) reached: refused "
                             f"{peer_ip}:{peer_port} ({self.refused} refused so far)")
-            sock.close()
+            os.close(fd)
             return
         worker = min(range(len(self.channels)), key=lambda i: self.table.per_worker.get(i, 0))
         self.next_id += 1
         conn_id = self.next_id
         if not self.table.add(conn_id, worker, listener.proto, peer_ip, peer_port):
-            sock.close()
+            os.close(fd)
             return
-        local = sock.getsockname() if listener.wildcard else (listener.host, listener.port)
+        local = _local_address(fd, listener) if listener.wildcard else (listener.host, listener.port)
         item = ipc.NewConn(conn_id, listener.proto.text, peer_ip, peer_port, local[0], local[1])
-        self.outboxes[worker].send(ipc.encode(item), sock)     # waits there while the worker is busy
+        self.outboxes[worker].send(ipc.encode(item), fd)     # waits there while the worker is busy
         self.stats.add(Stat.TCP_ACCEPTED)
 
     def not_passed(self, worker: int, payload: bytes, why: str) -> None:
@@ -200,9 +216,10 @@ class LocalSupervisor:
         self.next_id = 0
 
     def accept(self, listener) -> None:
-        for sock, addr in accepted(listener, lambda l, e: log.warning(f"accept on {l}: {e.strerror}")):
+        for fd, addr in accepted(listener, lambda l, e: log.warning(f"accept on {l}: {e.strerror}")):
             peer_ip, peer_port = _peer(addr)
             self.next_id += 1
+            sock = _as_socket(fd, listener)
             if self.table.full() or not self.table.add(self.next_id, 0, listener.proto, peer_ip, peer_port):
                 log.warning(f"refused {peer_ip}:{peer_port}: tcp_max_connections reached")
                 sock.close()
