@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import mmap
+import os
 import socket
 import struct
 import zlib
@@ -66,19 +67,29 @@ GAUGES = frozenset({Stat.TM_INUSE})
 STAT_SLOT_SIZE = 8 * len(Stat)      # one process's counters: native 64-bit, through a memoryview
 
 # --- connection table ---------------------------------------------------------------------------
-# seq, used(1)/tombstone(2), proto, family, TLS client domain, port, owner, conn_id, address (16 bytes)
+# seq, empty(0)/used(1), proto, family, TLS client domain, port, owner, conn_id, address (16 bytes)
 ENTRY = struct.Struct("<IBBBBHhxxq16s")
 _SEQ = struct.Struct("<I")      # an entry's first field: its sequence number, odd while written
 KNOWN_LIMIT = 65536             # answers a reader remembers (lookup()) before it starts afresh
 NO_DOMAIN = 255
-EMPTY, USED, TOMBSTONE = 0, 1, 2
+EMPTY, USED = 0, 1
+MOVED_RETRIES = 64              # looks a reader takes while entries move (then: not found)
 _PROTO_CODE = {Proto.UDP: 0, Proto.TCP: 1, Proto.TLS: 2}
 HEADER = 64
 DEBUG_LEVEL_OFFSET = 0          # in the header: the ``debug`` level every process follows
 
 
+MOVES_OFFSET = 8                # in the header: the connection table's move counter (odd: moving)
+
+
 class OutOfSharedMemory(Exception):
     pass
+
+
+def _home_of(code: int, family: int, addr: bytes, port: int) -> int:
+    """An entry's first slot, before the mask. (crc32, not hash(): every process must find the
+    same slot.)"""
+    return zlib.crc32(addr + bytes((code, family, port >> 8, port & 255)))
 
 
 def _pack_ip(ip: str) -> tuple[int, bytes]:
@@ -130,48 +141,89 @@ class SharedMemory:
     def _slot_offset(self, index: int) -> int:
         return self.table_offset + index * ENTRY.size
 
-    def _home(self, proto: Proto, family: int, addr: bytes, port: int) -> int:
-        # crc32, not hash(): every process must find the same slot
-        key = addr + bytes((_PROTO_CODE[proto], family, port >> 8, port & 255))
-        return zlib.crc32(key) & (self.slots - 1)
-
     def insert(self, proto: Proto, ip: str, port: int, conn_id: int, owner: int, domain: int = NO_DOMAIN) -> None:
         """Add or replace the entry for (proto, ip, port); OutOfSharedMemory when full. ``domain``
         is the index of the TLS client domain an outbound connection was opened with."""
         family, addr = _pack_ip(ip)
-        free = None
-        for index in self._probe(proto, family, addr, port):
-            seq, state, p, f, _, prt, _, _, a = ENTRY.unpack_from(self.map, self._slot_offset(index))
-            if state == USED and (p, f, prt, a) == (_PROTO_CODE[proto], family, port, addr):
-                self._write(index, seq, USED, proto, family, domain, port, owner, conn_id, addr)
-                return
-            if state != USED and free is None:
-                free = index
-            if state == EMPTY:
-                break
-        if free is None or self.used >= self.capacity:
+        found = self._find(_PROTO_CODE[proto], family, addr, port)
+        if found[2] is None and (self.used >= self.capacity or found[0] < 0):
             raise OutOfSharedMemory(f"out of shared memory: connection table full "
                                     f"({self.used} entries); raise -m or tcp_max_connections")
-        seq = ENTRY.unpack_from(self.map, self._slot_offset(free))[0]
-        self._write(free, seq, USED, proto, family, domain, port, owner, conn_id, addr)
-        self.used += 1
+        self._write(found[0], found[1], USED, proto, family, domain, port, owner, conn_id, addr)
+        if found[2] is None:
+            self.used += 1
 
     def remove(self, proto: Proto, ip: str, port: int, conn_id: int) -> bool:
         """Remove the entry for (proto, ip, port) if it still belongs to ``conn_id``."""
         family, addr = _pack_ip(ip)
-        code = _PROTO_CODE[proto]
-        for index in self._probe(proto, family, addr, port):
+        index, _, answer = self._find(_PROTO_CODE[proto], family, addr, port)
+        if answer is None or answer[0] != conn_id:
+            return False
+        self._free(index)
+        self.used -= 1
+        return True
+
+    def _find(self, code: int, family: int, addr: bytes, port: int) -> tuple[int, int, tuple | None]:
+        """(slot, its sequence, (conn_id, owner, domain)) of the key's entry, or (the empty slot
+        where its probe ended, its sequence, None). Every probe ends at an empty slot: the table
+        keeps a quarter empty (capacity) and leaves no tombstones (_free()); (-1, 0, None) if not."""
+        mask = self.slots - 1
+        index = _home_of(code, family, addr, port) & mask
+        for _ in range(self.slots):
             off = self._slot_offset(index)
-            seq, state, p, f, dom, prt, owner, cid, a = ENTRY.unpack_from(self.map, off)
+            while True:
+                entry = ENTRY.unpack_from(self.map, off)
+                if entry[0] & 1 == 0 and _SEQ.unpack_from(self.map, off)[0] == entry[0]:
+                    break                                  # a stable read (a reader's; the writer's always is)
+            seq, state, p, f, domain, prt, owner, conn_id, a = entry
             if state == EMPTY:
-                return False
-            if state == USED and (p, f, prt, a) == (code, family, port, addr):
-                if cid != conn_id:
-                    return False
-                self._write(index, seq, TOMBSTONE, proto, family, dom, port, owner, cid, addr)
-                self.used -= 1
-                return True
-        return False
+                return index, seq, None
+            if p == code and f == family and prt == port and a == addr:
+                return index, seq, (conn_id, owner, domain)
+            index = index + 1 & mask
+        return -1, 0, None
+
+    def _free(self, index: int) -> None:
+        """The entry at ``index`` goes, and no tombstone stays: the entries after it in its
+        cluster that may sit earlier move back (linear probing's deletion, Knuth's Algorithm R),
+        so that every probe still ends at the first empty slot. (Tombstones filled the table
+        under connections opened and closed, until every probe, a worker's miss included, walked
+        the whole table.) A move is bracketed by the table's move counter, odd meanwhile: a
+        reader that missed while entries moved looks again (lookup())."""
+        mask = self.slots - 1
+        moving = False
+        following = index
+        while True:
+            following = following + 1 & mask
+            off = self._slot_offset(following)
+            entry = ENTRY.unpack_from(self.map, off)
+            if entry[1] == EMPTY:
+                break
+            home = _home_of(entry[2], entry[3], entry[8], entry[5]) & mask
+            # it may move back to ``index`` unless its home lies in (index, following], cyclically
+            if (home <= index or home > following) if index < following else (following < home <= index):
+                if not moving:
+                    moving = True
+                    self._moving(True)
+                self._put(index, entry[1:])
+                index = following
+        self._put(index, (EMPTY,) + ENTRY.unpack_from(self.map, self._slot_offset(index))[2:])
+        if moving:
+            self._moving(False)
+
+    def _moving(self, begins: bool) -> None:
+        """The move counter: odd from the start of a move to its end. (Odd at a start: a writer
+        died in a move; it stays odd and still changes.)"""
+        count = _SEQ.unpack_from(self.map, MOVES_OFFSET)[0]
+        _SEQ.pack_into(self.map, MOVES_OFFSET, count + (1 if count % 2 == 0 or not begins else 2) & 0xFFFFFFFF)
+
+    def _put(self, index: int, fields: tuple) -> None:
+        """The entry at ``index`` becomes ``fields`` (all but the sequence), as _write() writes."""
+        off = self._slot_offset(index)
+        seq = _SEQ.unpack_from(self.map, off)[0]
+        _SEQ.pack_into(self.map, off, (seq + 1) & 0xFFFFFFFF)          # odd: being written
+        ENTRY.pack_into(self.map, off, (seq + 1) & 0xFFFFFFFF, *fields)
+        _SEQ.pack_into(self.map, off, (seq + 2) & 0xFFFFFFFF)          # even: stable
 
     def _write(self, index, seq, state, proto, family, domain, port, owner, conn_id, addr) -> None:
         off = self._slot_offset(index)
@@ -180,13 +232,6 @@ class SharedMemory:
         ENTRY.pack_into(self.map, off, (seq + 1) & 0xFFFFFFFF, state, code, family, domain, port, owner,
                         conn_id, addr)
         _SEQ.pack_into(self.map, off, (seq + 2) & 0xFFFFFFFF)          # even: stable
-
-    def _probe(self, proto: Proto, family: int, addr: bytes, port: int):
-        mask = self.slots - 1
-        index = self._home(proto, family, addr, port)
-        for _ in range(self.slots):
-            yield index
-            index = (index + 1) & mask
 
     # -- connection table: readers (workers) ----------------------------------------------------
     def lookup(self, proto: Proto, ip: str, port: int) -> tuple[int, int, int] | None:
@@ -203,22 +248,17 @@ class SharedMemory:
             family, addr = _pack_ip(ip)
         except OSError:
             return None
-        code = _PROTO_CODE[proto]
-        for index in self._probe(proto, family, addr, port):
-            off = self._slot_offset(index)
-            while True:
-                entry = ENTRY.unpack_from(self.map, off)
-                if entry[0] & 1 == 0 and _SEQ.unpack_from(self.map, off)[0] == entry[0]:
-                    break                                  # a stable read
-            seq, state, p, f, domain, prt, owner, conn_id, a = entry
-            if state == EMPTY:
-                return None
-            if state == USED and p == code and f == family and prt == port and a == addr:
+        for _ in range(MOVED_RETRIES):
+            moves = _SEQ.unpack_from(self.map, MOVES_OFFSET)[0]
+            index, seq, answer = self._find(_PROTO_CODE[proto], family, addr, port)
+            if answer is not None:
                 if len(self.known) >= KNOWN_LIMIT:
                     self.known.clear()
-                answer = conn_id, owner, domain
-                self.known[key] = (off, seq, answer)
+                self.known[key] = (self._slot_offset(index), seq, answer)
                 return answer
+            if moves % 2 == 0 and _SEQ.unpack_from(self.map, MOVES_OFFSET)[0] == moves:
+                return None             # not there, and nothing moved meanwhile (it might have been passed)
+            os.sched_yield()
         return None
 
     def connections(self) -> int:
