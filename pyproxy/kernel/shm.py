@@ -77,8 +77,6 @@ MOVED_RETRIES = 64              # looks a reader takes while entries move (then:
 _PROTO_CODE = {Proto.UDP: 0, Proto.TCP: 1, Proto.TLS: 2}
 HEADER = 64
 DEBUG_LEVEL_OFFSET = 0          # in the header: the ``debug`` level every process follows
-
-
 MOVES_OFFSET = 8                # in the header: the connection table's move counter (odd: moving)
 
 

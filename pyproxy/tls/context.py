@@ -2,10 +2,10 @@
 
 ``build_context`` runs the steps in order: options, protocol range, ciphers, key-exchange groups,
 own certificate and key, trust (CA list, CA path, CRL), the chain sent with our certificate,
-verification mode, key log (opened by the caller). A step that finds a problem reports it through ``Report`` (prefixed with the domain's
-label, naming the parameter and the file) and the build goes on, so that one start names every
-problem of every domain. Building reads files and nothing else:
-the same parameters give the same Context, so ``tls_reload`` can simply build again.
+verification mode, key log (opened by the caller). A step that finds a problem reports it through
+``Report`` (prefixed with the domain's label, naming the parameter and the file) and the build
+goes on, so that one start names every problem of every domain. Building reads files and
+nothing else: the same parameters give the same Context, so ``tls_reload`` can simply build again.
 
 Rules worth knowing:
 - File names are relative to the config's folder; ``CFG_DIR/`` at the start means that folder.
