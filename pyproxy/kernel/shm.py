@@ -143,12 +143,13 @@ class SharedMemory:
         """Add or replace the entry for (proto, ip, port); OutOfSharedMemory when full. ``domain``
         is the index of the TLS client domain an outbound connection was opened with."""
         family, addr = _pack_ip(ip)
-        found = self._find(_PROTO_CODE[proto], family, addr, port)
-        if found[2] is None and (self.used >= self.capacity or found[0] < 0):
+        code = _PROTO_CODE[proto]
+        index, _, present = self._find(code, family, addr, port)
+        if present is None and (self.used >= self.capacity or index < 0):
             raise OutOfSharedMemory(f"out of shared memory: connection table full "
                                     f"({self.used} entries); raise -m or tcp_max_connections")
-        self._write(found[0], found[1], USED, proto, family, domain, port, owner, conn_id, addr)
-        if found[2] is None:
+        self._put(index, (USED, code, family, domain, port, owner, conn_id, addr))
+        if present is None:
             self.used += 1
 
     def remove(self, proto: Proto, ip: str, port: int, conn_id: int) -> bool:
@@ -216,19 +217,12 @@ class SharedMemory:
         _SEQ.pack_into(self.map, MOVES_OFFSET, count + (1 if count % 2 == 0 or not begins else 2) & 0xFFFFFFFF)
 
     def _put(self, index: int, fields: tuple) -> None:
-        """The entry at ``index`` becomes ``fields`` (all but the sequence), as _write() writes."""
+        """The entry at ``index`` becomes ``fields`` (all but the sequence), its sequence odd while
+        it is written: a reader that sees it odd, or changed after its read, reads again."""
         off = self._slot_offset(index)
         seq = _SEQ.unpack_from(self.map, off)[0]
         _SEQ.pack_into(self.map, off, (seq + 1) & 0xFFFFFFFF)          # odd: being written
         ENTRY.pack_into(self.map, off, (seq + 1) & 0xFFFFFFFF, *fields)
-        _SEQ.pack_into(self.map, off, (seq + 2) & 0xFFFFFFFF)          # even: stable
-
-    def _write(self, index, seq, state, proto, family, domain, port, owner, conn_id, addr) -> None:
-        off = self._slot_offset(index)
-        code = _PROTO_CODE[proto]
-        _SEQ.pack_into(self.map, off, (seq + 1) & 0xFFFFFFFF)          # odd: being written
-        ENTRY.pack_into(self.map, off, (seq + 1) & 0xFFFFFFFF, state, code, family, domain, port, owner,
-                        conn_id, addr)
         _SEQ.pack_into(self.map, off, (seq + 2) & 0xFFFFFFFF)          # even: stable
 
     # -- connection table: readers (workers) ----------------------------------------------------

@@ -87,7 +87,7 @@ def _peer(addr) -> tuple[str, int]:
 
 
 def _as_socket(fd: int, listener) -> socket.socket:
-    return socket.socket(listener.sock.family, socket.SOCK_STREAM, 0, fd)
+    return socket.socket(listener.family, socket.SOCK_STREAM, 0, fd)
 
 
 def _local_address(fd: int, listener) -> tuple:
