@@ -226,7 +226,7 @@ class StreamTransport:
                 return
             data = b""
         if not data:
-            self.close(conn, None)
+            self.close(conn, None, peer_closed=True)
             return
         conn.last_active = time.monotonic()
         if conn.pipe is not None:
@@ -469,11 +469,13 @@ class StreamTransport:
         return True
 
     def close(self, conn: TCPConnection, why: str | None, refused: bool = False, wrong_host: bool = False,
-              failure: Stat = Stat.TLS_FAILED_OTHER) -> None:
+              failure: Stat = Stat.TLS_FAILED_OTHER, peer_closed: bool = False) -> None:
         """``refused``: a peer that failed TLS checks, logged apart from routine closes so that a
         flood of the ones cannot hide the others. ``wrong_host``: its certificate names another
         host, so the target may well serve other hosts: not marked as failing. ``failure``: the
-        statistic a TLS handshake that ends here unfinished (or refused by our checks) counts under."""
+        statistic a TLS handshake that ends here unfinished (or refused by our checks) counts under.
+        ``peer_closed``: the peer ended (or reset) the stream without a close_notify: ours would
+        reach no reader, only draw a reset (Kamailio and nginx send none then either)."""
         if conn.closed:
             return
         if conn in self.corked:         # what this batch wrote to it first (a last reply, a TLS alert)
@@ -490,7 +492,7 @@ class StreamTransport:
         if conn.out and (conn.established or not conn.waiting):     # waiting ones fail over below
             self.ratelog("lost", logging.WARNING, f"{len(conn.out)} queued bytes to "
                                                   f"{conn.peer_ip}:{conn.peer_port} dropped")
-        elif conn.pipe is not None and conn.pipe.handshake_done:
+        elif conn.pipe is not None and conn.pipe.handshake_done and not peer_closed:
             try:
                 conn.sock.send(conn.pipe.shutdown())
             except OSError:

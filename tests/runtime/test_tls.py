@@ -518,6 +518,52 @@ def test_a_request_that_comes_with_close_notify_is_answered(proxy_factory, pki, 
     assert status_of(reply) == 200
 
 
+def _tls_exchange(port, ctx):
+    """(socket, SSLObject, its two BIOs) after one OPTIONS and its 200 over a new connection."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing)
+    sock = socket.create_connection((LOOP, port), timeout=10)
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            sock.sendall(outgoing.read())
+            incoming.write(sock.recv(65536))
+    tls.write(options_request(port, f"cl-{uuid.uuid4().hex}", "tls", 5999))
+    sock.sendall(outgoing.read())
+    reply = b""
+    while status_of(reply) is None and (data := sock.recv(65536)):
+        incoming.write(data)
+        with contextlib.suppress(ssl.SSLWantReadError):
+            reply += tls.read(65536)
+    assert status_of(reply) == 200
+    return sock, tls, incoming, outgoing
+
+
+def test_a_close_notify_is_answered_and_a_bare_close_is_not(proxy_factory, pki):
+    """A peer's close_notify gets ours back (RFC 8446 6.1); a peer that ends the stream without
+    one gets no alert after its FIN: nobody would read it, and it would only draw a reset."""
+    port = free_port()
+    proxy_factory(children=1, extra=tls_settings(pki, port))
+    ctx = client_context(pki)
+    sock, tls, incoming, outgoing = _tls_exchange(port, ctx)
+    with sock:
+        with contextlib.suppress(ssl.SSLWantReadError):
+            tls.unwrap()
+        sock.sendall(outgoing.read())
+        while data := sock.recv(65536):
+            incoming.write(data)
+        tls.unwrap()        # (raises unless the proxy's close_notify came)
+    sock, tls, incoming, outgoing = _tls_exchange(port, ctx)
+    with sock:
+        sock.shutdown(socket.SHUT_WR)       # a FIN, no close_notify
+        after = b""
+        while data := sock.recv(65536):
+            after += data
+    assert after == b"", f"{len(after)} bytes after a bare close"
+
+
 def start_and_fail(tmp_path, text, flags=("-D", "-E")):
     cfg = tmp_path / "bad.cfg"
     cfg.write_text(text)
