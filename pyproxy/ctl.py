@@ -43,6 +43,10 @@ class CtlError(Exception):
     """A failure of the command line itself (an unreadable passphrase file, ...)."""
 
 
+class UsageError(CtlError):
+    """Arguments that do not fit together (exit 2, as argparse's own usage errors)."""
+
+
 @dataclass
 class Output:
     """What a command prints: ``data`` with --json, else ``lines``; ``failed`` exits 1 all the same
@@ -407,7 +411,7 @@ def _run_db_init(args) -> Output:
         for table in schema.TABLES:
             made += schema.create(db, [table])
             print(f"  {table}: {'created' if table in made else 'exists'}", file=sys.stderr)
-    return Output({"database": db.url, "created": made},
+    return Output({"database": str(db.url), "created": made},
                   [f"{db.url}: {len(made)} table(s) created" + (f": {', '.join(made)}" if made else "")])
 
 
@@ -419,32 +423,50 @@ def _add_subscribers(commands) -> None:
     add.add_argument("password", metavar="PASSWORD", nargs="?")
     add.add_argument("--email", default="", help="the user's e-mail address")
     add.add_argument("--file", metavar="FILE", help="add the users listed in FILE ('-': standard input)")
+    _plaintext_flag(add)
     add.set_defaults(run=_run_add)
     passwd = commands.add_parser("passwd", help="change a subscriber's password")
     passwd.add_argument("user", metavar="USER")
     passwd.add_argument("password", metavar="PASSWORD")
+    _plaintext_flag(passwd)
     passwd.set_defaults(run=_run_passwd)
     rm = commands.add_parser("rm", help="remove a subscriber")
     rm.add_argument("user", metavar="USER")
     rm.set_defaults(run=_run_rm)
 
 
+def _plaintext_flag(p) -> None:
+    p.add_argument("--plaintext", action="store_true",
+                   help="also store the clear-text password, which auth_db's calculate_ha1=1 reads (the "
+                        "default with a config that sets it; else only the HA1 digests are stored)")
+
+
+def _keep_password(args) -> bool:
+    """Whether the clear-text password goes in the table: asked for, or needed by the config."""
+    if args.plaintext:
+        return True
+    if args.db_url:
+        return False
+    return bool(_config(args).modparams.get("auth_db", {}).get("calculate_ha1"))
+
+
 def _run_add(args) -> Output:
     if args.file:
         return _add_file(args)
     if not (args.user and args.password):
-        raise CtlError("add needs USER PASSWORD (or --file FILE)")
+        raise UsageError("add needs USER PASSWORD (or --file FILE)")
     user, domain = _user_and_domain(args, args.user)
+    keep = _keep_password(args)
     with _opened(args) as db:
         schema.require(db, ["subscriber"])
-        subscribers.add(db, user, domain, args.password, args.email)
+        subscribers.add(db, user, domain, args.password, args.email, keep)
     return Output({"added": [f"{user}@{domain}"]}, [f"{user}@{domain} added"])
 
 
 def _add_file(args) -> Output:
     source = sys.stdin if args.file == "-" else _open(args.file)
     lines = [(n, line.split()) for n, line in enumerate(source, 1) if line.strip() and not line.startswith("#")]
-    added = []
+    added, keep = [], _keep_password(args)
     with _opened(args) as db:
         schema.require(db, ["subscriber"])
         for done, (n, fields) in enumerate(lines, 1):
@@ -452,7 +474,7 @@ def _add_file(args) -> Output:
                 raise CtlError(f"{args.file}:{n}: expected 'USER PASSWORD [EMAIL]'")
             user, domain = _user_and_domain(args, fields[0])
             try:
-                subscribers.add(db, user, domain, fields[1], fields[2] if len(fields) == 3 else "")
+                subscribers.add(db, user, domain, fields[1], fields[2] if len(fields) == 3 else "", keep)
             except SubscriberError as e:
                 raise CtlError(f"{args.file}:{n}: {e} ({len(added)} added before it)") from None
             added.append(f"{user}@{domain}")
@@ -470,8 +492,9 @@ def _open(path: str):
 
 def _run_passwd(args) -> Output:
     user, domain = _user_and_domain(args, args.user)
+    keep = _keep_password(args)
     with _opened(args) as db:
-        subscribers.set_password(db, user, domain, args.password)
+        subscribers.set_password(db, user, domain, args.password, keep)
     return Output({"changed": f"{user}@{domain}"}, [f"password of {user}@{domain} changed"])
 
 
@@ -564,6 +587,9 @@ def main(argv: list[str] | None = None) -> int:
     except MIUnreachable as e:
         print(f"pyproxyctl: {e}", file=sys.stderr)
         return UNREACHABLE
+    except UsageError as e:
+        print(f"pyproxyctl: {e}", file=sys.stderr)
+        return USAGE
     except _FAILURES as e:
         print(f"pyproxyctl: {e}", file=sys.stderr)
         return FAILED
@@ -572,11 +598,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if not isinstance(result, Output):
         result = Output([str(line) for line in result], result)
-    if args.json:
-        print(json.dumps(result.data, indent=2))
-    else:
-        for line in result.lines or [json.dumps(result.data, indent=2)]:
-            print(line)
+    try:
+        if args.json:
+            print(json.dumps(result.data, indent=2))
+        else:
+            for line in result.lines or [json.dumps(result.data, indent=2)]:
+                print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:     # (| head): the reader has what it wanted; no traceback at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return FAILED if result.failed else OK
 
 

@@ -25,6 +25,14 @@ class SQLite:
                 MADE_FOLDERS.add(folder)
         except OSError as e:
             raise sqlite3.OperationalError(f"cannot make the folder {folder}: {e.strerror}") from None
+        # The subscribers' passwords and HA1s: a new file is its owner's alone, as a private key
+        # is (SQLite gives its journal files the database file's mode)
+        try:
+            os.close(os.open(url.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise sqlite3.OperationalError(f"unable to open {url.path}: {e.strerror}") from None
         # autocommit (isolation_level=None): transactions are BEGIN IMMEDIATE, so that two workers
         # updating one user's bindings take turns instead of failing; a busy database is waited for
         conn = sqlite3.connect(url.path, timeout=5.0, isolation_level=None, check_same_thread=False)

@@ -3,6 +3,8 @@
 OpenSER's columns: ``password`` (auth_db's calculate_ha1=1 reads it), ``ha1`` = MD5(user:realm:
 password) and ``ha1b`` = MD5(user@domain:realm:password) (calculate_ha1=0); pyproxy adds
 ``ha1_sha256`` for RFC 7616's SHA-256. The realm is the user's domain, as openserctl made it.
+The clear-text password is kept only when asked (``keep_password``: a calculate_ha1=1 setup
+needs it); else its column stays empty, and a stolen table gives digests, not passwords.
 """
 
 from __future__ import annotations
@@ -37,20 +39,21 @@ def check_names(user: str, domain: str, password: str | None = None) -> None:
         raise SubscriberError("the password must be 1 to 64 characters long")
 
 
-def add(db: Database, user: str, domain: str, password: str, email: str = "") -> None:
+def add(db: Database, user: str, domain: str, password: str, email: str = "", keep_password: bool = False) -> None:
     check_names(user, domain, password)
     with db.transaction():
         if db.query("SELECT 1 FROM subscriber WHERE username = ? AND domain = ?", (user, domain)):
             raise SubscriberError(f"{user}@{domain} exists already (use passwd to change the password)")
         db.execute("INSERT INTO subscriber (username, domain, password, email_address, ha1, ha1b, ha1_sha256) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?)", (user, domain, password, email, *digests(user, domain, password)))
+                   "VALUES (?, ?, ?, ?, ?, ?, ?)", (user, domain, password if keep_password else "", email,
+                                                     *digests(user, domain, password)))
 
 
-def set_password(db: Database, user: str, domain: str, password: str) -> None:
+def set_password(db: Database, user: str, domain: str, password: str, keep_password: bool = False) -> None:
     check_names(user, domain, password)
     changed = db.execute("UPDATE subscriber SET password = ?, ha1 = ?, ha1b = ?, ha1_sha256 = ? "
                          "WHERE username = ? AND domain = ?",
-                         (password, *digests(user, domain, password), user, domain))
+                         (password if keep_password else "", *digests(user, domain, password), user, domain))
     if not changed:
         raise SubscriberError(f"no subscriber {user}@{domain}")
 

@@ -64,12 +64,14 @@ def find_ha1(table: str, params: dict, user: str, realm: str, algorithm: str, ct
     if not rows:
         return None
     value = rows[0][0] or ""
+    if not value:
+        missing = (f"clear-text password in {column}, which calculate_ha1=1 needs (pyproxyctl passwd --plaintext "
+                   f"keeps one)" if params["calculate_ha1"] else
+                   f"{column} for {algorithm} (pyproxyctl passwd sets every HA1)")
+        ctx.runtime.log(logging.WARNING, f"subscriber {user}: no {missing}")
+        return None
     if params["calculate_ha1"]:
         return ha1(algorithm, user, realm, value)
-    if not value:
-        ctx.runtime.log(logging.WARNING, f"subscriber {user}: no {column} stored for {algorithm} "
-                                         f"(pyproxyctl passwd sets every HA1)")
-        return None
     return value.lower()
 
 

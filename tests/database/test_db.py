@@ -65,9 +65,10 @@ def test_subscribers(db_url):
         subscribers.add(db, "o'brien", "domA.net", "x'); DROP TABLE subscriber; --")     # stored, not run
         with pytest.raises(SubscriberError, match="exists already"):
             subscribers.add(db, "alice", "domA.net", "other")
-        subscribers.set_password(db, "alice", "domA.net", "new")
-        row = db.query("SELECT password, ha1, ha1b, ha1_sha256 FROM subscriber WHERE username = ?", ("alice",))
-        assert tuple(row[0]) == ("new", *digests("alice", "domA.net", "new"))
+        query = "SELECT password, ha1, ha1b, ha1_sha256 FROM subscriber WHERE username = ?"
+        assert tuple(db.query(query, ("alice",))[0]) == ("", *digests("alice", "domA.net", "secret"))
+        subscribers.set_password(db, "alice", "domA.net", "new", keep_password=True)   # (calculate_ha1=1's)
+        assert tuple(db.query(query, ("alice",))[0]) == ("new", *digests("alice", "domA.net", "new"))
         assert subscribers.listing(db) == [("alice", "domA.net", "alice@domA.net"), ("o'brien", "domA.net", "")]
         subscribers.remove(db, "o'brien", "domA.net")
         with pytest.raises(SubscriberError, match="no subscriber"):

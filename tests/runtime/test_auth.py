@@ -3,6 +3,7 @@ real pyproxy whose subscribers pyproxyctl added to SQLite, PostgreSQL or MariaDB
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -63,7 +64,7 @@ def users_db(request, tmp_path):
     """A database with alice (secret) in domA.net, made with pyproxyctl."""
     with fresh_database(request.param, tmp_path) as url:
         ctl(url, "db", "init")
-        ctl(url, "add", f"alice@{REALM}", "secret")
+        ctl(url, "add", "--plaintext", f"alice@{REALM}", "secret")     # (calculate_ha1=1 reads it)
         yield url
 
 
@@ -111,6 +112,27 @@ def test_a_wrong_password_gets_401_and_no_binding(proxy_factory, users_db):
         assert bindings(users_db) == []
         assert status_of(register(alice)) == 200
         assert bindings(users_db) == [("alice", f"sip:alice@{LOOP}:{alice.port};transport=udp")]
+    finally:
+        alice.close()
+
+
+def test_calculate_ha1_without_a_clear_text_password_says_so(proxy_factory, tmp_path):
+    """pyproxyctl keeps only the HA1s unless asked: a calculate_ha1=1 setup then fails every
+    login, and the log names the subscriber and the fix."""
+    url = f"sqlite://{tmp_path}/users.db"
+    ctl(url, "db", "init")
+    ctl(url, "add", f"alice@{REALM}", "secret")
+    proxy = start(proxy_factory, url)
+    alice = Phone(proxy.port, domain=REALM)
+    try:
+        assert status_of(register(alice)) == 401
+        said = "subscriber alice: no clear-text password in password"
+        deadline = time.monotonic() + 30
+        while said not in proxy.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert said in proxy.log(), proxy.tail()
+        ctl(url, "passwd", "--plaintext", f"alice@{REALM}", "secret")
+        assert status_of(register(alice)) == 200
     finally:
         alice.close()
 
@@ -187,7 +209,7 @@ GOOD = f'username="alice", realm="{REALM}", nonce="n", uri="sip:{REALM}", respon
 def test_malformed_authorization_gets_4xx_and_the_proxy_goes_on(proxy_factory, tmp_path, value):
     url = f"sqlite://{tmp_path}/users.db"
     ctl(url, "db", "init")
-    ctl(url, "add", f"alice@{REALM}", "secret")
+    ctl(url, "add", "--plaintext", f"alice@{REALM}", "secret")
     proxy = start(proxy_factory, url)
     alice = Phone(proxy.port, domain=REALM)
     try:
