@@ -22,6 +22,8 @@ from ..config.values import log_level
 from ..db import DatabaseError
 from ..kernel.logs import follow_debug_level
 from ..kernel.shm import GAUGES, Stat
+from ..modules import usrloc
+from ..sip import SIPError, parse_uri
 
 
 class MIError(Exception):
@@ -188,16 +190,33 @@ def tls_reload(mi, args):
 def _location(mi):
     if "usrloc" not in mi.config.modules:
         raise MIError("module usrloc is not loaded")
-    from ..modules import usrloc
     return usrloc.management_view(mi.config)
 
 
 def _aor(mi, text: str) -> tuple[str, str]:
+    """USER, USER@DOMAIN or a SIP URI (sip:alice@example.org, as phones and logs write it)."""
     use_domain = mi.config.modparams["usrloc"]["use_domain"]
+    if text.lower().startswith(("sip:", "sips:", "<sip:", "<sips:")):
+        try:
+            uri = parse_uri(text.strip("<>"))
+        except SIPError as e:
+            raise MIError(f"'{text}' is not an address of record: {e}") from None
+        if uri.user:
+            return usrloc.aor_of(uri, use_domain)
+        text = ""
     user, _, domain = text.partition("@")
     if not user:
-        raise MIError(f"'{text}' is not an address of record (USER or USER@DOMAIN)")
+        raise MIError(f"'{text}' is not an address of record (USER, USER@DOMAIN or sip:USER@DOMAIN)")
     return (user, domain.lower()) if use_domain else (user, "")
+
+
+def _registered(mi, text: str, now: float) -> tuple[tuple[str, str], list]:
+    """An address of record and its contacts; "not found" (Kamailio's 404) when it has none."""
+    aor = _aor(mi, text)
+    bindings = _location(mi).lookup(aor, now)
+    if not bindings:
+        raise MIError(f"{text}: AOR not found (no contact registered)")
+    return aor, bindings
 
 
 def _binding(b, now: float) -> dict:
@@ -233,7 +252,7 @@ def ul_show_contact(mi, args):
     if len(args) != 1:
         raise MIError("usage: ul_show_contact AOR")
     now = time.time()
-    return [_binding(b, now) for b in _location(mi).lookup(_aor(mi, args[0]), now)]
+    return [_binding(b, now) for b in _registered(mi, args[0], now)[1]]
 
 
 @command("ul_rm", "remove every contact of an address of record: ul_rm AOR")
@@ -241,7 +260,9 @@ def ul_show_contact(mi, args):
 def ul_rm(mi, args):
     if len(args) != 1:
         raise MIError("usage: ul_rm AOR")
-    return {"removed": _location(mi).remove(_aor(mi, args[0]), time.time())}
+    now = time.time()
+    aor, _ = _registered(mi, args[0], now)
+    return {"removed": _location(mi).remove(aor, now)}
 
 
 def run(mi, name: str, args: list[str]):

@@ -204,16 +204,19 @@ def test_pyproxyctl_ul_shows_and_removes_registrations(proxy_factory, tmp_path, 
     assert status_of(phones(proxy.port).register("<sip:alice@10.0.0.1:5070>", expires=300)) == 200
     assert status_of(phones(proxy.port, user="bob").register("<sip:bob@10.0.0.2>")) == 200
 
-    def ctl(*args):
+    def ctl(*args, status=0):
         done = subprocess.run([sys.executable, "-m", "pyproxy.ctl", "ul", "-s", str(sock), *args],
                               capture_output=True, text=True, timeout=60, check=False)
-        assert done.returncode == 0, done.stderr
-        return done.stdout.splitlines()
+        assert done.returncode == status, done.stderr
+        return done.stdout.splitlines() if status == 0 else done.stderr
 
     shown = ctl("show")
     assert shown[0] == "alice: 1 contact(s)" and shown[2] == "bob: 1 contact(s)"
     assert shown[1].startswith("  <sip:alice@10.0.0.1:5070>;expires=") and "from sip:127.0.0.1:" in shown[1]
     assert ctl("show", "bob")[0] == "bob: 1 contact(s)"
+    assert ctl("show", f"sip:bob@{LOOP}")[0] == f"sip:bob@{LOOP}: 1 contact(s)"     # as phones write an AOR
+    assert "AOR not found" in ctl("show", "ghost", status=1)        # (Kamailio's 404): a script can tell
+    assert "AOR not found" in ctl("rm", "ghost", status=1)
     assert ctl("rm", "alice") == ["alice: 1 contact(s) removed"]
     assert contacts(phones(proxy.port).register(None)) == []
     left = ctl("show")
