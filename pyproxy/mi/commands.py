@@ -124,8 +124,11 @@ def shutdown(mi, args):
     return "shutdown requested"
 
 
-@command("reload", "re-read the configuration (SIGHUP to the master), after answering")
+@command("reload", "re-read the configuration (SIGHUP to the master), after checking it and answering")
 def reload(mi, args):
+    refusal = mi.reload_refusal()
+    if refusal:
+        raise MIError(f"reload refused: {refusal}; the running configuration stays")
     mi.loop.call_later(0.2, lambda: os.kill(mi.master_pid, signal.SIGHUP))
     return "reload requested"
 

@@ -49,6 +49,7 @@ class MIServer:
         self.replies = ipc.DatagramReader(reply_recv)
         self.reload_signal = reload_signal
         self.tls_disabled = self.settings.disable_tls
+        self.load_config = None         # reads and checks the config file again (the master's load)
         self.loop = EventLoop()
         # numbered from this process's pid up: an answer a previous mi process waited for in vain
         # (it was restarted by a reload) is not taken for an answer to this one's question
@@ -109,6 +110,20 @@ class MIServer:
         except TLSConfigError as e:
             return "; ".join(e.messages)
         return None
+
+    def reload_refusal(self) -> str | None:
+        """Why the master would refuse to reload the config file as it is now (None: it would
+        go ahead), so that ``reload`` can say so to whoever asked. The TLS files are left to the
+        master: this process may not be allowed to read the private keys."""
+        from ..assembly import reload as config_reload
+        from ..config.errors import ConfigErrors
+        if self.load_config is None:
+            return None
+        try:
+            new = self.load_config(self.config)
+        except ConfigErrors as e:
+            return f"{len(e.errors)} error(s) in {self.config.path}:\n" + "\n".join(map(str, e.errors))
+        return config_reload.refused(self.config, new)
 
     def execute(self, name: str, args: list[str]):
         log.info(_clean(f"mi command: {name} {' '.join(args)}".rstrip()))

@@ -281,8 +281,10 @@ class Arbiter:
                 faulthandler.register(signal.SIGUSR2, file=self.stack_dump.fileno(), chain=False)
                 worker.serve()
             elif kind == "mi":
-                MIServer(self.config, os.getppid(), self.started_at, self.shm, self.workers,
-                         [h[1] for h in self.handoffs], self.mi_recv, signal.SIGUSR2).run(self.mi_endpoints)
+                mi = MIServer(self.config, os.getppid(), self.started_at, self.shm, self.workers,
+                              [h[1] for h in self.handoffs], self.mi_recv, signal.SIGUSR2)
+                mi.load_config = self.load          # (reload checks the file before asking the master)
+                mi.run(self.mi_endpoints)
             else:
                 Supervisor(self.listeners, [c[0] for c in self.channels], self.supervisor_master_end,
                            self.shm, self.settings, self.workers).run()

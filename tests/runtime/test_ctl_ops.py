@@ -121,6 +121,12 @@ def test_debug_level_set_at_run_time_in_every_process(proxy_factory, tmp_path):
 def test_reload_then_shutdown(proxy_factory, tmp_path):
     proxy, cfg, sock = with_mi(proxy_factory, tmp_path)
     mi_pid = _mi_pid(cfg)
+    good = cfg.read_text()
+    cfg.write_text(good + "route[9] { forward(; }\n")      # a typo: the answer says so, nothing reloads
+    refused = pyproxyctl("reload", "-s", sock, status=1).stderr     # (-f would fail on the typo itself)
+    assert "reload refused: 1 error(s)" in refused and f"{cfg}:{len(good.splitlines()) + 1}:" in refused, refused
+    cfg.write_text(good)
+    assert "SIGHUP" not in proxy.log() and _mi_pid(cfg) == mi_pid
     assert pyproxyctl("-f", cfg, "reload").stdout == "reload requested\n"
     deadline = time.monotonic() + DEADLINE
     while "SIGHUP" not in proxy.log() and time.monotonic() < deadline:
