@@ -93,8 +93,7 @@ def check_tls(config) -> list[str]:
     try:
         table = DomainTable.build(s, config.tls_domains, config.cfg_dir)
     except TLSConfigError as e:
-        # a domain block's messages start with its file:line:col; the global domains' do not
-        return [m if m.startswith(f"{config.path}:") else f"{config.path}: TLS: {m}" for m in e.messages]
+        return e.located(config.path)
     for warning in table.warnings:
         print(f"warning: TLS: {warning}", file=sys.stderr)
     return []

@@ -91,6 +91,7 @@ class Arbiter:
         self.workers = s.children if s.fork else 1
         if s.open_files_limit:
             raise_open_files_limit(s.open_files_limit)
+        self.tls = self.build_tls()         # (the config's own errors before the machine's: a port in use)
         try:
             self.listeners = bind_all(s)
         except BindError as e:
@@ -104,7 +105,6 @@ class Arbiter:
         except OutOfSharedMemory as e:
             raise Halt(str(e)) from None
         self.shm.set_debug_level(s.debug)
-        self.tls = self.build_tls()
         for module in self.config.modules.values():
             if module.mod_init:
                 try:
@@ -139,7 +139,7 @@ class Arbiter:
         try:
             table = DomainTable.build(s, self.config.tls_domains, self.config.cfg_dir, serving=True)
         except TLSConfigError as e:
-            raise Halt("TLS: " + "\nTLS: ".join(e.messages)) from None
+            raise Halt("\n".join(e.located(self.config.path))) from None
         for warning in table.warnings:
             log.warning(f"TLS: {warning}")
         return table
@@ -200,7 +200,8 @@ class Arbiter:
             self.loop()
             return 0
         except Halt as e:
-            log.critical(e.reason)
+            for line in e.reason.splitlines():      # (each a log line of its own, stamped)
+                log.critical(line)
             if not to_stderr():
                 print(f"pyproxy: {e.reason}", file=sys.stderr)    # syslog alone would hide it
             self.report_start(e.reason)

@@ -66,6 +66,11 @@ class TLSConfigError(Exception):
     def __str__(self) -> str:
         return "\n".join(self.messages)
 
+    def located(self, config_path: str) -> list[str]:
+        """Each message as a config error: a domain block's start with its file:line:col, the
+        global domain's get the file's name."""
+        return [m if m.startswith(f"{config_path}:") else f"{config_path}: TLS: {m}" for m in self.messages]
+
 
 @dataclass
 class Report:

@@ -591,6 +591,21 @@ def test_startup_refuses_bad_key_files(pki, tmp_path, flags):
     assert r.returncode == 1 and "privkey.pem" in r.stderr, r.stderr
 
 
+def test_a_certificate_error_shows_before_a_port_in_use(tmp_path):
+    """The config's own mistakes first, each line stamped and naming the file: an operator who
+    frees the port should not meet the missing certificate only then."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind((LOOP, 0))
+        port = taken.getsockname()[1]
+        r = start_and_fail(tmp_path, f"listen=udp:{LOOP}:{port}\ndisable_tls=no\nlisten=tls:{LOOP}:{port}\n"
+                                     f'tls_certificate="{tmp_path}/missing.pem"\n'
+                                     f'tls_private_key="{tmp_path}/missing.key"\n')
+    assert r.returncode == 1 and "Address already in use" not in r.stderr, r.stderr
+    errors = [line for line in r.stderr.splitlines() if "missing.pem" in line]
+    assert len(errors) >= 2 and all(" CRITICAL: " in line and f"{tmp_path}/bad.cfg: TLS: " in line
+                                    for line in errors), r.stderr
+
+
 def test_a_tls_domain_blocks_file_error_names_its_position(pki, tmp_path):
     port = free_port()
     text = (f"listen=udp:{LOOP}:{port}\n" + tls_settings(pki, port) +
