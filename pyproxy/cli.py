@@ -50,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-P", dest="pid_file", metavar="FILE", help="write the master's pid to FILE")
     p.add_argument("-u", dest="user", metavar="USER", help="run as USER after binding the sockets")
     p.add_argument("-g", dest="group", metavar="GROUP", help="run as GROUP after binding the sockets")
+    from .sip import accel
     p.add_argument("-V", "--version", action="version", version=f"pyproxy {__version__}\n"
-                   f"Python {sys.version.split()[0]}; transports: udp tcp tls",
+                   f"Python {sys.version.split()[0]}; transports: udp tcp tls; "
+                   f"C accelerator: {'on' if accel.ENABLED else 'off'}",
                    help="print the version and exit")
     p.add_argument("-h", "--help", action="help", help="print this help and exit")
     return p

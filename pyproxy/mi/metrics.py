@@ -49,8 +49,9 @@ HELP = {
     "requests_in": "SIP requests received",
     "replies_in": "SIP replies received",
     "requests_out": "SIP requests sent",
-    "replies_out": "SIP replies relayed",
-    "local_replies": "SIP replies made by pyproxy and sent",
+    "replies_out": "SIP replies relayed statelessly (the ones tm relays count in tm_relayed_replies)",
+    "local_replies": "SIP replies sent on a request's behalf: pyproxy's own and those tm relays "
+                     "(tm_local_replies and tm_relayed_replies tell them apart)",
     "bad_messages": "messages that did not parse or were too large",
     "dropped": "messages lost: unanswerable bad ones, failed replies, lost hand-offs, internal errors",
     "handoffs_out": "messages handed to the worker that owns their call or connection",

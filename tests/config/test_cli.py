@@ -1,5 +1,6 @@
 """The pyproxy command as a user runs it: -c, -h, -V, errors with file:line:col, exit codes."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -76,8 +77,14 @@ def test_help_lists_openser_options():
 
 def test_version():
     from pyproxy import __version__
+    from pyproxy.sip import accel
     r = pyproxy("-V")
     assert r.returncode == 0 and r.stdout.startswith(f"pyproxy {__version__}")
+    # whether the C accelerator runs, as this interpreter imports pyproxy; switched off, off
+    assert r.stdout.rstrip().endswith(f"C accelerator: {'on' if accel.ENABLED else 'off'}")
+    off = subprocess.run([sys.executable, "-m", "pyproxy", "-V"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYPROXY_NO_EXTENSIONS": "1"})
+    assert off.stdout.rstrip().endswith("C accelerator: off")
 
 
 def test_bad_option_values():

@@ -110,6 +110,9 @@ def test_a_wrong_password_gets_401_and_no_binding(proxy_factory, users_db):
         assert status_of(register(alice, password="guess")) == 401
         assert status_of(register(alice, user="mallory")) == 401
         assert bindings(users_db) == []
+        logged = proxy.log()       # (written before the 401 went): at the default level, for fail2ban
+        assert f"NOTICE: authorization of alice@{REALM} from {LOOP} failed: wrong password" in logged
+        assert f"NOTICE: authorization of mallory@{REALM} from {LOOP} failed: no such user" in logged
         assert status_of(register(alice)) == 200
         assert bindings(users_db) == [("alice", f"sip:alice@{LOOP}:{alice.port};transport=udp")]
     finally:

@@ -17,6 +17,7 @@ import logging
 import os
 import time
 
+from ...config.values import NOTICE
 from ...script.exports import FixupError, Function, ModParam, ModuleExports, RouteType
 from ...script.fixups import text
 from ...sip import SIPError
@@ -108,8 +109,9 @@ def authorize(ctx, realm: str, kind: str, find_ha1) -> int:
         return -1
     ha1 = find_ha1(creds.username, realm, creds.algorithm)
     if ha1 is None or expected_response(creds, ha1, msg.method) != creds.response:
-        ctx.runtime.log(logging.INFO, f"authorization of {creds.username}@{realm} from {ctx.rcv.src_ip} "
-                                      f"failed: {'no such user' if ha1 is None else 'wrong password'}")
+        # at the default level (debug=2): what fail2ban and the operator watch for
+        ctx.runtime.log(NOTICE, f"authorization of {creds.username}@{realm} from {ctx.rcv.src_ip} "
+                                f"failed: {'no such user' if ha1 is None else 'wrong password'}")
         return -1
     if creds.qop:
         counted = nonces().count(creds.nonce, creds.nc)
