@@ -496,48 +496,44 @@ def test_a_request_that_comes_with_close_notify_is_answered(proxy_factory, pki, 
     proxy_factory(children=1, extra=tls_settings(pki, port))
     ctx = client_context(pki)
     ctx.maximum_version = version
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = ctx.wrap_bio(incoming, outgoing)
-    with socket.create_connection((LOOP, port), timeout=5) as sock:
-        while True:
-            try:
-                tls.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                sock.sendall(outgoing.read())
-                incoming.write(sock.recv(65536))
+    sock, tls, incoming, outgoing = _tls_connection(port, ctx)
+    with sock:
         tls.write(options_request(port, f"cn-{uuid.uuid4().hex}", "tls", 5999))
         with contextlib.suppress(ssl.SSLWantReadError):
             tls.unwrap()
         sock.sendall(outgoing.read())       # the request, then close_notify
-        reply = b""
-        while status_of(reply) is None and (data := sock.recv(65536)):
-            incoming.write(data)
-            with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLZeroReturnError):
-                reply += tls.read(65536)
-    assert status_of(reply) == 200
+        assert status_of(_tls_reply(sock, tls, incoming)) == 200
 
 
-def _tls_exchange(port, ctx):
-    """(socket, SSLObject, its two BIOs) after one OPTIONS and its 200 over a new connection."""
+def _tls_connection(port, ctx):
+    """(socket, SSLObject, its two BIOs) of a new connection, its handshake done."""
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = ctx.wrap_bio(incoming, outgoing)
     sock = socket.create_connection((LOOP, port), timeout=10)
     while True:
         try:
             tls.do_handshake()
-            break
+            return sock, tls, incoming, outgoing
         except ssl.SSLWantReadError:
             sock.sendall(outgoing.read())
             incoming.write(sock.recv(65536))
-    tls.write(options_request(port, f"cl-{uuid.uuid4().hex}", "tls", 5999))
-    sock.sendall(outgoing.read())
+
+
+def _tls_reply(sock, tls, incoming) -> bytes:
     reply = b""
     while status_of(reply) is None and (data := sock.recv(65536)):
         incoming.write(data)
-        with contextlib.suppress(ssl.SSLWantReadError):
+        with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLZeroReturnError):
             reply += tls.read(65536)
-    assert status_of(reply) == 200
+    return reply
+
+
+def _tls_exchange(port, ctx):
+    """(socket, SSLObject, its two BIOs) after one OPTIONS and its 200 over a new connection."""
+    sock, tls, incoming, outgoing = _tls_connection(port, ctx)
+    tls.write(options_request(port, f"cl-{uuid.uuid4().hex}", "tls", 5999))
+    sock.sendall(outgoing.read())
+    assert status_of(_tls_reply(sock, tls, incoming)) == 200
     return sock, tls, incoming, outgoing
 
 
