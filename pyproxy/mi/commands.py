@@ -204,9 +204,9 @@ def _aor(mi, text: str) -> tuple[str, str]:
             uri = parse_uri(text.strip("<>"))
         except SIPError as e:
             raise MIError(f"'{text}' is not an address of record: {e}") from None
-        if uri.user:
-            return usrloc.aor_of(uri, use_domain)
-        text = ""
+        if not uri.user:
+            raise MIError(f"'{text}' is not an address of record: it names no user")
+        return usrloc.aor_of(uri, use_domain)
     user, _, domain = text.partition("@")
     if not user:
         raise MIError(f"'{text}' is not an address of record (USER, USER@DOMAIN or sip:USER@DOMAIN)")
