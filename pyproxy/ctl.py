@@ -530,8 +530,9 @@ def _run_ul_show(args) -> Output:
     lines = []
     for aor, contacts in table.items():
         lines.append(f"{aor}: {len(contacts)} contact(s)")
-        lines += [f"  <{c['contact']}>;expires={c['expires']};q={c['q']:g}  from {c['received']} on "
-                  f"{c['socket']}" + (f"  {c['user_agent']}" if c["user_agent"] else "") for c in contacts]
+        lines += [f"  <{c['contact']}>;expires={c['expires']};q={c['q']:g}  " +
+                  (f"from {c['received']} " if c["received"] else "") +     # (behind a NAT, or TCP/TLS)
+                  f"on {c['socket']}" + (f"  {c['user_agent']}" if c["user_agent"] else "") for c in contacts]
     return Output(table, lines or ["no registrations"])
 
 

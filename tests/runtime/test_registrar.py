@@ -70,16 +70,40 @@ def call(caller: Phone, callee: Phone, user: str = "alice"):
     return invite
 
 
-@pytest.mark.parametrize("proto", ["udp", "tcp"])
-def test_a_registered_phone_is_called_where_it_registered_from(proxy_factory, tmp_path, phones, proto):
+def test_a_phone_on_tcp_is_called_over_its_connection(proxy_factory, tmp_path, phones):
     proxy = start(proxy_factory, tmp_path)
-    alice = phones(proxy.port, proto)
-    # a Contact that names nothing listening: only the address the REGISTER came from reaches her
-    ok = alice.register(f"<sip:alice@{LOOP}:9;transport={proto}>", expires=300)
+    alice = phones(proxy.port, "tcp")
+    # a Contact that names nothing listening: only the connection the REGISTER came on reaches her
+    ok = alice.register(f"<sip:alice@{LOOP}:9;transport=tcp>", expires=300)
     assert status_of(ok) == 200, ok
-    assert contacts(ok) == [f"<sip:alice@{LOOP}:9;transport={proto}>;expires=300".encode()]
+    assert contacts(ok) == [f"<sip:alice@{LOOP}:9;transport=tcp>;expires=300".encode()]
     invite = call(phones(proxy.port, "udp", user="bob"), alice)
-    assert first_line(invite) == f"INVITE sip:alice@{LOOP}:9;transport={proto} SIP/2.0"
+    assert first_line(invite) == f"INVITE sip:alice@{LOOP}:9;transport=tcp SIP/2.0"
+
+
+@pytest.mark.parametrize("contact", ["10.0.0.1:5060", f"{LOOP}:5060"])
+def test_a_phone_behind_a_nat_is_called_where_it_registered_from(proxy_factory, tmp_path, phones, contact):
+    """Its Via names another address than the one its REGISTER came from (the NAT's outside):
+    nothing listens at its Contact (its private address), so it is called at its source."""
+    proxy = start(proxy_factory, tmp_path)
+    alice = phones(proxy.port)
+    register = alice.request("REGISTER", f"sip:{LOOP}", f"Contact: <sip:alice@{contact}>\r\nExpires: 300\r\n")
+    alice.send(register.replace(f"Via: SIP/2.0/UDP {LOOP}:{alice.port};".encode(), b"Via: SIP/2.0/UDP 10.0.0.1:5060;"))
+    assert status_of(alice.final()) == 200
+    invite = call(phones(proxy.port, user="bob"), alice)
+    assert first_line(invite) == f"INVITE sip:alice@{contact} SIP/2.0"
+
+
+def test_a_contact_registered_from_elsewhere_is_called_at_the_contact(proxy_factory, tmp_path, phones):
+    """No NAT between (its Via is where it came from): the Contact as registered is called, as
+    for a phone that sends from another port than it listens on, or a REGISTER made on another
+    device's behalf (RFC 3261 10.2's third-party registration)."""
+    proxy = start(proxy_factory, tmp_path)
+    registrar_client, desk = phones(proxy.port), phones(proxy.port)
+    ok = registrar_client.register(f"<sip:alice@{LOOP}:{desk.port}>", expires=300)
+    assert status_of(ok) == 200, ok
+    invite = call(phones(proxy.port, user="bob"), desk)
+    assert first_line(invite) == f"INVITE sip:alice@{LOOP}:{desk.port} SIP/2.0"
 
 
 def test_query_refresh_and_unregister(proxy_factory, tmp_path, phones):

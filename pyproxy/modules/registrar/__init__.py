@@ -12,14 +12,16 @@ TCP/TLS, is reached over the address and the connection it registered from.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 
+from ...config.values import UDP
 from ...db import DatabaseError
 from ...script.exports import FixupError, Function, ModParam, ModuleExports, RouteType
 from ...script.fixups import integer, text
 from ...sip import SIPError
-from ...sip.address import parse_name_addr
+from ...sip.address import STAR, parse_name_addr
 from ...sip.uri import host_port
 from ...sip.headers import split_list
 from .. import usrloc
@@ -43,7 +45,7 @@ def save(ctx, table, flags, limits: Limits, use_domain: bool, use_path: bool):
         req = read_register(msg, limits)
         path = ", ".join(msg.values_to_send("path")) if use_path else ""     # add_path()'s included
         proto = rcv.proto.text
-        where = Where(f"sip:{host_port(rcv.src_ip, rcv.src_port)};transport={proto}", path or None,
+        where = Where(_received(msg, rcv), path or None,
                       f"{proto}:{host_port(rcv.dst_ip, rcv.dst_port)}", (msg.header("user-agent") or "")[:255])
 
         def update(current):
@@ -129,6 +131,38 @@ def _bindings(ctx, use_domain: bool):
     if uri.scheme not in ("sip", "sips"):
         return None
     return usrloc.location().lookup(usrloc.aor_of(uri, use_domain), time.time())
+
+
+def _received(msg, rcv) -> str | None:
+    """Where requests for the REGISTER's contacts go instead of the Contact itself: over TCP and
+    TLS, the connection it came on (a phone accepts no connection of ours); over UDP, the
+    address it came from when a NAT stands between -- its top Via names another address than
+    the one it came from, or a Contact names a private one that it did not come from (the test
+    OpenSER scripts made with nathelper's nat_uac_test() before fix_nated_register()). None:
+    the Contact as registered (RFC 3261 16.5), as for a phone that sends from another port than
+    it listens on, or a REGISTER made on another device's behalf."""
+    source = f"sip:{host_port(rcv.src_ip, rcv.src_port)};transport={rcv.proto.text}"
+    if rcv.proto is not UDP:
+        return source
+    via = msg.top_via
+    if via.host.strip("[]") != rcv.src_ip or (via.port or 5060) != rcv.src_port:
+        return source
+    for value in msg.contacts:        # (parsed and checked by read_register() already)
+        host = "" if value is STAR else (value.uri.host or "").strip("[]")
+        if host != rcv.src_ip and _is_private(host):
+            return source
+    return None
+
+
+def _is_private(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False                # a name: not a NAT's inside address
+    return address.is_private or address in _SHARED_NAT
+
+
+_SHARED_NAT = ipaddress.ip_network("100.64.0.0/10")        # RFC 6598: carrier-grade NAT
 
 
 def _aor(msg, use_domain: bool) -> tuple[str, str]:
