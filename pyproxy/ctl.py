@@ -450,6 +450,18 @@ def _keep_password(args) -> bool:
     return bool(_config(args).modparams.get("auth_db", {}).get("calculate_ha1"))
 
 
+def _warn_if_not_served(args, domain: str) -> None:
+    """A user of a domain the config does not serve (alias=, listen=) is added all the same (the
+    database may serve other proxies, or the alias come later), with a word on stderr."""
+    if args.db_url:
+        return
+    settings = _config(args).settings
+    served = {a.host.lower() for a in settings.alias} | {l.host.lower() for l in settings.listen}
+    if served and domain.lower() not in served:
+        print(f"pyproxyctl: warning: {domain} is none of {args.config}'s domains (alias=, listen=): added "
+              f"all the same; its users register here once one of them names it", file=sys.stderr)
+
+
 def _run_add(args) -> Output:
     if args.file:
         return _add_file(args)
@@ -457,6 +469,7 @@ def _run_add(args) -> Output:
         raise UsageError("add needs USER PASSWORD (or --file FILE)")
     user, domain = _user_and_domain(args, args.user)
     keep = _keep_password(args)
+    _warn_if_not_served(args, domain)
     with _opened(args) as db:
         schema.require(db, ["subscriber"])
         subscribers.add(db, user, domain, args.password, args.email, keep)

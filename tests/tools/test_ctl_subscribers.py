@@ -34,8 +34,10 @@ def test_the_clear_text_password_is_kept_only_where_it_is_needed(ctl, tmp_path):
     assert _row(db, "alice")[0] == ""
     cfg = tmp_path / "manual.cfg"
     cfg.write_text(f'alias="domA.net"\n{MANUAL_AUTH}modparam("auth_db", "db_url", "{url}")\n')
-    ctl("-f", cfg, "add", "bob", "bobs-secret")
+    assert ctl("-f", cfg, "add", "bob", "bobs-secret").stderr == ""
     assert _row(db, "bob") == ("bobs-secret", digests("bob", "domA.net", "bobs-secret")[0])
+    warned = ctl("-f", cfg, "add", "carol@domB.net", "pw").stderr       # a domain the config does not serve
+    assert "warning: domB.net is none of" in warned and _row(db, "carol")
 
 
 def test_usage_errors_exit_2_and_a_closed_pipe_is_no_error(ctl, tmp_path):
