@@ -4,10 +4,10 @@ registrar module): ``save("location")``, ``save_noreply("location")``, ``lookup(
 
 ``save()`` answers the REGISTER itself, 200 with every binding or the error (400, 423 with
 Min-Expires, 403 past max_contacts, 500 when the database fails) and, on an error, ends the
-script as OpenSER's did (it returns 0). Each binding remembers where its REGISTER came from
-(``received``: source address and transport; ``socket``: the socket it came in on), and
-``lookup()`` sends requests there through ``$du``: a phone behind NAT, or registered over
-TCP/TLS, is reached over the address and the connection it registered from.
+script as OpenSER's did (it returns 0). Each binding remembers the socket its REGISTER came in
+on and, where the Contact alone would not reach the phone (TCP/TLS, or a NAT between: see
+``_received``), the address it came from (``received``); ``lookup()`` then sends requests there
+through ``$du``: over the connection, or to the NAT's outside address.
 """
 
 from __future__ import annotations
