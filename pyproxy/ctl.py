@@ -355,12 +355,15 @@ DB_MODULES = ("auth_db", "uri_db", "usrloc")
 
 
 def _config(args):
+    """The config given with -f, loaded once per command (several steps ask it)."""
     from .config.errors import ConfigErrors
     from .assembly.loader import load_config
-    try:
-        return load_config(args.config)
-    except ConfigErrors as e:
-        raise CtlError(f"{args.config}: cannot load the config:\n" + str(e)) from None
+    if getattr(args, "loaded", None) is None:
+        try:
+            args.loaded = load_config(args.config)
+        except ConfigErrors as e:
+            raise CtlError(f"{args.config}: cannot load the config:\n" + str(e)) from None
+    return args.loaded
 
 
 def _database(args):
@@ -451,13 +454,16 @@ def _keep_password(args) -> bool:
 
 
 def _warn_if_not_served(args, domain: str) -> None:
-    """A user of a domain the config does not serve (alias=, listen=) is added all the same (the
-    database may serve other proxies, or the alias come later), with a word on stderr."""
+    """A user of a domain the config does not serve (alias=, listen=, the host's names: what
+    ``myself`` matches) is added all the same (the database may serve other proxies, or the
+    alias come later), with a word on stderr."""
     if args.db_url:
         return
+    from .config.values import SocketSpec
+    from .myself import Myself
     settings = _config(args).settings
-    served = {a.host.lower() for a in settings.alias} | {l.host.lower() for l in settings.listen}
-    if served and domain.lower() not in served:
+    listening = settings.listen or [SocketSpec(None, "0.0.0.0", None)]     # (none: every address)
+    if not Myself(listening, settings.alias, settings.port)(domain):
         print(f"pyproxyctl: warning: {domain} is none of {args.config}'s domains (alias=, listen=): added "
               f"all the same; its users register here once one of them names it", file=sys.stderr)
 

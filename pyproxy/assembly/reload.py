@@ -17,11 +17,34 @@ from __future__ import annotations
 
 import copy
 
+from ..config.errors import ConfigErrors
 from ..config.settings import PARAMS
 
 # Applied by a reload: the log level and the TLS parameters (the contexts are built again).
 LIVE = {"debug"} | {p.name for p in PARAMS.values() if p.section == "tls"} - {
     "disable_tls", "tls_autogenerate", "tls_keylog_file"}
+
+
+class Refusal(Exception):
+    """Why the config file, read again, cannot replace the running config: ``reason``, and the
+    file's errors (file:line:col each; none for a refusal of another kind)."""
+
+    def __init__(self, reason: str, errors: list[str] = ()) -> None:
+        super().__init__(reason)
+        self.reason, self.errors = reason, list(errors)
+
+
+def load_new(load, running):
+    """The config file read again by ``load`` (the command line's) and checked against
+    ``running``; Refusal when a reload would not take it. (The TLS files are left to the caller.)"""
+    try:
+        new = load(running)
+    except ConfigErrors as e:
+        raise Refusal(f"{len(e.errors)} error(s) in {running.path}; the running configuration stays",
+                      [str(error) for error in e.errors]) from None
+    if problem := refused(running, new):
+        raise Refusal(problem)
+    return new
 
 
 def refused(old, new) -> str | None:

@@ -128,7 +128,7 @@ def shutdown(mi, args):
 def reload(mi, args):
     refusal = mi.reload_refusal()
     if refusal:
-        raise MIError(f"reload refused: {refusal}; the running configuration stays")
+        raise MIError(f"reload refused: {refusal}")
     mi.loop.call_later(0.2, lambda: os.kill(mi.master_pid, signal.SIGHUP))
     return "reload requested"
 
@@ -213,13 +213,9 @@ def _aor(mi, text: str) -> tuple[str, str]:
     return (user, domain.lower()) if use_domain else (user, "")
 
 
-def _registered(mi, text: str, now: float) -> tuple[tuple[str, str], list]:
-    """An address of record and its contacts; "not found" (Kamailio's 404) when it has none."""
-    aor = _aor(mi, text)
-    bindings = _location(mi).lookup(aor, now)
-    if not bindings:
-        raise MIError(f"{text}: AOR not found (no contact registered)")
-    return aor, bindings
+def _not_found(text: str) -> MIError:
+    """An address of record without a contact (Kamailio's 404): scripts can tell."""
+    return MIError(f"{text}: AOR not found (no contact registered)")
 
 
 def _binding(b, now: float) -> dict:
@@ -255,7 +251,10 @@ def ul_show_contact(mi, args):
     if len(args) != 1:
         raise MIError("usage: ul_show_contact AOR")
     now = time.time()
-    return [_binding(b, now) for b in _registered(mi, args[0], now)[1]]
+    bindings = _location(mi).lookup(_aor(mi, args[0]), now)
+    if not bindings:
+        raise _not_found(args[0])
+    return [_binding(b, now) for b in bindings]
 
 
 @command("ul_rm", "remove every contact of an address of record: ul_rm AOR")
@@ -263,9 +262,10 @@ def ul_show_contact(mi, args):
 def ul_rm(mi, args):
     if len(args) != 1:
         raise MIError("usage: ul_rm AOR")
-    now = time.time()
-    aor, _ = _registered(mi, args[0], now)
-    return {"removed": _location(mi).remove(aor, now)}
+    removed = _location(mi).remove(_aor(mi, args[0]), time.time())
+    if not removed:
+        raise _not_found(args[0])
+    return {"removed": removed}
 
 
 def run(mi, name: str, args: list[str]):

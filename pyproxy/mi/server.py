@@ -116,14 +116,13 @@ class MIServer:
         go ahead), so that ``reload`` can say so to whoever asked. The TLS files are left to the
         master: this process may not be allowed to read the private keys."""
         from ..assembly import reload as config_reload
-        from ..config.errors import ConfigErrors
         if self.load_config is None:
             return None
         try:
-            new = self.load_config(self.config)
-        except ConfigErrors as e:
-            return f"{len(e.errors)} error(s) in {self.config.path}:\n" + "\n".join(map(str, e.errors))
-        return config_reload.refused(self.config, new)
+            config_reload.load_new(self.load_config, self.config)
+        except config_reload.Refusal as e:
+            return "\n".join([e.reason, *e.errors])
+        return None
 
     def execute(self, name: str, args: list[str]):
         log.info(_clean(f"mi command: {name} {' '.join(args)}".rstrip()))

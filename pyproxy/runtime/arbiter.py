@@ -26,7 +26,6 @@ import psutil
 from setproctitle import setproctitle
 
 from ..assembly import reload as config_reload
-from ..config.errors import ConfigErrors
 from ..kernel.notify import Notifier
 
 from ..mi.server import Endpoints, MIServer, MIStartError
@@ -342,15 +341,11 @@ class Arbiter:
 
     def reload(self) -> None:
         try:
-            new = self.load(self.config)
-        except ConfigErrors as e:
+            new = config_reload.load_new(self.load, self.config)
+        except config_reload.Refusal as e:
             for error in e.errors:
                 log.error(f"reload: {error}")
-            log.error(f"reload refused: {len(e.errors)} error(s) in {self.config.path}; the running "
-                      "configuration stays")
-            return
-        if problem := config_reload.refused(self.config, new):
-            log.error(f"reload refused: {problem}")
+            log.error(f"reload refused: {e.reason}")
             return
         tls = None
         if not self.settings.disable_tls:

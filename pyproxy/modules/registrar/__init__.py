@@ -141,17 +141,20 @@ def _received(msg, rcv) -> str | None:
     OpenSER scripts made with nathelper's nat_uac_test() before fix_nated_register()). None:
     the Contact as registered (RFC 3261 16.5), as for a phone that sends from another port than
     it listens on, or a REGISTER made on another device's behalf."""
-    source = f"sip:{host_port(rcv.src_ip, rcv.src_port)};transport={rcv.proto.text}"
-    if rcv.proto is not UDP:
-        return source
+    if rcv.proto is UDP and not _behind_nat(msg, rcv):
+        return None
+    return f"sip:{host_port(rcv.src_ip, rcv.src_port)};transport={rcv.proto.text}"
+
+
+def _behind_nat(msg, rcv) -> bool:
     via = msg.top_via
     if via.host.strip("[]") != rcv.src_ip or (via.port or 5060) != rcv.src_port:
-        return source
+        return True
     for value in msg.contacts:        # (parsed and checked by read_register() already)
         host = "" if value is STAR else (value.uri.host or "").strip("[]")
         if host != rcv.src_ip and _is_private(host):
-            return source
-    return None
+            return True
+    return False
 
 
 def _is_private(host: str) -> bool:
